@@ -1,0 +1,3 @@
+"""sshmonitord: an SSH security monitor daemon."""
+
+__version__ = "0.1.0"

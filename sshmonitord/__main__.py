@@ -1,0 +1,7 @@
+"""``python -m sshmonitord`` runs the daemon, like the ``sshmonitord`` command."""
+
+import sys
+
+from .cli import daemon_main
+
+sys.exit(daemon_main())

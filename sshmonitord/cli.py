@@ -1,0 +1,237 @@
+"""Command lines: ``sshmonitord`` (the daemon) and ``sshmonitor`` (operator commands)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any
+
+from . import __version__, config, control, log
+
+EX_CONFIG = 78  # sysexits(3); the unit file stops restarting on it
+
+DAEMON_HELP = """\
+Follow sshd's authentication log, detect intrusion attempts, ban attackers in the firewall
+and alert the operator. Normally started by systemd (systemctl enable --now sshmonitor).
+
+signals:
+  SIGHUP          re-read the config; on any error the running config stays in force
+  SIGTERM/SIGINT  stop sources, finish in-flight work, save state, exit 0 (twice: at once)
+
+files:
+  /etc/sshmonitor.yaml              configuration (see docs/configuration.md)
+  /var/lib/sshmonitor/sshmonitor.db state: positions, events, sessions, bans, alert spool
+  /run/sshmonitor/control.sock      control socket used by `sshmonitor`
+"""
+
+
+def _config_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--config",
+        "-c",
+        metavar="FILE",
+        default=None,
+        help=f"config file (default: {config.DEFAULT_CONFIG_PATH})",
+    )
+
+
+def load_for_cli(path: str | None) -> config.Config:
+    """The config at ``path``; with no path, the default file, or built-in defaults if absent."""
+    if path is None:
+        if not os.path.exists(config.DEFAULT_CONFIG_PATH):
+            return config.Config(
+                warnings=(
+                    f"{config.DEFAULT_CONFIG_PATH} does not exist; running on built-in defaults",
+                )
+            )
+        path = config.DEFAULT_CONFIG_PATH
+    return config.load_config(os.path.abspath(path))
+
+
+def daemon_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="sshmonitord",
+        description=DAEMON_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _config_arg(p)
+    p.add_argument(
+        "--state-dir",
+        metavar="DIR",
+        help="state directory (default: $STATE_DIRECTORY, else store.dir, "
+        f"else {config.DEFAULT_STATE_DIR})",
+    )
+    p.add_argument(
+        "--log-format",
+        choices=["auto", "console", "json", "journal"],
+        help="override log.format: auto picks journal under systemd, else console",
+    )
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="detect and log what would be done, but ban nothing and send no alerts",
+    )
+    p.add_argument("--version", action="version", version=f"sshmonitord {__version__}")
+    return p
+
+
+def daemon_main(argv: list[str] | None = None) -> int:
+    """``sshmonitord``: run the daemon in the foreground."""
+    args = daemon_parser().parse_args(argv)
+    try:
+        cfg = load_for_cli(args.config)
+    except config.ConfigError as exc:
+        log.setup("info", args.log_format or "auto")
+        for p in exc.problems:
+            log.get("config").error(
+                "invalid config; not starting", file=exc.path, key=p.key or None, problem=p.message
+            )
+        return EX_CONFIG
+    log.setup(cfg.log.level, args.log_format or cfg.log.format)
+    from . import daemon  # imported late: keeps `sshmonitor check-config` light
+
+    return daemon.run(cfg, args.state_dir, args.log_format, args.dry_run)
+
+
+# ---------------------------------------------------------------------- sshmonitor
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    path = args.file or args.config or config.DEFAULT_CONFIG_PATH
+    try:
+        cfg = config.load_config(path)
+    except config.ConfigError as exc:
+        for line in exc.lines():
+            print(line, file=sys.stderr)
+        return 1
+    for w in cfg.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    print("ok")
+    return 0
+
+
+def _socket_for(args: argparse.Namespace) -> str:
+    if args.socket:
+        return str(args.socket)
+    try:
+        cfg = load_for_cli(args.config)
+    except config.ConfigError as exc:
+        print("\n".join(exc.lines()), file=sys.stderr)
+        print(
+            "(reading it only to find the control socket; pass --socket to skip)", file=sys.stderr
+        )
+        raise SystemExit(1) from None
+    from .daemon import resolve_socket
+
+    return resolve_socket(cfg)
+
+
+def _fmt_duration(seconds: float) -> str:
+    s = int(seconds)
+    d, s = divmod(s, 86400)
+    h, s = divmod(s, 3600)
+    m, s = divmod(s, 60)
+    if d:
+        return f"{d}d {h}h {m}m"
+    if h:
+        return f"{h}h {m}m"
+    return f"{m}m {s}s" if m else f"{s}s"
+
+
+def print_status(st: dict[str, Any]) -> None:
+    print(f"sshmonitord {st['version']} running, pid {st['pid']} on {st['host']}")
+    print(f"  uptime:   {_fmt_duration(st['uptime_seconds'])} (since {st['started_at']})")
+    print(f"  status:   {st['status']}")
+    print(f"  config:   {st['config'] or '(built-in defaults)'} (loaded {st['config_loaded_at']})")
+    if st.get("last_reload_error"):
+        print("  LAST RELOAD FAILED, the previous config is still in force:")
+        for line in st["last_reload_error"]:
+            print(f"    {line}")
+    print(f"  state:    {st['database']} (schema v{st['schema_version']})")
+    if st.get("dry_run"):
+        print("  mode:     DRY RUN (no bans, no alerts sent)")
+    for stage in st.get("stages", []):
+        print(f"  {stage.get('name', 'stage') + ':':<9} {stage.get('summary', '')}")
+    counters = st.get("counters") or {}
+    if counters:
+        print("  counters:")
+        for k, v in counters.items():
+            print(f"    {k:<28} {v}")
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    path = _socket_for(args)
+    try:
+        st = control.request(path, "status")
+    except control.ControlError as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(st, indent=2))
+    else:
+        print_status(st)
+    return 0
+
+
+def cmd_reload(args: argparse.Namespace) -> int:
+    path = _socket_for(args)
+    try:
+        res = control.request(path, "reload")
+    except control.ControlError as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+    if res["reloaded"]:
+        print("reloaded")
+        return 0
+    print("reload FAILED; the running config stays in force:", file=sys.stderr)
+    for line in res.get("errors") or []:
+        print(f"  {line}", file=sys.stderr)
+    return 1
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="sshmonitor",
+        description="Operator commands for sshmonitord (the SSH security monitor daemon).",
+    )
+    p.add_argument("--version", action="version", version=f"sshmonitor {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    c = sub.add_parser(
+        "check-config",
+        help="validate a config file; prints ok or every error",
+        description="Validate a config file without starting anything. Exit 0 "
+        "and 'ok' when valid, else every problem and exit 1.",
+    )
+    _config_arg(c)
+    c.add_argument("file", nargs="?", help="config file (same as --config)")
+    c.set_defaults(func=cmd_check_config)
+
+    for name, func, text in (
+        ("status", cmd_status, "show the running daemon's state (exit 1 if not running)"),
+        ("reload", cmd_reload, "reload the daemon's config and report errors (like SIGHUP)"),
+    ):
+        s = sub.add_parser(name, help=text, description=text)
+        _config_arg(s)
+        s.add_argument("--socket", metavar="PATH", help="control socket (default: from config)")
+        if name == "status":
+            s.add_argument("--json", action="store_true", help="machine-readable output")
+        s.set_defaults(func=func)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``sshmonitor``: operator commands."""
+    args = parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except BrokenPipeError:
+        return 0
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,591 @@
+"""Configuration: YAML in, frozen dataclasses out, with errors an operator can act on.
+
+Every key has a default, so an empty file is a valid configuration. The schema *is* the
+dataclasses below: a generic walker checks each YAML value against the field's type hint and
+metadata (ranges, secrets), and reports every problem with the file name, the dotted key path
+(``notify.channels[1].port``), the bad value and what was expected. A reload builds a whole new
+:class:`Config` and the daemon swaps it in at once; nothing is mutated in place.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import ipaddress
+import os
+import re
+import stat
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+DEFAULT_CONFIG_PATH = "/etc/sshmonitor.yaml"
+DEFAULT_STATE_DIR = "/var/lib/sshmonitor"
+DEFAULT_RUNTIME_DIR = "/run/sshmonitor"
+
+
+class Duration(float):
+    """Seconds, written in YAML as a number or as ``30s``, ``10m``, ``1h30m``, ``2d``, ``1w``."""
+
+    def __repr__(self) -> str:
+        return f"Duration({float(self)!r})"
+
+
+class Secret(str):
+    """A secret string. Its repr never shows the value, so it cannot leak into logs."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def _f(default: Any = dataclasses.MISSING, **meta: Any) -> Any:
+    """A dataclass field with schema metadata (``min``, ``max``, ``secret``, ``help``)."""
+    if isinstance(default, list | dict | tuple) or dataclasses.is_dataclass(default):
+        value = default
+        return field(default_factory=lambda: value, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+# --------------------------------------------------------------------------- schema
+
+JOURNAL_MATCHES: tuple[str, ...] = (
+    "_COMM=sshd",
+    "_COMM=sshd-session",
+    "_COMM=sshd-auth",
+    "_COMM=sudo",
+    "_COMM=su",
+    "_COMM=sftp-server",
+    "_SYSTEMD_UNIT=ssh.service",
+    "_SYSTEMD_UNIT=sshd.service",
+    "SYSLOG_IDENTIFIER=sshd",
+    "SYSLOG_IDENTIFIER=sshd-session",
+    "SYSLOG_IDENTIFIER=sudo",
+    "SYSLOG_IDENTIFIER=su",
+    "SYSLOG_IDENTIFIER=internal-sftp",
+    "SYSLOG_IDENTIFIER=systemd-logind",
+)
+
+
+@dataclass(frozen=True)
+class JournalConfig:
+    journalctl: str = _f("journalctl", help="journalctl binary to run")
+    directory: str | None = _f(None, help="read journal files from this directory")
+    files: tuple[str, ...] = _f((), help="read these journal files instead of the system journal")
+    matches: tuple[str, ...] = _f(JOURNAL_MATCHES, help="journalctl match arguments (OR-ed)")
+
+
+@dataclass(frozen=True)
+class SourcesConfig:
+    mode: Literal["auto", "file", "journal"] = _f("auto", help="auto: a log file if one exists")
+    files: tuple[str, ...] = _f(("/var/log/auth.log", "/var/log/secure"), help="files to follow")
+    start_at: Literal["end", "beginning"] = _f("end", help="where to start with no saved position")
+    poll_interval: Duration = _f(Duration(1.0), min=0.05, max=60, help="stat() re-check period")
+    max_line_length: int = _f(16384, min=256, max=1048576, help="longer lines are cut")
+    timezone: str = _f("local", help="zone of classic syslog timestamps (IANA name or local)")
+    journal: JournalConfig = _f(JournalConfig())
+
+
+@dataclass(frozen=True)
+class DetectionConfig:
+    ipv6_prefix: int = _f(64, min=32, max=128, help="IPv6 addresses are counted per this prefix")
+
+
+@dataclass(frozen=True)
+class ResponseConfig:
+    enabled: bool = _f(True, help="ban addresses in the firewall (false: detect and alert only)")
+
+
+Severity = Literal["info", "warning", "high", "critical"]
+
+
+@dataclass(frozen=True)
+class ChannelBase:
+    name: str | None = _f(None, help="label used in logs; defaults to the type")
+    min_severity: Severity = _f("warning", help="drop alerts below this severity")
+    include_rules: tuple[str, ...] = _f((), help="only these rules (empty: all)")
+    exclude_rules: tuple[str, ...] = _f((), help="never these rules")
+
+
+@dataclass(frozen=True)
+class ForwardEmailChannel(ChannelBase):
+    type: Literal["forwardemail"] = "forwardemail"
+    api_key: Secret | None = _f(None, secret=True, required=True, help="Forward Email API key")
+    base_url: str = _f("https://api.forwardemail.net", help="API base URL")
+    sender: str = _f("", required=True, help="From: address")
+    to: tuple[str, ...] = _f((), required=True, help="recipients")
+    timeout: Duration = _f(Duration(15), min=1, max=300)
+
+
+@dataclass(frozen=True)
+class SmtpChannel(ChannelBase):
+    type: Literal["smtp"] = "smtp"
+    host: str = _f("localhost")
+    port: int = _f(587, min=1, max=65535)
+    tls: Literal["starttls", "implicit", "none"] = _f("starttls")
+    username: str | None = _f(None)
+    password: Secret | None = _f(None, secret=True)
+    sender: str = _f("", required=True)
+    to: tuple[str, ...] = _f((), required=True)
+    timeout: Duration = _f(Duration(30), min=1, max=300)
+
+
+@dataclass(frozen=True)
+class SendmailChannel(ChannelBase):
+    type: Literal["sendmail"] = "sendmail"
+    path: str = _f("/usr/sbin/sendmail")
+    sender: str = _f("", required=True)
+    to: tuple[str, ...] = _f((), required=True)
+
+
+@dataclass(frozen=True)
+class WebhookChannel(ChannelBase):
+    type: Literal["webhook"] = "webhook"
+    url: str = _f("", required=True)
+    format: Literal["json", "slack"] = _f("json")
+    token: Secret | None = _f(None, secret=True, help="sent as Authorization: Bearer")
+    headers: dict[str, str] = _f({})
+    timeout: Duration = _f(Duration(15), min=1, max=300)
+
+
+@dataclass(frozen=True)
+class LogChannel(ChannelBase):
+    type: Literal["log"] = "log"
+
+
+Channel = ForwardEmailChannel | SmtpChannel | SendmailChannel | WebhookChannel | LogChannel
+CHANNEL_TYPES: dict[str, type] = {
+    "forwardemail": ForwardEmailChannel,
+    "smtp": SmtpChannel,
+    "sendmail": SendmailChannel,
+    "webhook": WebhookChannel,
+    "log": LogChannel,
+}
+
+
+@dataclass(frozen=True)
+class NotifyConfig:
+    throttle: Duration = _f(Duration(3600), min=0, help="same rule+subject folded for this long")
+    digest_window: Duration = _f(Duration(60), min=0, max=3600)
+    hourly_cap: int = _f(30, min=1, help="messages per channel per hour")
+    max_age: Duration = _f(Duration(86400), min=60, help="undelivered alerts are dropped after")
+    channels: tuple[Channel, ...] = _f(())
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    dir: str = _f(DEFAULT_STATE_DIR, help="state directory (SQLite database)")
+    retention_days: int = _f(90, min=1, max=36500)
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    level: Literal["debug", "info", "warning", "error"] = _f("info")
+    format: Literal["auto", "console", "json", "journal"] = _f("auto")
+
+
+@dataclass(frozen=True)
+class ControlConfig:
+    socket: str = _f(DEFAULT_RUNTIME_DIR + "/control.sock", help="operator command socket")
+
+
+@dataclass(frozen=True)
+class Config:
+    sources: SourcesConfig = _f(SourcesConfig())
+    detection: DetectionConfig = _f(DetectionConfig())
+    response: ResponseConfig = _f(ResponseConfig())
+    notify: NotifyConfig = _f(NotifyConfig())
+    store: StoreConfig = _f(StoreConfig())
+    log: LogConfig = _f(LogConfig())
+    control: ControlConfig = _f(ControlConfig())
+    allowlist: tuple[IPNetwork, ...] = _f((), help="addresses and networks never banned")
+    # Not YAML keys: where the config came from and what the loader warned about.
+    path: str | None = _f(None, internal=True)
+    warnings: tuple[str, ...] = _f((), internal=True)
+
+
+# --------------------------------------------------------------------------- errors
+
+
+@dataclass(frozen=True)
+class Problem:
+    key: str
+    message: str
+
+
+class ConfigError(Exception):
+    """A configuration that cannot be used; ``problems`` lists every reason."""
+
+    def __init__(self, path: str | None, problems: list[Problem]) -> None:
+        self.path = path or "<config>"
+        self.problems = problems
+        super().__init__("\n".join(self.lines()))
+
+    def lines(self) -> list[str]:
+        return [
+            f"{self.path}: {p.key}: {p.message}" if p.key else f"{self.path}: {p.message}"
+            for p in self.problems
+        ]
+
+
+# --------------------------------------------------------------------------- loading
+
+_DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)")
+_UNIT = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def parse_duration(value: Any) -> float:
+    """Parse ``90``, ``1.5``, ``"30s"``, ``"10m"``, ``"1h30m"``; raise ValueError otherwise."""
+    if isinstance(value, bool):
+        raise ValueError
+    if isinstance(value, int | float):
+        return float(value)
+    if not isinstance(value, str):
+        raise ValueError
+    text = value.strip().lower()
+    if re.fullmatch(r"-?\d+(\.\d+)?", text):
+        return float(text)
+    neg = text.startswith("-")
+    body = text[1:].lstrip() if neg else text
+    pos, total = 0, 0.0
+    for m in _DURATION_RE.finditer(body):
+        if m.start() != pos and body[pos : m.start()].strip():
+            raise ValueError
+        total += float(m.group(1)) * _UNIT[m.group(2)]
+        pos = m.end()
+    if pos == 0 or body[pos:].strip():
+        raise ValueError
+    return -total if neg else total
+
+
+def _describe(value: Any) -> str:
+    if value is None:
+        return "nothing (null)"
+    kind = {
+        bool: "a boolean",
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        list: "a list",
+        dict: "a mapping",
+    }.get(type(value), type(value).__name__)
+    shown = repr(value)
+    if len(shown) > 60:
+        shown = shown[:57] + "..."
+    return f"{shown} ({kind})"
+
+
+class _Walker:
+    def __init__(self, path: str | None, base_dir: Path) -> None:
+        self.path = path
+        self.base_dir = base_dir
+        self.problems: list[Problem] = []
+        self.warnings: list[str] = []
+
+    def fail(self, key: str, message: str) -> None:
+        self.problems.append(Problem(key, message))
+
+    # Each converter returns the converted value, or raises _Bad after recording nothing.
+    def convert(self, tp: Any, value: Any, key: str, meta: typing.Mapping[str, Any]) -> Any:
+        origin = typing.get_origin(tp)
+        args = typing.get_args(tp)
+        if origin in (typing.Union, types.UnionType):
+            if value is None and type(None) in args:
+                return None
+            rest = [a for a in args if a is not type(None)]
+            if rest == [ipaddress.IPv4Network, ipaddress.IPv6Network]:
+                return self.network(value, key)
+            if all(dataclasses.is_dataclass(a) for a in rest):
+                return self.channel(value, key)
+            if len(rest) == 1:
+                return self.convert(rest[0], value, key, meta)
+            raise AssertionError(f"unsupported union {tp}")
+        if origin is Literal:
+            if value not in args:
+                choices = ", ".join(str(a) for a in args)
+                hint = ""
+                if isinstance(value, str):
+                    close = difflib.get_close_matches(value, [str(a) for a in args], n=1)
+                    hint = f" (did you mean {close[0]!r}?)" if close else ""
+                self.fail(key, f"expected one of {choices}, got {_describe(value)}{hint}")
+                raise _Bad
+            return value
+        if origin is tuple:
+            if isinstance(value, str | int | float) and not isinstance(value, bool):
+                value = [value]  # a single item where a list is expected is unambiguous
+            if not isinstance(value, list):
+                self.fail(key, f"expected a list, got {_describe(value)}")
+                raise _Bad
+            out, bad = [], False
+            for i, item in enumerate(value):
+                try:
+                    out.append(self.convert(args[0], item, f"{key}[{i}]", meta))
+                except _Bad:
+                    bad = True
+            if bad:
+                raise _Bad
+            return tuple(out)
+        if origin is dict:
+            if not isinstance(value, dict):
+                self.fail(key, f"expected a mapping, got {_describe(value)}")
+                raise _Bad
+            out_d: dict[str, str] = {}
+            for k, v in value.items():
+                if not isinstance(k, str) or not isinstance(v, str | int | float):
+                    self.fail(f"{key}.{k}", f"expected a string value, got {_describe(v)}")
+                    raise _Bad
+                out_d[k] = str(v)
+            return out_d
+        if dataclasses.is_dataclass(tp):
+            return self.section(tp, value, key)
+        if tp is bool:
+            if not isinstance(value, bool):
+                self.fail(key, f"expected true or false, got {_describe(value)}")
+                raise _Bad
+            return value
+        if tp is Duration:
+            try:
+                seconds = parse_duration(value)
+            except ValueError:
+                self.fail(
+                    key,
+                    "expected a duration like 30s, 10m, 1h or a number of seconds, "
+                    f"got {_describe(value)}",
+                )
+                raise _Bad from None
+            if seconds < 0:
+                self.fail(key, f"must not be negative, got {_describe(value)}")
+                raise _Bad
+            self.check_range(seconds, key, meta, value)
+            return Duration(seconds)
+        if tp is int:
+            if isinstance(value, bool) or not isinstance(value, int):
+                self.fail(key, f"expected an integer, got {_describe(value)}")
+                raise _Bad
+            self.check_range(value, key, meta, value)
+            return value
+        if tp is float:
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                self.fail(key, f"expected a number, got {_describe(value)}")
+                raise _Bad
+            self.check_range(value, key, meta, value)
+            return float(value)
+        if tp is str or tp is Secret:
+            if not isinstance(value, str):
+                self.fail(key, f"expected a string, got {_describe(value)}")
+                raise _Bad
+            if meta.get("secret"):
+                return Secret(self.expand_env(value, key))
+            return value
+        raise AssertionError(f"unsupported type {tp!r} at {key}")
+
+    def check_range(self, num: float, key: str, meta: typing.Mapping[str, Any], raw: Any) -> None:
+        lo, hi = meta.get("min"), meta.get("max")
+        if (lo is not None and num < lo) or (hi is not None and num > hi):
+            if lo is not None and hi is not None:
+                want = f"between {lo} and {hi}"
+            elif lo is not None:
+                want = f"at least {lo}"
+            else:
+                want = f"at most {hi}"
+            self.fail(key, f"expected a value {want}, got {_describe(raw)}")
+            raise _Bad
+
+    def network(self, value: Any, key: str) -> IPNetwork:
+        if not isinstance(value, str):
+            self.fail(key, f"expected an IP address or network, got {_describe(value)}")
+            raise _Bad
+        try:
+            net = ipaddress.ip_network(value.strip(), strict=True)
+        except ValueError as exc:
+            try:
+                fixed = ipaddress.ip_network(value.strip(), strict=False)
+            except ValueError:
+                self.fail(key, f"expected an IP address or network, got {_describe(value)}")
+                raise _Bad from exc
+            self.fail(key, f"{value!r} has host bits set (did you mean {fixed}?)")
+            raise _Bad from exc
+        if isinstance(net, ipaddress.IPv6Network) and net.network_address.ipv4_mapped:
+            mapped = net.network_address.ipv4_mapped
+            net = ipaddress.ip_network(f"{mapped}/{max(0, net.prefixlen - 96)}")
+        return net
+
+    def expand_env(self, value: str, key: str) -> str:
+        def sub(m: re.Match[str]) -> str:
+            name = m.group(1)
+            if name not in os.environ:
+                self.fail(key, f"environment variable {name} is not set")
+                raise _Bad
+            return os.environ[name]
+
+        return _ENV_RE.sub(sub, value)
+
+    def read_secret_file(self, filename: Any, key: str) -> Secret:
+        if not isinstance(filename, str) or not filename:
+            self.fail(key, f"expected a file name, got {_describe(filename)}")
+            raise _Bad
+        p = Path(filename)
+        if not p.is_absolute():
+            p = self.base_dir / p
+        try:
+            st = p.stat()
+            text = p.read_text(encoding="utf-8")
+        except OSError as exc:
+            self.fail(key, f"cannot read secret file {str(p)!r}: {exc.strerror or exc}")
+            raise _Bad from None
+        except UnicodeDecodeError:
+            self.fail(key, f"secret file {str(p)!r} is not UTF-8 text")
+            raise _Bad from None
+        if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+            self.warnings.append(
+                f"{self.path or '<config>'}: {key}: secret file {str(p)!r} is readable by "
+                f"group or others (mode {stat.S_IMODE(st.st_mode):04o}); chmod 600 it"
+            )
+        secret = text.strip()
+        if not secret:
+            self.fail(key, f"secret file {str(p)!r} is empty")
+            raise _Bad
+        return Secret(secret)
+
+    def section(self, cls: type, value: Any, key: str) -> Any:
+        if value is None:
+            value = {}
+        if not isinstance(value, dict):
+            self.fail(key or "(top level)", f"expected a mapping, got {_describe(value)}")
+            raise _Bad
+        hints = typing.get_type_hints(cls)
+        fields = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("internal")}
+        known = set(fields) | {f"{n}_file" for n, f in fields.items() if f.metadata.get("secret")}
+        kwargs: dict[str, Any] = {}
+        bad = False
+        for raw_key in value:
+            name = str(raw_key)
+            if name not in known:
+                close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                valid = ", ".join(sorted(known))
+                self.fail(_join(key, name), f"unknown key{hint}; valid keys here: {valid}")
+                bad = True
+        # Walk in the file's order so problems are reported top to bottom.
+        order = [str(k).removesuffix("_file") if str(k) not in fields else str(k) for k in value]
+        for name in dict.fromkeys(n for n in order if n in fields):
+            f = fields[name]
+            sub = _join(key, name)
+            meta = f.metadata
+            if meta.get("secret") and f"{name}_file" in value:
+                if name in value:
+                    self.fail(sub, f"give either {name} or {name}_file, not both")
+                    bad = True
+                    continue
+                try:
+                    kwargs[name] = self.read_secret_file(value[f"{name}_file"], sub + "_file")
+                except _Bad:
+                    bad = True
+                continue
+            if name not in value:
+                continue
+            try:
+                kwargs[name] = self.convert(hints[name], value[name], sub, meta)
+            except _Bad:
+                bad = True
+        if bad:
+            raise _Bad
+        for name, f in fields.items():
+            if f.metadata.get("required") and not kwargs.get(name):
+                hint = f" (or {name}_file)" if f.metadata.get("secret") else ""
+                self.fail(_join(key, name), f"is required for this {_kind(cls)}{hint}")
+                bad = True
+        if bad:
+            raise _Bad
+        return cls(**kwargs)
+
+    def channel(self, value: Any, key: str) -> Any:
+        if not isinstance(value, dict):
+            self.fail(key, f"expected a mapping with a 'type' key, got {_describe(value)}")
+            raise _Bad
+        kind = value.get("type")
+        if kind not in CHANNEL_TYPES:
+            choices = ", ".join(CHANNEL_TYPES)
+            hint = ""
+            if isinstance(kind, str):
+                close = difflib.get_close_matches(kind, list(CHANNEL_TYPES), n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+            self.fail(f"{key}.type", f"expected one of {choices}, got {_describe(kind)}{hint}")
+            raise _Bad
+        return self.section(CHANNEL_TYPES[kind], value, key)
+
+
+class _Bad(Exception):
+    """Internal: a problem was recorded; unwind to the enclosing section."""
+
+
+def _join(prefix: str, name: str) -> str:
+    return f"{prefix}.{name}" if prefix else name
+
+
+def _kind(cls: type) -> str:
+    t = getattr(cls, "type", None)
+    return f"{t} channel" if isinstance(t, str) else "section"
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """safe_load, but a key given twice in one mapping is an error, not a silent override."""
+
+
+def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    loader.flatten_mapping(node)
+    seen: dict[Any, Any] = {}
+    for key_node, _ in node.value:
+        k = loader.construct_object(key_node)  # type: ignore[no-untyped-call]
+        if isinstance(k, str | int | float | bool) and k in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {k!r}", key_node.start_mark
+            )
+        seen[k] = True
+    return loader.construct_mapping(node)
+
+
+_UniqueKeyLoader.add_constructor(
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
+    _construct_mapping,  # type: ignore[arg-type]
+)
+
+
+def parse_config(text: str, path: str | None = None) -> Config:
+    """Build a Config from YAML text; raise ConfigError listing every problem."""
+    try:
+        data = yaml.load(text, Loader=_UniqueKeyLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1} column {mark.column + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(path, [Problem("", f"{where}invalid YAML: {problem}")]) from None
+    base_dir = Path(path).resolve().parent if path else Path.cwd()
+    walker = _Walker(path, base_dir)
+    try:
+        cfg = walker.section(Config, data, "")
+    except _Bad:
+        raise ConfigError(path, walker.problems) from None
+    return dataclasses.replace(cfg, path=path, warnings=tuple(walker.warnings))
+
+
+def load_config(path: str | os.PathLike[str]) -> Config:
+    """Read and validate the config file at ``path``."""
+    p = os.fspath(path)
+    try:
+        with open(p, encoding="utf-8") as fh:
+            text = fh.read()
+    except OSError as exc:
+        raise ConfigError(p, [Problem("", f"cannot read: {exc.strerror or exc}")]) from None
+    except UnicodeDecodeError:
+        raise ConfigError(p, [Problem("", "not UTF-8 text")]) from None
+    return parse_config(text, p)

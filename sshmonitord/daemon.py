@@ -1,0 +1,357 @@
+"""The daemon: wires the stages together and owns the process lifecycle.
+
+* start: load config, open the store, bind the control socket, open sources, then READY=1;
+* SIGHUP: RELOADING=1, build a new Config; on any error keep the old one and say why;
+* SIGTERM/SIGINT: STOPPING=1, stop sources, drain in-flight work, flush, exit 0;
+  a second signal exits at once;
+* watchdog: WATCHDOG=1 at half of WATCHDOG_USEC, only while the loop and stages are healthy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from . import __version__, config, log
+from .control import ControlError, ControlServer
+from .store import Store, StoreError
+from .systemd import Notifier
+
+STOP_TIMEOUT = 8.0  # leaves headroom under systemd's and the issue's 10 s
+
+
+class Stage(Protocol):
+    """What the daemon needs from each pipeline stage."""
+
+    name: str
+
+    async def start(self) -> None: ...
+    async def stop(self) -> None: ...
+    def apply_config(self, cfg: config.Config) -> None: ...
+    def describe(self) -> dict[str, Any]: ...
+    def healthy(self) -> bool: ...
+
+
+@dataclass
+class Counters:
+    """Named monotonically increasing counters, shown by ``sshmonitor status``."""
+
+    values: dict[str, int] = field(default_factory=dict)
+
+    def inc(self, name: str, n: int = 1) -> None:
+        self.values[name] = self.values.get(name, 0) + n
+
+    def get(self, name: str) -> int:
+        return self.values.get(name, 0)
+
+
+class RateWindow:
+    """Events per hour over a sliding hour, in one-minute buckets (monotonic clock)."""
+
+    def __init__(self) -> None:
+        self.buckets: dict[int, int] = {}
+
+    def add(self, n: int = 1) -> None:
+        minute = int(time.monotonic() // 60)
+        self.buckets[minute] = self.buckets.get(minute, 0) + n
+
+    def per_hour(self) -> int:
+        now = int(time.monotonic() // 60)
+        for m in [m for m in self.buckets if m <= now - 60]:
+            del self.buckets[m]
+        return sum(self.buckets.values())
+
+
+def _human(n: float) -> str:
+    if n >= 1_000_000:
+        return f"{n / 1_000_000:.1f}M"
+    if n >= 1000:
+        return f"{n / 1000:.1f}k"
+    return str(int(n))
+
+
+def resolve_state_dir(cli_value: str | None, cfg: config.Config) -> str:
+    """--state-dir, else systemd's STATE_DIRECTORY, else store.dir from the config."""
+    if cli_value:
+        return cli_value
+    env = os.environ.get("STATE_DIRECTORY")
+    if env and cfg.store.dir == config.DEFAULT_STATE_DIR:
+        return env.split(":")[0]
+    return cfg.store.dir
+
+
+def resolve_socket(cfg: config.Config) -> str:
+    """control.socket, moved into systemd's RUNTIME_DIRECTORY when left at the default."""
+    env = os.environ.get("RUNTIME_DIRECTORY")
+    if env and cfg.control.socket == config.ControlConfig().socket:
+        return os.path.join(env.split(":")[0], "control.sock")
+    return cfg.control.socket
+
+
+class Daemon:
+    """One running sshmonitord."""
+
+    def __init__(
+        self,
+        cfg: config.Config,
+        state_dir: str | None = None,
+        log_format: str | None = None,
+        dry_run: bool = False,
+    ) -> None:
+        self.config = cfg
+        self.config_path = cfg.path
+        self.log_format_override = log_format
+        self.state_dir = resolve_state_dir(state_dir, cfg)
+        self.socket_path = resolve_socket(cfg)
+        self.dry_run = dry_run
+        self.notifier = Notifier()
+        self.store = Store(self.state_dir)
+        self.counters = Counters()
+        self.rate = RateWindow()
+        self.stages: list[Stage] = []
+        self.log = log.get("daemon")
+        self.started_mono = time.monotonic()
+        self.started_at = datetime.now(UTC)
+        self.config_loaded_at = self.started_at
+        self.last_reload_error: list[str] | None = None
+        self._stop = asyncio.Event()
+        self._signals = 0
+        self._reload_lock = asyncio.Lock()
+        self._tasks: list[asyncio.Task[Any]] = []
+        self.control = ControlServer(
+            self.socket_path,
+            {"status": self._cmd_status, "reload": self._cmd_reload, "ping": self._cmd_ping},
+        )
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def run(self) -> int:
+        """Run until asked to stop; return the process exit code."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._on_stop_signal, sig)
+        loop.add_signal_handler(signal.SIGHUP, self._on_hup)
+        for w in self.config.warnings:
+            self.log.warning("config warning", detail=w)
+        try:
+            await self._open()
+        except (StoreError, ControlError, OSError) as exc:
+            self.log.error("cannot start", error=str(exc))
+            self.notifier.send(f"STATUS=failed to start: {exc}")
+            await self._close()
+            return 1
+        self.notifier.ready(self.status_line())
+        self.log.info(
+            "sshmonitord started",
+            version=__version__,
+            pid=os.getpid(),
+            config=self.config_path,
+            state_dir=self.state_dir,
+            socket=self.socket_path,
+            dry_run=self.dry_run,
+            watchdog_usec=self.notifier.watchdog_usec,
+        )
+        self._tasks.append(asyncio.create_task(self._status_loop(), name="status"))
+        if self.notifier.watchdog_usec:
+            self._tasks.append(asyncio.create_task(self._watchdog_loop(), name="watchdog"))
+        await self._stop.wait()
+        self.notifier.stopping()
+        self.log.info("stopping")
+        try:
+            await asyncio.wait_for(self._shutdown(), STOP_TIMEOUT)
+        except TimeoutError:
+            self.log.error(
+                "shutdown took too long; exiting with work left in flight", timeout=STOP_TIMEOUT
+            )
+        self.log.info("stopped")
+        return 0
+
+    async def _open(self) -> None:
+        await asyncio.to_thread(self.store.open)
+        await self.store.run(
+            lambda _c: self.store.set_meta("last_start", self.started_at.isoformat())
+        )
+        await self.control.start()
+        for stage in self.stages:
+            await stage.start()
+
+    async def _shutdown(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        for stage in reversed(self.stages):
+            try:
+                await stage.stop()
+            except Exception:
+                self.log.exception("stage failed to stop cleanly", stage=stage.name)
+        await self._close()
+
+    async def _close(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.control.close()
+        await asyncio.to_thread(self.store.close)
+
+    def _on_stop_signal(self, sig: int) -> None:
+        self._signals += 1
+        if self._signals > 1:
+            # The operator asked twice: they want us gone now, not drained.
+            sys.stderr.write(f"second {signal.Signals(sig).name}: exiting at once\n")
+            sys.stderr.flush()
+            os._exit(1)
+        self.log.info("signal received", signal=signal.Signals(sig).name)
+        self._stop.set()
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    # ------------------------------------------------------------------ reload
+
+    def _on_hup(self) -> None:
+        asyncio.get_running_loop().create_task(self.reload(), name="reload")
+
+    async def reload(self) -> bool:
+        """Re-read the config file; swap it in whole, or keep the old one on any error."""
+        async with self._reload_lock:
+            self.notifier.reloading()
+            ok = False
+            try:
+                if self.config_path is None:
+                    raise config.ConfigError(None, [config.Problem("", "no config file to reload")])
+                new = await asyncio.to_thread(config.load_config, self.config_path)
+                self._check_restart_only(new)
+                for stage in self.stages:
+                    stage.apply_config(new)
+            except config.ConfigError as exc:
+                self.last_reload_error = exc.lines()
+                for p in exc.problems:
+                    self.log.error(
+                        "config reload failed; keeping the running config",
+                        file=exc.path,
+                        key=p.key or None,
+                        problem=p.message,
+                    )
+            except Exception as exc:
+                self.last_reload_error = [f"{type(exc).__name__}: {exc}"]
+                self.log.exception("config reload failed; keeping the running config")
+            else:
+                self.config = new
+                self.config_loaded_at = datetime.now(UTC)
+                self.last_reload_error = None
+                log.setup(new.log.level, self.log_format_override or new.log.format)
+                for w in new.warnings:
+                    self.log.warning("config warning", detail=w)
+                self.log.info("config reloaded", file=self.config_path)
+                ok = True
+            self.notifier.ready(self.status_line())
+            return ok
+
+    def _check_restart_only(self, new: config.Config) -> None:
+        for what, old_v, new_v in (
+            ("store.dir", self.config.store.dir, new.store.dir),
+            ("control.socket", self.config.control.socket, new.control.socket),
+        ):
+            if old_v != new_v:
+                self.log.warning(
+                    "setting changes only on restart", key=what, running=old_v, configured=new_v
+                )
+
+    # ------------------------------------------------------------------ health
+
+    def healthy(self) -> bool:
+        """Every stage says it is healthy and no background task died."""
+        for t in self._tasks:
+            if t.done() and not t.cancelled():
+                return False
+        return all(stage.healthy() for stage in self.stages)
+
+    async def _watchdog_loop(self) -> None:
+        usec = self.notifier.watchdog_usec or 0
+        interval = usec / 2_000_000
+        loop = asyncio.get_running_loop()
+        while True:
+            before = loop.time()
+            await asyncio.sleep(interval)
+            lag = loop.time() - before - interval
+            store_ok = await self._store_responds(timeout=interval)
+            if self.healthy() and store_ok:
+                self.notifier.watchdog()
+            else:
+                self.log.error(
+                    "unhealthy: withholding the watchdog ping so systemd restarts us",
+                    loop_lag=round(lag, 3),
+                    store_ok=store_ok,
+                )
+
+    async def _store_responds(self, timeout: float) -> bool:
+        try:
+            await asyncio.wait_for(
+                self.store.run(lambda c: c.execute("SELECT 1").fetchone()), timeout
+            )
+            return True
+        except Exception:
+            return False
+
+    # ------------------------------------------------------------------ status
+
+    def status_line(self) -> str:
+        """One-line summary for systemd's STATUS= (shown by systemctl status)."""
+        parts = []
+        described = [s.describe() for s in self.stages]
+        following = [d["summary"] for d in described if d.get("summary")]
+        parts.append("; ".join(following) if following else "no log sources open")
+        parts.append(f"{_human(self.rate.per_hour())} events/h")
+        if self.dry_run:
+            parts.append("dry run")
+        if self.last_reload_error:
+            parts.append("last reload FAILED (old config in force)")
+        return "; ".join(parts)
+
+    async def _status_loop(self) -> None:
+        last = ""
+        while True:
+            line = self.status_line()
+            if line != last:
+                self.notifier.status(line)
+                last = line
+            await asyncio.sleep(5)
+
+    async def _cmd_status(self, _req: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "version": __version__,
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "uptime_seconds": round(time.monotonic() - self.started_mono, 1),
+            "started_at": self.started_at.isoformat(),
+            "config": self.config_path,
+            "config_loaded_at": self.config_loaded_at.isoformat(),
+            "last_reload_error": self.last_reload_error,
+            "state_dir": self.state_dir,
+            "database": str(self.store.path),
+            "schema_version": self.store.schema_version,
+            "dry_run": self.dry_run,
+            "log_level": self.config.log.level,
+            "status": self.status_line(),
+            "events_per_hour": self.rate.per_hour(),
+            "stages": [s.describe() for s in self.stages],
+            "counters": dict(sorted(self.counters.values.items())),
+        }
+
+    async def _cmd_reload(self, _req: dict[str, Any]) -> dict[str, Any]:
+        ok = await self.reload()
+        return {"reloaded": ok, "errors": self.last_reload_error}
+
+    async def _cmd_ping(self, _req: dict[str, Any]) -> str:
+        return "pong"
+
+
+def run(cfg: config.Config, state_dir: str | None, log_format: str | None, dry_run: bool) -> int:
+    """Entry point used by the CLI: build the daemon and run its loop."""
+    daemon = Daemon(cfg, state_dir=state_dir, log_format=log_format, dry_run=dry_run)
+    return asyncio.run(daemon.run())

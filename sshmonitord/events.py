@@ -1,0 +1,127 @@
+"""The pipeline's vocabulary: every stage speaks in these types and nothing else.
+
+Sources produce :class:`Line`; parsers turn a Line into an :class:`Event`; rules turn
+Events into :class:`Finding`. See docs/architecture.md and docs/events.md.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+@dataclass(frozen=True, slots=True)
+class FilePosition:
+    """Where a file source stands: enough to resume exactly, and to recognise the file."""
+
+    path: str
+    dev: int
+    inode: int
+    fingerprint: str
+    offset: int
+
+
+@dataclass(frozen=True, slots=True)
+class JournalPosition:
+    """Where the journal source stands: the cursor of the last handled entry."""
+
+    cursor: str
+
+
+Position = FilePosition | JournalPosition
+
+
+@dataclass(frozen=True, slots=True)
+class Line:
+    """One raw log record and where it came from.
+
+    ``text`` is the decoded line without its newline. ``fields`` carries structured
+    journal fields when the source is the journal (MESSAGE, _PID, ...), else None.
+    ``position`` is the resumable position *after* this line.
+    """
+
+    text: str
+    source: str
+    position: Position | None = None
+    fields: dict[str, str] | None = None
+
+
+class Kind(StrEnum):
+    """Event kinds; each is documented in docs/events.md."""
+
+    AUTH_FAILURE = "auth_failure"
+    INVALID_USER = "invalid_user"
+    AUTH_SUCCESS = "auth_success"
+    PREAUTH_DISCONNECT = "preauth_disconnect"
+    PROTOCOL_ERROR = "protocol_error"
+    MAX_AUTH_EXCEEDED = "max_auth_exceeded"
+    PENALTY = "penalty"
+    NOT_ALLOWED = "not_allowed"
+    SESSION_OPEN = "session_open"
+    SESSION_CLOSE = "session_close"
+    DISCONNECT = "disconnect"
+    SUDO = "sudo"
+    SUDO_FAILURE = "sudo_failure"
+    SU = "su"
+    SU_FAILURE = "su_failure"
+    SFTP_OPEN = "sftp_open"
+    SFTP_CLOSE = "sftp_close"
+    SFTP_OP = "sftp_op"
+    EXEC = "exec"
+    UNRECOGNIZED = "unrecognized"
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One fact a log line states. ``ts`` is timezone-aware UTC."""
+
+    ts: datetime
+    host: str
+    program: str
+    pid: int | None
+    kind: Kind
+    user: str | None = None
+    ip: IPAddress | None = None
+    port: int | None = None
+    method: str | None = None
+    key_fp: str | None = None
+    count: int = 1
+    session: str | None = None
+    detail: dict[str, Any] = field(default_factory=dict)
+    raw: str = ""
+
+
+class Severity(StrEnum):
+    INFO = "info"
+    WARNING = "warning"
+    HIGH = "high"
+    CRITICAL = "critical"
+
+    @property
+    def rank(self) -> int:
+        return _SEVERITY_RANK[self]
+
+
+_SEVERITY_RANK = {Severity.INFO: 0, Severity.WARNING: 1, Severity.HIGH: 2, Severity.CRITICAL: 3}
+
+
+class Action(StrEnum):
+    ALERT = "alert"
+    BAN = "ban"
+    BOTH = "both"
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """A rule's conclusion about a subject (an address, a user or a session)."""
+
+    rule: str
+    severity: Severity
+    subject: str
+    events: tuple[Event, ...]
+    action: Action
