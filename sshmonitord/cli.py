@@ -73,6 +73,12 @@ def daemon_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="detect and log what would be done, but ban nothing and send no alerts",
     )
+    p.add_argument(
+        "--trace-lines",
+        action="store_true",
+        help="also record every raw line read in the database table line_trace "
+        "(for debugging sources; grows without bound)",
+    )
     p.add_argument("--version", action="version", version=f"sshmonitord {__version__}")
     return p
 
@@ -92,7 +98,7 @@ def daemon_main(argv: list[str] | None = None) -> int:
     log.setup(cfg.log.level, args.log_format or cfg.log.format)
     from . import daemon  # imported late: keeps `sshmonitor check-config` light
 
-    return daemon.run(cfg, args.state_dir, args.log_format, args.dry_run)
+    return daemon.run(cfg, args.state_dir, args.log_format, args.dry_run, args.trace_lines)
 
 
 # ---------------------------------------------------------------------- sshmonitor

@@ -20,8 +20,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from . import __version__, config, log
+from . import __version__, config, log, sources
 from .control import ControlError, ControlServer
+from .pipeline import Pipeline
 from .store import Store, StoreError
 from .systemd import Notifier
 
@@ -105,6 +106,7 @@ class Daemon:
         state_dir: str | None = None,
         log_format: str | None = None,
         dry_run: bool = False,
+        trace_lines: bool = False,
     ) -> None:
         self.config = cfg
         self.config_path = cfg.path
@@ -112,6 +114,8 @@ class Daemon:
         self.state_dir = resolve_state_dir(state_dir, cfg)
         self.socket_path = resolve_socket(cfg)
         self.dry_run = dry_run
+        self.trace_lines = trace_lines
+        self.pipeline: Pipeline | None = None
         self.notifier = Notifier()
         self.store = Store(self.state_dir)
         self.counters = Counters()
@@ -180,8 +184,20 @@ class Daemon:
             lambda _c: self.store.set_meta("last_start", self.started_at.isoformat())
         )
         await self.control.start()
+        saved_files = await self.store.run(lambda _c: self.store.load_file_positions())
+        saved_cursor = await self.store.run(lambda _c: self.store.load_journal_cursor())
+        self.pipeline = Pipeline(self.store, on_lines=self._on_lines, trace=self.trace_lines)
+        # The consumer first, so sources resuming a rotated file have somewhere to put it.
+        self.stages = [
+            self.pipeline,
+            *sources.build(self.config, self.pipeline.emit, saved_files, saved_cursor),
+        ]
         for stage in self.stages:
             await stage.start()
+
+    def _on_lines(self, n: int) -> None:
+        self.counters.inc("lines", n)
+        self.rate.add(n)
 
     async def _shutdown(self) -> None:
         for t in self._tasks:
@@ -303,7 +319,7 @@ class Daemon:
     def status_line(self) -> str:
         """One-line summary for systemd's STATUS= (shown by systemctl status)."""
         parts = []
-        described = [s.describe() for s in self.stages]
+        described = [s.describe() for s in self.stages if s is not self.pipeline]
         following = [d["summary"] for d in described if d.get("summary")]
         parts.append("; ".join(following) if following else "no log sources open")
         parts.append(f"{_human(self.rate.per_hour())} events/h")
@@ -351,7 +367,15 @@ class Daemon:
         return "pong"
 
 
-def run(cfg: config.Config, state_dir: str | None, log_format: str | None, dry_run: bool) -> int:
+def run(
+    cfg: config.Config,
+    state_dir: str | None,
+    log_format: str | None,
+    dry_run: bool,
+    trace_lines: bool = False,
+) -> int:
     """Entry point used by the CLI: build the daemon and run its loop."""
-    daemon = Daemon(cfg, state_dir=state_dir, log_format=log_format, dry_run=dry_run)
+    daemon = Daemon(
+        cfg, state_dir=state_dir, log_format=log_format, dry_run=dry_run, trace_lines=trace_lines
+    )
     return asyncio.run(daemon.run())

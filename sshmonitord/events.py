@@ -37,6 +37,18 @@ Position = FilePosition | JournalPosition
 
 
 @dataclass(frozen=True, slots=True)
+class Retired:
+    """A source is done with a file (rotated away and drained): forget its saved position.
+
+    It follows the file's last Line in the stream, so it is acted on only after those lines.
+    """
+
+    path: str
+    dev: int
+    inode: int
+
+
+@dataclass(frozen=True, slots=True)
 class Line:
     """One raw log record and where it came from.
 

@@ -12,10 +12,13 @@ import asyncio
 import contextlib
 import os
 import sqlite3
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
+
+from .events import FilePosition
 
 T = TypeVar("T")
 
@@ -30,6 +33,31 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         CREATE TABLE meta (
             key   TEXT PRIMARY KEY,
             value TEXT NOT NULL
+        );
+        """,
+    ),
+    (
+        2,
+        "source positions and the optional line trace",
+        """
+        CREATE TABLE file_positions (
+            path        TEXT    NOT NULL,
+            dev         INTEGER NOT NULL,
+            inode       INTEGER NOT NULL,
+            fingerprint TEXT    NOT NULL,
+            offset      INTEGER NOT NULL,
+            updated_at  REAL    NOT NULL,
+            PRIMARY KEY (path, dev, inode)
+        );
+        CREATE TABLE journal_positions (
+            name       TEXT PRIMARY KEY,
+            cursor     TEXT NOT NULL,
+            updated_at REAL NOT NULL
+        );
+        CREATE TABLE line_trace (
+            id     INTEGER PRIMARY KEY,
+            source TEXT NOT NULL,
+            text   TEXT NOT NULL
         );
         """,
     ),
@@ -140,6 +168,54 @@ class Store:
         row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return None if row is None else str(row[0])
 
+    # ------------------------------------------------------------------ positions
+
+    def load_file_positions(self) -> dict[str, list[FilePosition]]:
+        """Saved positions per configured path, oldest first."""
+        out: dict[str, list[FilePosition]] = {}
+        for r in self.conn.execute(
+            "SELECT path, dev, inode, fingerprint, offset FROM file_positions "
+            "ORDER BY updated_at, rowid"
+        ):
+            out.setdefault(r[0], []).append(FilePosition(r[0], r[1], r[2], r[3], r[4]))
+        return out
+
+    def load_journal_cursor(self, name: str = "journal") -> str | None:
+        row = self.conn.execute(
+            "SELECT cursor FROM journal_positions WHERE name = ?", (name,)
+        ).fetchone()
+        return None if row is None else str(row[0])
+
+    def save_positions(
+        self,
+        files: Iterable[FilePosition],
+        retired: Iterable[tuple[str, int, int]] = (),
+        cursors: dict[str, str] | None = None,
+    ) -> None:
+        """Upsert positions and forget retired files. Call inside the batch's transaction."""
+        now = time.time()
+        self.conn.executemany(
+            "INSERT INTO file_positions(path, dev, inode, fingerprint, offset, updated_at) "
+            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(path, dev, inode) DO UPDATE SET "
+            "fingerprint = excluded.fingerprint, offset = excluded.offset, "
+            "updated_at = excluded.updated_at",
+            [(p.path, p.dev, p.inode, p.fingerprint, p.offset, now) for p in files],
+        )
+        self.conn.executemany(
+            "DELETE FROM file_positions WHERE path = ? AND dev = ? AND inode = ?", list(retired)
+        )
+        for name, cursor in (cursors or {}).items():
+            self.conn.execute(
+                "INSERT INTO journal_positions(name, cursor, updated_at) VALUES (?, ?, ?) "
+                "ON CONFLICT(name) DO UPDATE SET cursor = excluded.cursor, "
+                "updated_at = excluded.updated_at",
+                (name, cursor, now),
+            )
+
+    def transaction(self) -> _Transaction:
+        """``with store.transaction(): ...`` — one atomic batch (BEGIN IMMEDIATE/COMMIT)."""
+        return _Transaction(self.conn)
+
     def close(self) -> None:
         """Finish queued work, checkpoint the WAL and close."""
         self._pool.shutdown(wait=True)
@@ -148,6 +224,18 @@ class Store:
                 self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             self._conn.close()
             self._conn = None
+
+
+class _Transaction:
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.conn.execute("BEGIN IMMEDIATE")
+        return self.conn
+
+    def __exit__(self, exc_type: object, *_: object) -> None:
+        self.conn.execute("ROLLBACK" if exc_type else "COMMIT")
 
 
 def query(conn: sqlite3.Connection, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:

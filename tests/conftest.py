@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -118,12 +119,13 @@ class DaemonProc:
             env=full_env,
         )
 
-    def base_config(self) -> str:
-        return f"control: {{socket: {self.socket_path}}}\n"
-
     def write_config(self, text: str) -> None:
         tmp = self.config_path.with_suffix(".new")
-        tmp.write_text(f"control: {{socket: {self.socket_path}}}\n" + text)
+        head = f"control: {{socket: {self.socket_path}}}\n"
+        if not re.search(r"^sources:", text, re.M):
+            # Never follow this machine's own logs or journal from a test.
+            head += f"sources: {{mode: file, files: [{self.tmp / 'auth.log'}]}}\n"
+        tmp.write_text(head + text)
         tmp.replace(self.config_path)
 
     def log_text(self) -> str:

@@ -1,0 +1,154 @@
+"""The handling stage between sources and the store.
+
+Sources put batches of :class:`Line` (and :class:`Retired` markers) on one bounded queue; a
+single consumer handles them in order and, in **one SQLite transaction per batch**, writes the
+batch's results together with the positions after it. A crash therefore loses nothing that
+was not committed and repeats nothing that was: on restart the sources resume exactly at the
+committed positions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from typing import Any
+
+from . import log
+from .events import FilePosition, JournalPosition, Line, Retired
+from .store import Store
+
+QUEUE_BATCHES = 64  # bounded: a stuck consumer pushes back on the sources, never grows memory
+MAX_BATCH_LINES = 5000
+
+
+class Pipeline:
+    """Consumes source batches; commits results and positions atomically."""
+
+    name = "pipeline"
+
+    def __init__(
+        self,
+        store: Store,
+        on_lines: Callable[[int], None] | None = None,
+        trace: bool = False,
+        maxsize: int = QUEUE_BATCHES,
+    ) -> None:
+        self.store = store
+        self.on_lines = on_lines
+        self.trace = trace
+        self.queue: asyncio.Queue[list[Line | Retired]] = asyncio.Queue(maxsize)
+        self._task: asyncio.Task[None] | None = None
+        self.lines = 0
+        self.batches = 0
+        self.commit_failures = 0
+        self.last_progress = time.monotonic()
+        self.log = log.get("pipeline")
+
+    async def emit(self, batch: list[Line | Retired]) -> None:
+        """Called by sources; waits while the queue is full (back-pressure)."""
+        if batch:
+            await self.queue.put(batch)
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="pipeline")
+
+    async def _run(self) -> None:
+        while True:
+            first = await self.queue.get()
+            items = list(first)
+            taken = 1
+            while len(items) < MAX_BATCH_LINES and not self.queue.empty():
+                items.extend(self.queue.get_nowait())
+                taken += 1
+            await self._handle(items)
+            for _ in range(taken):
+                self.queue.task_done()
+            self.last_progress = time.monotonic()
+
+    async def _handle(self, items: list[Line | Retired]) -> None:
+        files: dict[tuple[str, int, int], FilePosition] = {}
+        retired: list[tuple[str, int, int]] = []
+        cursors: dict[str, str] = {}
+        trace_rows: list[tuple[str, str]] = []
+        n = 0
+        for item in items:
+            if isinstance(item, Retired):
+                key = (item.path, item.dev, item.inode)
+                files.pop(key, None)
+                retired.append(key)
+                continue
+            n += 1
+            pos = item.position
+            if isinstance(pos, FilePosition):
+                files[(pos.path, pos.dev, pos.inode)] = pos
+            elif isinstance(pos, JournalPosition):
+                cursors[item.source] = pos.cursor
+            if self.trace:
+                trace_rows.append((item.source, item.text))
+
+        def commit(conn: Any) -> None:
+            with self.store.transaction():
+                if trace_rows:
+                    conn.executemany(
+                        "INSERT INTO line_trace(source, text) VALUES (?, ?)", trace_rows
+                    )
+                self.store.save_positions(files.values(), retired, cursors)
+
+        delay = 0.5
+        while True:
+            try:
+                await self.store.run(commit)
+                break
+            except Exception as exc:
+                # Disk full, I/O error: keep the batch and retry; sources wait behind us and
+                # the watchdog notices if this never clears.
+                self.commit_failures += 1
+                self.log.error("cannot commit batch; retrying", error=str(exc), in_seconds=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30)
+        self.lines += n
+        self.batches += 1
+        if self.on_lines is not None:
+            self.on_lines(n)
+
+    async def drain(self, timeout: float) -> bool:
+        """Wait until every queued batch is handled; False on timeout."""
+        try:
+            await asyncio.wait_for(self.queue.join(), timeout)
+            return True
+        except TimeoutError:
+            return False
+
+    async def stop(self) -> None:
+        if not await self.drain(5):
+            self.log.warning(
+                "stopping with unhandled lines queued; they will be re-read",
+                batches=self.queue.qsize(),
+            )
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    def apply_config(self, cfg: Any) -> None:
+        return None
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": "pipeline",
+            "summary": f"{self.lines} lines handled",
+            "stats": {
+                "lines": self.lines,
+                "batches": self.batches,
+                "queued_batches": self.queue.qsize(),
+                "commit_failures": self.commit_failures,
+            },
+        }
+
+    def healthy(self) -> bool:
+        if self._task is not None and self._task.done():
+            return False
+        # Work is waiting but nothing moved for a long time: stuck.
+        return self.queue.empty() or time.monotonic() - self.last_progress < 60
