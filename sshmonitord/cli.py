@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import json
 import os
 import sys
@@ -86,6 +87,8 @@ def daemon_parser() -> argparse.ArgumentParser:
 def daemon_main(argv: list[str] | None = None) -> int:
     """``sshmonitord``: run the daemon in the foreground."""
     args = daemon_parser().parse_args(argv)
+    # If the watchdog ever fires (SIGABRT), the journal gets every thread's stack.
+    faulthandler.enable()
     try:
         cfg = load_for_cli(args.config)
     except config.ConfigError as exc:

@@ -445,10 +445,12 @@ class _Walker:
         except UnicodeDecodeError:
             self.fail(key, f"secret file {str(p)!r} is not UTF-8 text")
             raise _Bad from None
-        if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        # Group-readable is how the service user reads a root-owned secret (0640
+        # root:sshmonitor); readable by everyone, or writable by anyone else, is not.
+        if st.st_mode & (stat.S_IRWXO | stat.S_IWGRP):
             self.warnings.append(
-                f"{self.path or '<config>'}: {key}: secret file {str(p)!r} is readable by "
-                f"group or others (mode {stat.S_IMODE(st.st_mode):04o}); chmod 600 it"
+                f"{self.path or '<config>'}: {key}: secret file {str(p)!r} is readable or "
+                f"writable by others (mode {stat.S_IMODE(st.st_mode):04o}); chmod 640 it"
             )
         secret = text.strip()
         if not secret:

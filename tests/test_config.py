@@ -237,9 +237,11 @@ def test_secret_from_file_env_and_warning(tmp_path, monkeypatch):
     assert "s3cret" not in repr(fe)
     assert wh.token == "Bearer-tok-123"
     assert len(cfg.warnings) == 1
-    assert "readable by group or others (mode 0644); chmod 600 it" in cfg.warnings[0]
-    os.chmod(key, 0o600)
+    assert "readable or writable by others (mode 0644); chmod 640 it" in cfg.warnings[0]
+    os.chmod(key, 0o640)
     assert config.load_config(p).warnings == ()
+    os.chmod(key, 0o660)
+    assert len(config.load_config(p).warnings) == 1
 
 
 def test_allowlist_normalises():

@@ -21,8 +21,18 @@ def choose(cfg: Config) -> tuple[str, list[str]]:
     if s.mode == "journal":
         return "journal", []
     present = [p for p in s.files if os.path.exists(p)]
-    if present:
-        return "file", present
+    readable = [p for p in present if os.access(p, os.R_OK)]
+    for p in present:
+        if p not in readable:
+            log.get("sources").error(
+                "log file exists but is not readable by this user; skipping it",
+                path=p,
+                uid=os.getuid(),
+                hint="add the service user to the file's group, or grant CAP_DAC_READ_SEARCH "
+                "(see docs/systemd.md)",
+            )
+    if readable:
+        return "file", readable
     if s.journal.files or s.journal.directory or journalctl_available(s.journal.journalctl):
         return "journal", []
     # Neither: wait for the files (rsyslog may not have created them yet).
