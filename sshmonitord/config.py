@@ -90,7 +90,9 @@ class SourcesConfig:
     start_at: Literal["end", "beginning"] = _f("end", help="where to start with no saved position")
     poll_interval: Duration = _f(Duration(1.0), min=0.05, max=60, help="stat() re-check period")
     max_line_length: int = _f(16384, min=256, max=1048576, help="longer lines are cut")
-    timezone: str = _f("local", help="zone of classic syslog timestamps (IANA name or local)")
+    timezone: str = _f(
+        "local", timezone=True, help="zone of classic syslog timestamps (IANA name or local)"
+    )
     journal: JournalConfig = _f(JournalConfig())
 
 
@@ -385,6 +387,8 @@ class _Walker:
                 raise _Bad
             if meta.get("secret"):
                 return Secret(self.expand_env(value, key))
+            if meta.get("timezone") and value not in ("local", "UTC"):
+                self.check_zone(value, key)
             return value
         raise AssertionError(f"unsupported type {tp!r} at {key}")
 
@@ -399,6 +403,17 @@ class _Walker:
                 want = f"at most {hi}"
             self.fail(key, f"expected a value {want}, got {_describe(raw)}")
             raise _Bad
+
+    def check_zone(self, value: str, key: str) -> None:
+        from zoneinfo import ZoneInfo
+
+        try:
+            ZoneInfo(value)
+        except Exception:
+            self.fail(
+                key, f"unknown time zone {value!r} (an IANA name like Europe/Berlin, or local)"
+            )
+            raise _Bad from None
 
     def network(self, value: Any, key: str) -> IPNetwork:
         if not isinstance(value, str):

@@ -22,6 +22,9 @@ from typing import Any, Protocol
 
 from . import __version__, config, log, sources
 from .control import ControlError, ControlServer
+from .events import Event
+from .parse import Parser
+from .parse.prefix import load_zone
 from .pipeline import Pipeline
 from .store import Store, StoreError
 from .systemd import Notifier
@@ -186,7 +189,10 @@ class Daemon:
         await self.control.start()
         saved_files = await self.store.run(lambda _c: self.store.load_file_positions())
         saved_cursor = await self.store.run(lambda _c: self.store.load_journal_cursor())
-        self.pipeline = Pipeline(self.store, on_lines=self._on_lines, trace=self.trace_lines)
+        parser = Parser(zone=load_zone(self.config.sources.timezone))
+        self.pipeline = Pipeline(
+            self.store, parser, on_events=self._on_events, trace=self.trace_lines
+        )
         # The consumer first, so sources resuming a rotated file have somewhere to put it.
         self.stages = [
             self.pipeline,
@@ -195,9 +201,10 @@ class Daemon:
         for stage in self.stages:
             await stage.start()
 
-    def _on_lines(self, n: int) -> None:
-        self.counters.inc("lines", n)
-        self.rate.add(n)
+    def _on_events(self, events: list[Event]) -> None:
+        self.rate.add(len(events))
+        for ev in events:
+            self.counters.inc(f"events.{ev.kind}")
 
     async def _shutdown(self) -> None:
         for t in self._tasks:

@@ -85,12 +85,19 @@ class Kind(StrEnum):
     SFTP_CLOSE = "sftp_close"
     SFTP_OP = "sftp_op"
     EXEC = "exec"
+    # A known message that states nothing we score (Postponed publickey, reverse mapping...).
+    IGNORED = "ignored"
+    # An sshd line that matched no known message: counted and sampled, never silently lost.
     UNRECOGNIZED = "unrecognized"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Event:
-    """One fact a log line states. ``ts`` is timezone-aware UTC."""
+    """One fact a log line states. ``ts`` is timezone-aware UTC.
+
+    Treat it as immutable once the parser returns it. It is not ``frozen`` only because a
+    frozen dataclass costs four times as much to build, and the parser builds one per line.
+    """
 
     ts: datetime
     host: str

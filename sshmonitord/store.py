@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import sqlite3
 import time
@@ -18,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-from .events import FilePosition
+from .events import Event, FilePosition
 
 T = TypeVar("T")
 
@@ -61,7 +62,60 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         );
         """,
     ),
+    (
+        3,
+        "events",
+        """
+        CREATE TABLE events (
+            id      INTEGER PRIMARY KEY,
+            ts      REAL    NOT NULL,
+            host    TEXT,
+            program TEXT    NOT NULL,
+            pid     INTEGER,
+            kind    TEXT    NOT NULL,
+            user    TEXT,
+            ip      TEXT,
+            port    INTEGER,
+            method  TEXT,
+            key_fp  TEXT,
+            count   INTEGER NOT NULL DEFAULT 1,
+            session TEXT,
+            detail  TEXT,
+            raw     TEXT
+        );
+        CREATE INDEX events_ts ON events(ts);
+        CREATE INDEX events_ip_ts ON events(ip, ts);
+        CREATE INDEX events_user_ts ON events(user, ts);
+        CREATE INDEX events_kind_ts ON events(kind, ts);
+        """,
+    ),
 ]
+
+
+def event_row(ev: Event) -> tuple[Any, ...]:
+    """An Event as a row of the events table."""
+    return (
+        ev.ts.timestamp(),
+        ev.host,
+        ev.program,
+        ev.pid,
+        str(ev.kind),
+        ev.user,
+        None if ev.ip is None else str(ev.ip),
+        ev.port,
+        ev.method,
+        ev.key_fp,
+        ev.count,
+        ev.session,
+        json.dumps(ev.detail, ensure_ascii=False, default=str) if ev.detail else None,
+        ev.raw,
+    )
+
+
+INSERT_EVENT = (
+    "INSERT INTO events(ts, host, program, pid, kind, user, ip, port, method, key_fp, count, "
+    "session, detail, raw) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
 
 
 class StoreError(Exception):

@@ -82,6 +82,11 @@ BAD = [
         "sources: {max_line_length: true}",
         "{F}: sources.max_line_length: expected an integer, got True (a boolean)",
     ),
+    (
+        "sources: {timezone: Mars/Olympus}",
+        "{F}: sources.timezone: unknown time zone 'Mars/Olympus' (an IANA name like "
+        "Europe/Berlin, or local)",
+    ),
     ("sources: {files: 7}", "{F}: sources.files[0]: expected a string, got 7 (an integer)"),
     ("sources: {journal: []}", "{F}: sources.journal: expected a mapping, got [] (a list)"),
     (

@@ -1,0 +1,162 @@
+"""Parsing: a Line → at most one Event. Pure functions behind a small stateful front.
+
+The :class:`Parser` holds only what a stream needs: the time context (zone, reference time
+for year inference) and counters. It never reads a clock: the live pipeline moves the
+reference forward, ``replay`` sets it from the file being read.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, tzinfo
+
+from ..events import Event, Kind, Line
+from . import sshd
+from .logind import parse_logind
+from .prefix import Prefix, TimeContext, split_journal, split_syslog
+from .sftp import parse_sftp
+from .sudo import parse_su, parse_sudo
+
+SSHD_PROGRAMS = frozenset({"sshd", "sshd-session", "sshd-auth"})
+SFTP_PROGRAMS = frozenset({"internal-sftp", "sftp-server"})
+PROGRAMS = SSHD_PROGRAMS | SFTP_PROGRAMS | {"sudo", "su", "systemd-logind"}
+MAX_SAMPLES = 10
+_REPEATED = "message repeated "
+
+
+@dataclass
+class ParseStats:
+    """What a parser has seen; ``replay --summary`` and ``sshmonitor status`` show it."""
+
+    lines: int = 0
+    events: int = 0
+    other_programs: int = 0  # skipped cheaply: CRON, systemd, kernel, ...
+    malformed: int = 0  # no recognisable prefix at all
+    errors: int = 0  # a parser raised (a bug): counted, sampled, never fatal
+    kinds: Counter[str] = field(default_factory=Counter)
+    unrecognized_samples: list[str] = field(default_factory=list)
+    malformed_samples: list[str] = field(default_factory=list)
+    error_samples: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "lines": self.lines,
+            "events": self.events,
+            "other_programs": self.other_programs,
+            "malformed": self.malformed,
+            "errors": self.errors,
+            "kinds": dict(self.kinds),
+            "unrecognized_samples": list(self.unrecognized_samples),
+        }
+
+
+def dispatch(pre: Prefix, raw: str) -> Event | None:
+    """The program decides the message catalogue."""
+    prog = pre.program
+    if prog in SSHD_PROGRAMS:
+        return sshd.parse(pre, raw)
+    if prog in SFTP_PROGRAMS:
+        return parse_sftp(pre)
+    if prog == "sudo":
+        return parse_sudo(pre)
+    if prog == "su":
+        return parse_su(pre)
+    if prog == "systemd-logind":
+        return parse_logind(pre)
+    return None
+
+
+def _repeated(pre: Prefix) -> tuple[Prefix, int]:
+    """rsyslog's ``message repeated 3 times: [ inner]`` → (inner prefix, 3)."""
+    msg = pre.message
+    rest = msg[len(_REPEATED) :]
+    n_s, _, tail = rest.partition(" ")
+    if not n_s.isdigit() or not tail.startswith("times: [") or not tail.endswith("]"):
+        return pre, 1
+    inner = tail[len("times: [") : -1]
+    if inner.startswith(" "):
+        inner = inner[1:]
+    return pre._replace(message=inner), int(n_s)
+
+
+class Parser:
+    """Turns Lines (file text or journal fields) into Events, counting what it skips."""
+
+    def __init__(self, zone: tzinfo = UTC, reference: datetime | None = None) -> None:
+        self.time = TimeContext(zone=zone)
+        if reference is not None:
+            self.time.set_reference(reference)
+        self.stats = ParseStats()
+
+    def parse_line(self, line: Line) -> Event | None:
+        if line.fields is not None:
+            return self.parse_fields(line.fields)
+        return self.parse_text(line.text)
+
+    def parse_text(self, text: str) -> Event | None:
+        """One syslog-format line → Event, or None (other program, or no prefix)."""
+        st = self.stats
+        st.lines += 1
+        try:
+            pre = split_syslog(text, self.time, PROGRAMS)
+        except Exception:
+            pre = None
+            self._error(text)
+        if pre is None:
+            if _looks_malformed(text):
+                st.malformed += 1
+                if len(st.malformed_samples) < MAX_SAMPLES:
+                    st.malformed_samples.append(text[:500])
+            else:
+                st.other_programs += 1
+            return None
+        return self._finish(pre, text)
+
+    def parse_fields(self, fields: dict[str, str]) -> Event | None:
+        """One journald record → Event, or None."""
+        st = self.stats
+        st.lines += 1
+        pre = split_journal(fields, PROGRAMS)
+        if pre is None:
+            st.other_programs += 1
+            return None
+        return self._finish(pre, fields.get("MESSAGE", ""))
+
+    def _finish(self, pre: Prefix, raw: str) -> Event | None:
+        st = self.stats
+        count = 1
+        if pre.message.startswith(_REPEATED):
+            pre, count = _repeated(pre)
+        try:
+            ev = dispatch(pre, raw)
+        except Exception:
+            self._error(raw)
+            return None
+        if ev is None:
+            st.other_programs += 1
+            return None
+        # Filled here once rather than in every builder.
+        if not ev.raw:
+            ev.raw = raw
+        if count != 1:
+            ev.count *= count
+        st.events += 1
+        st.kinds[ev.kind] += 1
+        if ev.kind is Kind.UNRECOGNIZED and len(st.unrecognized_samples) < MAX_SAMPLES:
+            st.unrecognized_samples.append(raw[:500])
+        return ev
+
+    def _error(self, raw: str) -> None:
+        self.stats.errors += 1
+        if len(self.stats.error_samples) < MAX_SAMPLES:
+            self.stats.error_samples.append(raw[:500])
+
+
+def _looks_malformed(text: str) -> bool:
+    """True when a line has no prefix we understand at all (as opposed to another program)."""
+    if not text.strip():
+        return False
+    if len(text) > 16 and text[3] == " " and text[15] == " ":
+        return False  # a classic prefix from a program we skip
+    return not (text[:1].isdigit() or text[:1] == "<")

@@ -1,0 +1,250 @@
+"""Split a log record into (ts, host, program, pid, message).
+
+Formats: classic syslog (``Nov 24 21:45:48 web1 sshd[1234]: …``, no year and no zone),
+rsyslog high precision (``2026-11-24T21:45:48.123456+01:00 web1 sshd[1234]: …``), RFC 5424
+(``<38>1 2026-11-24T21:45:48.123Z web1 sshd 1234 - - …``) and journald records.
+
+Everything here is pure: the current time never comes from a clock but from
+:class:`TimeContext`, which the live daemon advances and ``replay`` sets from the file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta, tzinfo
+from typing import NamedTuple
+
+MONTHS = {
+    m: i
+    for i, m in enumerate(
+        ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), 1
+    )
+}
+FUTURE_SLACK = timedelta(days=2)  # clock skew and zone confusion, never a whole year
+
+
+class Prefix(NamedTuple):
+    ts: datetime
+    host: str
+    program: str
+    pid: int | None
+    message: str
+
+
+@dataclass
+class TimeContext:
+    """Zone and reference time for timestamps that carry neither year nor zone.
+
+    The year of a classic syslog stamp is the latest of (reference year - 1, reference year,
+    reference year + 1) that is not more than two days after ``reference``. A log running
+    across New Year therefore gets December in the old year and January in the new one,
+    both live (reference = now) and in replay (reference = the file's modification time).
+    """
+
+    zone: tzinfo = UTC
+    reference: datetime = field(default_factory=lambda: datetime.now(UTC))
+    _cache_key: str = ""
+    _cache_val: datetime | None = None
+
+    def set_reference(self, when: datetime) -> None:
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        if abs((when - self.reference).total_seconds()) > 3600:
+            self._cache_key = ""  # a cached year may no longer hold
+        self.reference = when
+
+    def classic(self, stamp: str) -> datetime | None:
+        """``Nov 24 21:45:48`` (or ``Nov  4 …``) → aware UTC datetime, or None if malformed."""
+        if stamp == self._cache_key:
+            return self._cache_val
+        month = MONTHS.get(stamp[:3])
+        if month is None or stamp[3] != " " or stamp[6] != " " or stamp[9] != ":":
+            return None
+        try:
+            day = int(stamp[4:6])
+            hh, mm, ss = int(stamp[7:9]), int(stamp[10:12]), int(stamp[13:15])
+        except ValueError:
+            return None
+        ref = self.reference
+        best: datetime | None = None
+        for year in (ref.year + 1, ref.year, ref.year - 1):
+            try:
+                local = datetime(year, month, day, hh, mm, ss, tzinfo=self.zone)
+            except ValueError:
+                continue  # Feb 29 in a non-leap year, or a bad field
+            if local - ref <= FUTURE_SLACK:
+                best = local
+                break
+        if best is None:
+            return None
+        val = best.astimezone(UTC)
+        self._cache_key, self._cache_val = stamp, val
+        return val
+
+
+def _split_tag(tag: str) -> tuple[str, int | None]:
+    """``sshd[1234]`` → ("sshd", 1234); ``sudo`` → ("sudo", None)."""
+    if tag.endswith("]"):
+        b = tag.find("[")
+        if b > 0:
+            pid_s = tag[b + 1 : -1]
+            if pid_s.isdigit():
+                return tag[:b], int(pid_s)
+            return tag[:b], None
+    return tag, None
+
+
+def split_syslog(
+    text: str, tc: TimeContext, programs: frozenset[str] | None = None
+) -> Prefix | None:
+    """Split a file line in any supported syslog format. ``programs`` pre-filters cheaply:
+    a line from another program returns None before any timestamp work."""
+    if not text:
+        return None
+    c0 = text[0]
+    if c0 == "<":
+        return _rfc5424(text, tc, programs)
+    if c0.isdigit():
+        return _iso(text, programs)
+    # Classic: "Mmm dd hh:mm:ss host tag: message"
+    if len(text) < 17 or text[15] != " ":
+        return None
+    h_end = text.find(" ", 16)
+    if h_end < 0:
+        return None
+    t_end = text.find(":", h_end + 1)
+    if t_end < 0:
+        return None
+    program, pid = _split_tag(text[h_end + 1 : t_end])
+    if programs is not None and program not in programs:
+        return None
+    ts = tc.classic(text[:15])
+    if ts is None:
+        return None
+    msg = text[t_end + 1 :]
+    return Prefix(ts, text[16:h_end], program, pid, msg[1:] if msg[:1] == " " else msg)
+
+
+def _iso(text: str, programs: frozenset[str] | None) -> Prefix | None:
+    sp = text.find(" ")
+    if sp < 19:
+        return None
+    h_end = text.find(" ", sp + 1)
+    if h_end < 0:
+        return None
+    t_end = text.find(":", h_end + 1)
+    if t_end < 0:
+        return None
+    program, pid = _split_tag(text[h_end + 1 : t_end])
+    if programs is not None and program not in programs:
+        return None
+    ts = parse_iso(text[:sp])
+    if ts is None:
+        return None
+    msg = text[t_end + 1 :]
+    return Prefix(ts, text[sp + 1 : h_end], program, pid, msg[1:] if msg[:1] == " " else msg)
+
+
+def parse_iso(stamp: str) -> datetime | None:
+    try:
+        ts = datetime.fromisoformat(stamp)
+    except ValueError:
+        return None
+    if ts.tzinfo is None:
+        return None  # an ISO stamp without a zone is ambiguous; rsyslog always writes one
+    return ts.astimezone(UTC)
+
+
+def _rfc5424(text: str, tc: TimeContext, programs: frozenset[str] | None) -> Prefix | None:
+    gt = text.find(">")
+    if gt < 2 or gt > 4 or not text[1:gt].isdigit():
+        return None
+    rest = text[gt + 1 :]
+    if not rest.startswith("1 "):
+        # RFC 3164 with a PRI in front (what a network syslog receiver may store).
+        return split_syslog(rest, tc, programs) if rest[:1] != "<" else None
+    parts = rest.split(" ", 6)
+    if len(parts) < 7:
+        return None
+    _v, stamp, host, app, procid, _msgid, tail = parts
+    if programs is not None and app not in programs:
+        return None
+    ts = parse_iso(stamp)
+    if ts is None:
+        return None
+    # STRUCTURED-DATA: "-" or one or more [..] elements, then the message.
+    if tail.startswith("- "):
+        msg = tail[2:]
+    elif tail == "-":
+        msg = ""
+    elif tail.startswith("["):
+        end = _sd_end(tail)
+        if end < 0:
+            return None
+        msg = tail[end:].lstrip(" ")
+    else:
+        return None
+    if msg.startswith("\ufeff"):
+        msg = msg[1:]
+    pid = int(procid) if procid.isdigit() else None
+    return Prefix(ts, host, app, pid, msg)
+
+
+def _sd_end(tail: str) -> int:
+    """Index just past the structured-data elements (escapes \\] inside values)."""
+    i, n = 0, len(tail)
+    while i < n and tail[i] == "[":
+        i += 1
+        while i < n and tail[i] != "]":
+            if tail[i] == "\\":
+                i += 1
+            elif tail[i] == '"':
+                i += 1
+                while i < n and tail[i] != '"':
+                    i += 2 if tail[i] == "\\" else 1
+            i += 1
+        if i >= n:
+            return -1
+        i += 1
+    return i
+
+
+def split_journal(fields: dict[str, str], programs: frozenset[str] | None = None) -> Prefix | None:
+    """A journald record (journalctl -o json fields) → Prefix."""
+    program = fields.get("SYSLOG_IDENTIFIER") or fields.get("_COMM") or ""
+    if programs is not None and program not in programs:
+        comm = fields.get("_COMM", "")
+        if comm not in programs:
+            return None
+        program = comm
+    try:
+        usec = int(fields.get("__REALTIME_TIMESTAMP", ""))
+    except ValueError:
+        return None
+    ts = datetime.fromtimestamp(usec / 1_000_000, UTC)
+    pid_s = fields.get("SYSLOG_PID") or fields.get("_PID") or ""
+    pid = int(pid_s) if pid_s.isdigit() else None
+    return Prefix(ts, fields.get("_HOSTNAME", ""), program, pid, fields.get("MESSAGE", ""))
+
+
+def load_zone(name: str) -> tzinfo:
+    """``local`` (the machine's /etc/localtime, else $TZ, else UTC) or an IANA zone name."""
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    if name in ("UTC", "utc", "Z"):
+        return UTC
+    if name != "local":
+        return ZoneInfo(name)
+    import os
+
+    tz = os.environ.get("TZ", "").lstrip(":")
+    if tz:
+        try:
+            return ZoneInfo(tz)
+        except (ZoneInfoNotFoundError, ValueError):
+            pass
+    try:
+        with open("/etc/localtime", "rb") as fh:
+            return ZoneInfo.from_file(fh, key="localtime")
+    except OSError:
+        return UTC
