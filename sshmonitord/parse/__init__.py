@@ -154,9 +154,18 @@ class Parser:
 
 
 def _looks_malformed(text: str) -> bool:
-    """True when a line has no prefix we understand at all (as opposed to another program)."""
+    """No Event and no exception: was it another program's line, or a broken one of ours?"""
     if not text.strip():
         return False
     if len(text) > 16 and text[3] == " " and text[15] == " ":
-        return False  # a classic prefix from a program we skip
-    return not (text[:1].isdigit() or text[:1] == "<")
+        # A classic prefix: ours only if the tag names one of our programs (then the
+        # timestamp was bad).
+        h_end = text.find(" ", 16)
+        t_end = text.find(":", h_end + 1) if h_end > 0 else -1
+        if t_end < 0:
+            return True
+        tag = text[h_end + 1 : t_end]
+        return tag.split("[", 1)[0] in PROGRAMS
+    if text[:1].isdigit() or text[:1] == "<":
+        return any(f" {p}[" in text[:120] or f" {p} " in text[:120] for p in PROGRAMS)
+    return True
