@@ -14,7 +14,7 @@ from datetime import UTC, datetime, tzinfo
 from ..events import Event, Kind, Line
 from . import sshd
 from .logind import parse_logind
-from .prefix import Prefix, TimeContext, split_journal, split_syslog
+from .prefix import OTHER, Prefix, TimeContext, split_journal, split_syslog
 from .sftp import parse_sftp
 from .sudo import parse_su, parse_sudo
 
@@ -103,13 +103,14 @@ class Parser:
         except Exception:
             pre = None
             self._error(text)
+        if pre is OTHER:
+            st.other_programs += 1
+            return None
         if pre is None:
-            if _looks_malformed(text):
+            if text.strip():
                 st.malformed += 1
                 if len(st.malformed_samples) < MAX_SAMPLES:
                     st.malformed_samples.append(text[:500])
-            else:
-                st.other_programs += 1
             return None
         return self._finish(pre, text)
 
@@ -118,7 +119,7 @@ class Parser:
         st = self.stats
         st.lines += 1
         pre = split_journal(fields, PROGRAMS)
-        if pre is None:
+        if pre is None or pre is OTHER:
             st.other_programs += 1
             return None
         return self._finish(pre, fields.get("MESSAGE", ""))
@@ -151,21 +152,3 @@ class Parser:
         self.stats.errors += 1
         if len(self.stats.error_samples) < MAX_SAMPLES:
             self.stats.error_samples.append(raw[:500])
-
-
-def _looks_malformed(text: str) -> bool:
-    """No Event and no exception: was it another program's line, or a broken one of ours?"""
-    if not text.strip():
-        return False
-    if len(text) > 16 and text[3] == " " and text[15] == " ":
-        # A classic prefix: ours only if the tag names one of our programs (then the
-        # timestamp was bad).
-        h_end = text.find(" ", 16)
-        t_end = text.find(":", h_end + 1) if h_end > 0 else -1
-        if t_end < 0:
-            return True
-        tag = text[h_end + 1 : t_end]
-        return tag.split("[", 1)[0] in PROGRAMS
-    if text[:1].isdigit() or text[:1] == "<":
-        return any(f" {p}[" in text[:120] or f" {p} " in text[:120] for p in PROGRAMS)
-    return True

@@ -10,6 +10,7 @@ Everything here is pure: the current time never comes from a clock but from
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import NamedTuple
@@ -82,67 +83,47 @@ class TimeContext:
         return val
 
 
-def _split_tag(tag: str) -> tuple[str, int | None]:
-    """``sshd[1234]`` → ("sshd", 1234); ``sudo`` → ("sudo", None)."""
-    if tag.endswith("]"):
-        b = tag.find("[")
-        if b > 0:
-            pid_s = tag[b + 1 : -1]
-            if pid_s.isdigit():
-                return tag[:b], int(pid_s)
-            return tag[:b], None
-    return tag, None
+# "Nov 24 21:45:48 web1 sshd[1234]: msg" and "2026-11-24T21:45:48.1+01:00 web1 sshd[1234]: msg".
+# One C-level match gives every field; the program is checked before any timestamp work.
+_CLASSIC = re.compile(
+    r"([A-Z][a-z][a-z] [ \d]\d \d\d:\d\d:\d\d) (\S+) ([^\s\[:]+)(?:\[(\d*)\])?: ?"
+)
+_ISO = re.compile(r"(\d{4}-\d\d-\d\dT\S+) (\S+) ([^\s\[:]+)(?:\[(\d*)\])?: ?")
+
+# Returned by split_syslog for a well-formed line of a program we do not read.
+OTHER = Prefix(datetime.min.replace(tzinfo=UTC), "", "", None, "")
 
 
 def split_syslog(
     text: str, tc: TimeContext, programs: frozenset[str] | None = None
 ) -> Prefix | None:
-    """Split a file line in any supported syslog format. ``programs`` pre-filters cheaply:
-    a line from another program returns None before any timestamp work."""
-    if not text:
-        return None
-    c0 = text[0]
-    if c0 == "<":
-        return _rfc5424(text, tc, programs)
-    if c0.isdigit():
-        return _iso(text, programs)
-    # Classic: "Mmm dd hh:mm:ss host tag: message"
-    if len(text) < 17 or text[15] != " ":
-        return None
-    h_end = text.find(" ", 16)
-    if h_end < 0:
-        return None
-    t_end = text.find(":", h_end + 1)
-    if t_end < 0:
-        return None
-    program, pid = _split_tag(text[h_end + 1 : t_end])
-    if programs is not None and program not in programs:
-        return None
-    ts = tc.classic(text[:15])
+    """Split a file line in any supported syslog format.
+
+    Returns None for a line with no recognisable prefix, and :data:`OTHER` for a line from a
+    program not in ``programs`` (checked before any timestamp work: most lines of a busy
+    auth.log are CRON's).
+    """
+    m = _CLASSIC.match(text)
+    if m is not None:
+        program = m.group(3)
+        if programs is not None and program not in programs:
+            return OTHER
+        ts = tc.classic(m.group(1))
+    else:
+        c0 = text[:1]
+        if c0 == "<":
+            return _rfc5424(text, tc, programs)
+        m = _ISO.match(text)
+        if m is None:
+            return None
+        program = m.group(3)
+        if programs is not None and program not in programs:
+            return OTHER
+        ts = parse_iso(m.group(1))
     if ts is None:
         return None
-    msg = text[t_end + 1 :]
-    return Prefix(ts, text[16:h_end], program, pid, msg[1:] if msg[:1] == " " else msg)
-
-
-def _iso(text: str, programs: frozenset[str] | None) -> Prefix | None:
-    sp = text.find(" ")
-    if sp < 19:
-        return None
-    h_end = text.find(" ", sp + 1)
-    if h_end < 0:
-        return None
-    t_end = text.find(":", h_end + 1)
-    if t_end < 0:
-        return None
-    program, pid = _split_tag(text[h_end + 1 : t_end])
-    if programs is not None and program not in programs:
-        return None
-    ts = parse_iso(text[:sp])
-    if ts is None:
-        return None
-    msg = text[t_end + 1 :]
-    return Prefix(ts, text[sp + 1 : h_end], program, pid, msg[1:] if msg[:1] == " " else msg)
+    pid_s = m.group(4)
+    return Prefix(ts, m.group(2), program, int(pid_s) if pid_s else None, text[m.end() :])
 
 
 def parse_iso(stamp: str) -> datetime | None:
@@ -168,7 +149,7 @@ def _rfc5424(text: str, tc: TimeContext, programs: frozenset[str] | None) -> Pre
         return None
     _v, stamp, host, app, procid, _msgid, tail = parts
     if programs is not None and app not in programs:
-        return None
+        return OTHER
     ts = parse_iso(stamp)
     if ts is None:
         return None

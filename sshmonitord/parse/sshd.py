@@ -155,20 +155,19 @@ def simple(first: str, pattern: str, kind: Kind, method: str | None = None, **fi
     CATALOGUE.setdefault(first, []).append((re.compile(pattern, re.S), build))
 
 
-def _key(m: re.Match[str], d: dict[str, Any]) -> str | None:
-    fp = m.group("fp")
-    if m.group("cid") is not None:
-        d["cert_id"] = m.group("cid")
-        d["cert_serial"] = int(m.group("serial"))
-        d["ca_fp"] = m.group("cafp")
-    if m.group("ktype"):
-        d["key_type"] = m.group("ktype")
-    return fp
+def _key(gd: dict[str, Any], d: dict[str, Any]) -> str | None:
+    if gd["cid"] is not None:
+        d["cert_id"] = gd["cid"]
+        d["cert_serial"] = int(gd["serial"])
+        d["ca_fp"] = gd["cafp"]
+    if gd["ktype"]:
+        d["key_type"] = gd["ktype"]
+    return gd["fp"]
 
 
-def _ambiguous(m: re.Match[str], msg: str) -> bool:
+def _ambiguous(gd: dict[str, Any], msg: str) -> bool:
     """A certificate key ID (attacker text) after the address could hide a fake address."""
-    if m.group("cid") is None:
+    if gd["cid"] is None:
         return False
     return len(re.findall(r" from \S+ port \d+ ssh2: ", msg)) > 1
 
@@ -184,11 +183,12 @@ def _ambiguous(m: re.Match[str], msg: str) -> bool:
     + r"$",
 )
 def _failed(pre: Prefix, m: re.Match[str], d: dict[str, Any]) -> Event:
-    if m.group("inv"):
+    gd = m.groupdict()
+    if gd["inv"]:
         d["invalid_user"] = True
-    fp = _key(m, d)
-    ev = _ev(pre, Kind.AUTH_FAILURE, m, method=m.group("method"), key_fp=fp, detail=d)
-    return _strip_ip(ev) if _ambiguous(m, m.string) else ev
+    fp = _key(gd, d)
+    ev = _ev_gd(pre, Kind.AUTH_FAILURE, gd, None, gd["method"], fp, d)
+    return _strip_ip(ev) if _ambiguous(gd, m.string) else ev
 
 
 @rule(
@@ -202,30 +202,17 @@ def _failed(pre: Prefix, m: re.Match[str], d: dict[str, Any]) -> Event:
     + r"$",
 )
 def _accepted(pre: Prefix, m: re.Match[str], d: dict[str, Any]) -> Event:
-    fp = _key(m, d)
-    ev = _ev(pre, Kind.AUTH_SUCCESS, m, method=m.group("method"), key_fp=fp, detail=d)
-    return _strip_ip(ev) if _ambiguous(m, m.string) else ev
+    gd = m.groupdict()
+    fp = _key(gd, d)
+    ev = _ev_gd(pre, Kind.AUTH_SUCCESS, gd, None, gd["method"], fp, d)
+    return _strip_ip(ev) if _ambiguous(gd, m.string) else ev
 
 
 def _strip_ip(ev: Event) -> Event:
-    d = dict(ev.detail)
-    d["ambiguous"] = True
-    return Event(
-        ev.ts,
-        ev.host,
-        ev.program,
-        ev.pid,
-        ev.kind,
-        ev.user,
-        None,
-        None,
-        ev.method,
-        ev.key_fp,
-        ev.count,
-        ev.session,
-        d,
-        ev.raw,
-    )
+    ev.detail["ambiguous"] = True
+    ev.ip = None
+    ev.port = None
+    return ev
 
 
 simple("Invalid", r"Invalid user (?P<user>.*) from " + A + " port " + P + "$", Kind.INVALID_USER)
