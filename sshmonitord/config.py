@@ -96,17 +96,137 @@ class SourcesConfig:
     journal: JournalConfig = _f(JournalConfig())
 
 
+Action = Literal["alert", "ban", "both"]
+Severity = Literal["info", "warning", "high", "critical"]
+
+FAILURE_WEIGHTS: dict[str, int] = {
+    "auth_failure": 1,
+    "invalid_user": 1,
+    "max_auth_exceeded": 1,
+    "not_allowed": 1,
+    "penalty": 1,
+    # Counted only for addresses that never logged in successfully: scanners get banned,
+    # a user whose client drops a connection does not.
+    "preauth_disconnect": 1,
+    "protocol_error": 1,
+}
+
+
+@dataclass(frozen=True)
+class BruteforceRule:
+    enabled: bool = _f(True)
+    threshold: int = _f(5, min=1, max=1000, help="maxretry: failures from one address")
+    window: Duration = _f(Duration(600), min=1, max=7 * 86400, help="findtime")
+    severity: Severity = _f("high")
+    action: Action = _f("both")
+
+
+@dataclass(frozen=True)
+class SlowBruteforceRule:
+    enabled: bool = _f(True)
+    threshold: int = _f(20, min=1, max=1000)
+    window: Duration = _f(Duration(86400), min=1, max=30 * 86400)
+    severity: Severity = _f("high")
+    action: Action = _f("both")
+
+
+@dataclass(frozen=True)
+class DistributedRule:
+    enabled: bool = _f(True)
+    threshold: int = _f(10, min=2, max=100000, help="distinct addresses failing on one user")
+    window: Duration = _f(Duration(3600), min=1, max=7 * 86400)
+    severity: Severity = _f("warning")
+    action: Literal["alert"] = _f("alert")
+
+
+@dataclass(frozen=True)
+class EnumerationRule:
+    enabled: bool = _f(True)
+    threshold: int = _f(5, min=2, max=10000, help="distinct invalid user names from one address")
+    window: Duration = _f(Duration(600), min=1, max=7 * 86400)
+    severity: Severity = _f("high")
+    action: Action = _f("both")
+
+
+@dataclass(frozen=True)
+class SuccessAfterFailuresRule:
+    enabled: bool = _f(True)
+    threshold: int = _f(3, min=1, max=1000, help="failures before the success")
+    window: Duration = _f(Duration(3600), min=1, max=7 * 86400)
+    severity: Severity = _f("critical")
+    action: Literal["alert"] = _f("alert")
+
+
+@dataclass(frozen=True)
+class RootLoginRule:
+    enabled: bool = _f(True)
+    severity: Severity = _f("high")
+    action: Literal["alert"] = _f("alert")
+
+
+@dataclass(frozen=True)
+class OffHoursRule:
+    enabled: bool = _f(False)
+    days: tuple[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"], ...] = _f(
+        ("mon", "tue", "wed", "thu", "fri"), help="working days"
+    )
+    hours: str = _f("08:00-19:00", hours=True, help="working hours, HH:MM-HH:MM")
+    timezone: str = _f("local", timezone=True)
+    severity: Severity = _f("warning")
+    action: Literal["alert"] = _f("alert")
+
+
+@dataclass(frozen=True)
+class NewSourceRule:
+    enabled: bool = _f(True)
+    ipv4_prefix: int = _f(24, min=8, max=32)
+    ipv6_prefix: int = _f(48, min=16, max=128)
+    learning: Duration = _f(Duration(7 * 86400), min=0, help="no alerts while history is young")
+    severity: Severity = _f("warning")
+    action: Literal["alert"] = _f("alert")
+
+
+@dataclass(frozen=True)
+class NewKeyRule:
+    enabled: bool = _f(True)
+    severity: Severity = _f("warning")
+    action: Literal["alert"] = _f("alert")
+
+
+@dataclass(frozen=True)
+class RulesConfig:
+    bruteforce: BruteforceRule = _f(BruteforceRule())
+    slow_bruteforce: SlowBruteforceRule = _f(SlowBruteforceRule())
+    distributed: DistributedRule = _f(DistributedRule())
+    enumeration: EnumerationRule = _f(EnumerationRule())
+    success_after_failures: SuccessAfterFailuresRule = _f(SuccessAfterFailuresRule())
+    root_login: RootLoginRule = _f(RootLoginRule())
+    off_hours: OffHoursRule = _f(OffHoursRule())
+    new_source: NewSourceRule = _f(NewSourceRule())
+    new_key: NewKeyRule = _f(NewKeyRule())
+
+
 @dataclass(frozen=True)
 class DetectionConfig:
     ipv6_prefix: int = _f(64, min=32, max=128, help="IPv6 addresses are counted per this prefix")
+    max_keys: int = _f(1_000_000, min=1000, max=50_000_000, help="tracked addresses at most")
+    failure_weights: dict[str, int] = _f(dict(FAILURE_WEIGHTS), weights=True)
+    rules: RulesConfig = _f(RulesConfig())
 
 
 @dataclass(frozen=True)
 class ResponseConfig:
     enabled: bool = _f(True, help="ban addresses in the firewall (false: detect and alert only)")
-
-
-Severity = Literal["info", "warning", "high", "critical"]
+    dry_run: bool = _f(False, help="log and store what would be banned; touch nothing")
+    backend: Literal["nftables", "ipset", "command", "none"] = _f("nftables")
+    bantime: Duration = _f(Duration(600), min=1, max=365 * 86400, help="first ban")
+    bantime_factor: float = _f(4.0, min=1.0, max=100.0, help="multiplier per repeat offence")
+    bantime_max: Duration = _f(Duration(7 * 86400), min=1, max=365 * 86400)
+    alert_allowlisted: bool = _f(True, help="still alert on allowlisted addresses")
+    nft_table: str = _f("sshmonitor", help="nftables table (family inet)")
+    ipset_names: tuple[str, ...] = _f(("sshmonitor4", "sshmonitor6"))
+    ban_command: tuple[str, ...] = _f((), help="command backend: argv with {ip} {prefix} {seconds}")
+    unban_command: tuple[str, ...] = _f((), help="command backend: argv with {ip} {prefix}")
 
 
 @dataclass(frozen=True)
@@ -245,6 +365,17 @@ _UNIT = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
+def parse_hours(text: str) -> tuple[int, int] | None:
+    """``08:00-19:00`` → (480, 1140) minutes; an overnight span (22:00-06:00) is allowed."""
+    m = re.fullmatch(r"\s*(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})\s*", text)
+    if m is None:
+        return None
+    h1, m1, h2, m2 = (int(x) for x in m.groups())
+    if h1 > 24 or h2 > 24 or m1 > 59 or m2 > 59:
+        return None
+    return h1 * 60 + m1, h2 * 60 + m2
+
+
 def parse_duration(value: Any) -> float:
     """Parse ``90``, ``1.5``, ``"30s"``, ``"10m"``, ``"1h30m"``; raise ValueError otherwise."""
     if isinstance(value, bool):
@@ -340,6 +471,8 @@ class _Walker:
             if not isinstance(value, dict):
                 self.fail(key, f"expected a mapping, got {_describe(value)}")
                 raise _Bad
+            if args[1] is int:
+                return self.weights(value, key, meta)
             out_d: dict[str, str] = {}
             for k, v in value.items():
                 if not isinstance(k, str) or not isinstance(v, str | int | float):
@@ -389,6 +522,9 @@ class _Walker:
                 return Secret(self.expand_env(value, key))
             if meta.get("timezone") and value not in ("local", "UTC"):
                 self.check_zone(value, key)
+            if meta.get("hours") and parse_hours(value) is None:
+                self.fail(key, f"expected HH:MM-HH:MM (e.g. 08:00-19:00), got {_describe(value)}")
+                raise _Bad
             return value
         raise AssertionError(f"unsupported type {tp!r} at {key}")
 
@@ -403,6 +539,29 @@ class _Walker:
                 want = f"at most {hi}"
             self.fail(key, f"expected a value {want}, got {_describe(raw)}")
             raise _Bad
+
+    def weights(
+        self, value: dict[Any, Any], key: str, meta: typing.Mapping[str, Any]
+    ) -> dict[str, int]:
+        out = dict(FAILURE_WEIGHTS)
+        bad = False
+        for k, v in value.items():
+            if k not in FAILURE_WEIGHTS:
+                close = difflib.get_close_matches(str(k), list(FAILURE_WEIGHTS), n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                self.fail(
+                    f"{key}.{k}",
+                    f"not a failure kind{hint}; failure kinds: " + ", ".join(FAILURE_WEIGHTS),
+                )
+                bad = True
+            elif isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= 100:
+                self.fail(f"{key}.{k}", f"expected an integer weight 0-100, got {_describe(v)}")
+                bad = True
+            else:
+                out[k] = v
+        if bad:
+            raise _Bad
+        return out
 
     def check_zone(self, value: str, key: str) -> None:
         from zoneinfo import ZoneInfo

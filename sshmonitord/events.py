@@ -144,3 +144,6 @@ class Finding:
     subject: str
     events: tuple[Event, ...]
     action: Action
+    summary: str = ""
+    # The network to ban when the action includes a ban (the subject's /32, /128 or /64).
+    ban_net: str | None = None

@@ -53,7 +53,7 @@ def test_shipped_config_mentions_every_key_with_a_comment():
     missing = []
     for key in keys:
         leaf = key.rsplit(".", 1)[-1]
-        if not re.search(rf"^[\s#]*(- )?{re.escape(leaf)}(_file)?:", text, re.M):
+        if not re.search(rf"(^[\s#]*(- )?|[{{,] *){re.escape(leaf)}(_file)?:", text, re.M):
             missing.append(key)
     assert not missing, f"keys absent from etc/sshmonitor.yaml: {missing}"
 
@@ -124,7 +124,7 @@ BAD = [
     (
         "detection: {ipv6_prefx: 48}",
         "{F}: detection.ipv6_prefx: unknown key (did you mean 'ipv6_prefix'?); "
-        "valid keys here: ipv6_prefix",
+        "valid keys here: failure_weights, ipv6_prefix, max_keys, rules",
     ),
     (
         "allowlist:\n  - 10.0.0.300",

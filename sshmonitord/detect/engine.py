@@ -1,0 +1,368 @@
+"""Events in, Findings out: the detection rules over sliding windows. Pure and synchronous.
+
+No clock and no I/O: time is the event's own, so ``replay`` of last week's log raises the
+findings the live daemon would have raised. Login history (for ``new_source`` and
+``new_key``) is handed in at construction and learned from the events as they pass.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import tzinfo
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from ..config import DetectionConfig, parse_hours
+from ..events import Action, Event, Finding, Kind, Severity
+from .windows import DistinctCounter, WindowCounter, addr_key, key_network
+
+FAILURES = frozenset(
+    {
+        Kind.AUTH_FAILURE,
+        Kind.INVALID_USER,
+        Kind.MAX_AUTH_EXCEEDED,
+        Kind.NOT_ALLOWED,
+        Kind.PENALTY,
+        Kind.PREAUTH_DISCONNECT,
+        Kind.PROTOCOL_ERROR,
+    }
+)
+# These count only for addresses that never logged in: scanners, not clumsy users.
+SCANNER_ONLY = frozenset({Kind.PREAUTH_DISCONNECT, Kind.PROTOCOL_ERROR})
+USER_FAILURES = frozenset({Kind.AUTH_FAILURE, Kind.INVALID_USER, Kind.MAX_AUTH_EXCEEDED})
+EVIDENCE_KEEP = 10  # log lines kept per address as an alert's evidence
+DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+NEVER = float("-inf")
+
+
+@dataclass
+class History:
+    """What the store knows of past successful logins, for new_source and new_key."""
+
+    sources: dict[str, set[str]] = field(default_factory=dict)  # user -> prefixes
+    keys: dict[str, set[str]] = field(default_factory=dict)  # user -> key fingerprints
+    since: float | None = None  # epoch of the first login ever recorded (learning start)
+
+
+def source_prefix(ip: ipaddress.IPv4Address | ipaddress.IPv6Address, v4: int, v6: int) -> str:
+    """The network a login came from, at the granularity new_source judges by."""
+    bits = v4 if ip.version == 4 else v6
+    return str(ipaddress.ip_network(f"{ip}/{bits}", strict=False))
+
+
+def _span(seconds: float) -> str:
+    s = int(seconds)
+    for unit, n in (("d", 86400), ("h", 3600), ("m", 60)):
+        if s >= n and s % n == 0:
+            return f"{s // n}{unit}"
+    return f"{s}s"
+
+
+class Engine:
+    """All rules over one event stream."""
+
+    def __init__(
+        self, cfg: DetectionConfig, history: History | None = None, zone: tzinfo | None = None
+    ) -> None:
+        self.history = history or History()
+        self.zone = zone
+        self.findings_total = 0
+        r = cfg.rules
+        self.by_ip = WindowCounter(1, 1, cfg.max_keys)
+        self.by_user = WindowCounter(1, 1, max(1000, cfg.max_keys // 4))
+        self.users_per_ip = DistinctCounter(
+            r.enumeration.threshold, r.enumeration.window, max(1000, cfg.max_keys // 4)
+        )
+        self.ips_per_user = DistinctCounter(
+            r.distributed.threshold, r.distributed.window, max(1000, cfg.max_keys // 4)
+        )
+        self.evidence: dict[int, deque[Event]] = {}
+        self.authenticated: set[int] = set()  # keys that logged in successfully
+        self.fired: dict[tuple[str, Any], float] = {}  # (rule, subject) -> ts of last finding
+        self.configure(cfg)
+
+    def configure(self, cfg: DetectionConfig) -> None:
+        """Take a new config (SIGHUP) without losing counters."""
+        self.cfg = cfg
+        r = self.rules = cfg.rules
+        self.v6 = cfg.ipv6_prefix
+        self.weights = {Kind(k): v for k, v in cfg.failure_weights.items()}
+        self.work_days = {DAYS.index(d) for d in r.off_hours.days}
+        self.work_hours = parse_hours(r.off_hours.hours) or (0, 24 * 60)
+        tz = r.off_hours.timezone
+        self.off_zone = self.zone if tz == "local" else ZoneInfo(tz)
+        # Keep enough history for the largest threshold and the longest window asked.
+        self.by_ip.keep = max(
+            self.by_ip.keep,
+            r.bruteforce.threshold,
+            r.slow_bruteforce.threshold,
+            r.success_after_failures.threshold,
+        )
+        self.by_ip.horizon = max(
+            r.bruteforce.window, r.slow_bruteforce.window, r.success_after_failures.window
+        )
+        self.by_ip.max_keys = cfg.max_keys
+        self.by_user.keep = max(self.by_user.keep, r.success_after_failures.threshold)
+        self.by_user.horizon = r.success_after_failures.window
+        self.users_per_ip.keep = r.enumeration.threshold
+        self.users_per_ip.horizon = r.enumeration.window
+        self.ips_per_user.keep = r.distributed.threshold
+        self.ips_per_user.horizon = r.distributed.window
+
+    # ------------------------------------------------------------------ the stream
+
+    def feed(self, ev: Event) -> list[Finding]:
+        """One event → the findings it completes (usually none)."""
+        k = ev.kind
+        if k in FAILURES:
+            return self._failure(ev)
+        if k is Kind.AUTH_SUCCESS:
+            return self._success(ev)
+        return []
+
+    def feed_all(self, events: Iterable[Event]) -> list[Finding]:
+        out: list[Finding] = []
+        for ev in events:
+            out.extend(self.feed(ev))
+        return out
+
+    def _since(self, rule: str, subject: Any, ts: float, window: float) -> float:
+        """Count from the window's start, or from just after this rule last fired on it."""
+        last = self.fired.get((rule, subject), NEVER)
+        start = ts - window
+        return start if last < start else last + 1e-6
+
+    def _failure(self, ev: Event) -> list[Finding]:
+        out: list[Finding] = []
+        ts = ev.ts.timestamp()
+        r = self.rules
+        if ev.user is not None and ev.kind in USER_FAILURES:
+            self.by_user.add(ev.user, ts, ev.count)
+        if ev.ip is None:
+            return out
+        key = addr_key(ev.ip, self.v6)
+        evidence = self.evidence.get(key)
+        if evidence is None:
+            evidence = self.evidence[key] = deque(maxlen=EVIDENCE_KEEP)
+            if len(self.evidence) > self.cfg.max_keys:
+                self._trim_evidence()
+        evidence.append(ev)
+        weight = self.weights.get(ev.kind, 0)
+        if ev.kind in SCANNER_ONLY and key in self.authenticated:
+            weight = 0
+        if weight:
+            self.by_ip.add(key, ts, weight * ev.count)
+            for rule, c in (("bruteforce", r.bruteforce), ("slow_bruteforce", r.slow_bruteforce)):
+                if (
+                    c.enabled
+                    and self.by_ip.count(key, self._since(rule, key, ts, c.window)) >= c.threshold
+                ):
+                    self.fired[(rule, key)] = ts
+                    out.append(
+                        self._on_address(
+                            rule,
+                            c.severity,
+                            c.action,
+                            key,
+                            evidence,
+                            f"{c.threshold} or more failures within {_span(c.window)}",
+                        )
+                    )
+        e = r.enumeration
+        if e.enabled and ev.kind is Kind.INVALID_USER and ev.user is not None:
+            self.users_per_ip.add(key, ev.user, ts)
+            if (
+                self.users_per_ip.count(key, self._since("enumeration", key, ts, e.window))
+                >= e.threshold
+            ):
+                self.fired[("enumeration", key)] = ts
+                names = self.users_per_ip.items(key, ts - e.window)
+                out.append(
+                    self._on_address(
+                        "enumeration",
+                        e.severity,
+                        e.action,
+                        key,
+                        evidence,
+                        f"{len(names)} invalid user names within {_span(e.window)}",
+                    )
+                )
+        d = r.distributed
+        if d.enabled and ev.user is not None and ev.kind in (Kind.AUTH_FAILURE, Kind.INVALID_USER):
+            self.ips_per_user.add(ev.user, key, ts)
+            if (
+                self.ips_per_user.count(ev.user, self._since("distributed", ev.user, ts, d.window))
+                >= d.threshold
+            ):
+                self.fired[("distributed", ev.user)] = ts
+                n = self.ips_per_user.count(ev.user, ts - d.window)
+                self.findings_total += 1
+                out.append(
+                    Finding(
+                        "distributed",
+                        Severity(d.severity),
+                        f"user {ev.user}",
+                        (ev,),
+                        Action(d.action),
+                        f"{n} addresses failing against user {ev.user!r} within {_span(d.window)}",
+                    )
+                )
+        return out
+
+    def _success(self, ev: Event) -> list[Finding]:
+        out: list[Finding] = []
+        ts = ev.ts.timestamp()
+        r = self.rules
+        key = addr_key(ev.ip, self.v6) if ev.ip is not None else None
+        if key is not None:
+            self.authenticated.add(key)
+        sa = r.success_after_failures
+        if sa.enabled:
+            n_ip = self.by_ip.count(key, ts - sa.window) if key is not None else 0
+            n_user = self.by_user.count(ev.user, ts - sa.window) if ev.user else 0
+            if n_ip >= sa.threshold or n_user >= sa.threshold:
+                evidence = tuple(self.evidence.get(key, ())) if key is not None else ()
+                subject = (
+                    str(key_network(key, self.v6))
+                    if n_ip >= sa.threshold and key is not None
+                    else f"user {ev.user}"
+                )
+                self.findings_total += 1
+                out.append(
+                    Finding(
+                        "success_after_failures",
+                        Severity(sa.severity),
+                        subject,
+                        (*evidence, ev),
+                        Action(sa.action),
+                        f"{ev.user} logged in from {ev.ip or '?'} after "
+                        f"{max(n_ip, n_user)} failures within {_span(sa.window)}: "
+                        "possible compromise",
+                    )
+                )
+        if r.root_login.enabled and ev.user == "root":
+            self.findings_total += 1
+            out.append(
+                Finding(
+                    "root_login",
+                    Severity(r.root_login.severity),
+                    "user root",
+                    (ev,),
+                    Action(r.root_login.action),
+                    f"root logged in from {ev.ip or '?'} ({ev.method})",
+                )
+            )
+        if r.off_hours.enabled and self.off_hours(ev):
+            self.findings_total += 1
+            out.append(
+                Finding(
+                    "off_hours",
+                    Severity(r.off_hours.severity),
+                    f"user {ev.user}",
+                    (ev,),
+                    Action(r.off_hours.action),
+                    f"{ev.user} logged in from {ev.ip or '?'} outside working "
+                    f"hours ({r.off_hours.hours}, {','.join(r.off_hours.days)})",
+                )
+            )
+        out.extend(self._history(ev, ts))
+        return out
+
+    def off_hours(self, ev: Event) -> bool:
+        """Is the event's own time outside the configured working days and hours?"""
+        local = ev.ts.astimezone(self.off_zone) if self.off_zone is not None else ev.ts
+        if local.weekday() not in self.work_days:
+            return True
+        minute = local.hour * 60 + local.minute
+        start, end = self.work_hours
+        inside = start <= minute < end if start <= end else (minute >= start or minute < end)
+        return not inside
+
+    def _history(self, ev: Event, ts: float) -> list[Finding]:
+        out: list[Finding] = []
+        h = self.history
+        if h.since is None:
+            h.since = ts
+        user = ev.user or ""
+        ns, nk = self.rules.new_source, self.rules.new_key
+        learning = ts - h.since < ns.learning
+        if ev.ip is not None:
+            pfx = source_prefix(ev.ip, ns.ipv4_prefix, ns.ipv6_prefix)
+            seen = h.sources.setdefault(user, set())
+            if pfx not in seen:
+                if ns.enabled and not learning:
+                    self.findings_total += 1
+                    out.append(
+                        Finding(
+                            "new_source",
+                            Severity(ns.severity),
+                            f"user {user}",
+                            (ev,),
+                            Action(ns.action),
+                            f"{user} logged in from {pfx} for the first time",
+                        )
+                    )
+                seen.add(pfx)
+        if ev.key_fp:
+            keys = h.keys.setdefault(user, set())
+            if ev.key_fp not in keys:
+                if nk.enabled and not learning:
+                    self.findings_total += 1
+                    out.append(
+                        Finding(
+                            "new_key",
+                            Severity(nk.severity),
+                            f"user {user}",
+                            (ev,),
+                            Action(nk.action),
+                            f"{user} logged in with a key never seen before: {ev.key_fp}",
+                        )
+                    )
+                keys.add(ev.key_fp)
+        return out
+
+    # ------------------------------------------------------------------ helpers
+
+    def _on_address(
+        self,
+        rule: str,
+        severity: str,
+        action: str,
+        key: int,
+        evidence: Iterable[Event],
+        summary: str,
+    ) -> Finding:
+        self.findings_total += 1
+        net = str(key_network(key, self.v6))
+        return Finding(
+            rule, Severity(severity), net, tuple(evidence), Action(action), summary, ban_net=net
+        )
+
+    def _trim_evidence(self) -> None:
+        n = max(1, self.cfg.max_keys // 10)
+        it = iter(self.evidence)
+        for k in [next(it) for _ in range(n)]:
+            del self.evidence[k]
+
+    def sweep(self, now: float) -> None:
+        """Forget what is older than every window (the daemon calls this now and then)."""
+        self.by_ip.sweep(now)
+        self.by_user.sweep(now)
+        self.users_per_ip.sweep(now)
+        self.ips_per_user.sweep(now)
+        horizon = self.by_ip.horizon
+        self.fired = {k: t for k, t in self.fired.items() if t >= now - horizon}
+        live = self.by_ip.data
+        self.evidence = {k: v for k, v in self.evidence.items() if k in live}
+
+    def stats(self) -> dict[str, int]:
+        return {
+            "tracked_addresses": len(self.by_ip),
+            "evicted_addresses": self.by_ip.evicted,
+            "expired_addresses": self.by_ip.expired,
+            "tracked_users": len(self.by_user),
+            "findings": self.findings_total,
+        }

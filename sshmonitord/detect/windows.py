@@ -1,0 +1,173 @@
+"""Sliding-window counters in event time: exact, O(1) amortised, bounded in memory.
+
+A rule asks one question of a counter: "did this key see at least N events in the last W
+seconds?" Keeping the most recent ``keep`` timestamps of a key (``keep`` = the largest
+threshold asked) answers it exactly for every N <= keep and every W: the N-th most recent
+timestamp is inside the window or it is not. Nothing is approximated, so pacing attempts
+just under a threshold never slips through a rounding error.
+
+Memory is what a botnet attacks. A key seen once costs one float (no list), keys idle for
+longer than the longest window are swept, and a hard cap evicts the least recently seen keys
+first (counted). Keys are ints: an IPv4 address, or an IPv6 prefix (see :func:`addr_key`).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from bisect import insort
+from collections.abc import Hashable
+
+IPAddr = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNet = ipaddress.IPv4Network | ipaddress.IPv6Network
+_V6_TAG = 1 << 200  # keeps IPv6 prefix keys apart from IPv4 ints
+
+
+def addr_key(ip: IPAddr, v6_prefix: int = 64) -> int:
+    """The counting key of an address: IPv4 as is, IPv6 aggregated to its /v6_prefix."""
+    if ip.version == 4:
+        return int(ip)
+    return _V6_TAG | (int(ip) >> (128 - v6_prefix))
+
+
+def key_network(key: int, v6_prefix: int = 64) -> IPNet:
+    """The network a key stands for: the /32 of an IPv4 key, the /v6_prefix of an IPv6 key."""
+    if key & _V6_TAG:
+        base = (key & ~_V6_TAG) << (128 - v6_prefix)
+        return ipaddress.IPv6Network((base, v6_prefix))
+    return ipaddress.IPv4Network((key, 32))
+
+
+class WindowCounter:
+    """Per key, the most recent ``keep`` event timestamps (epoch seconds)."""
+
+    def __init__(self, keep: int, horizon: float, max_keys: int = 1_000_000) -> None:
+        self.keep = max(1, keep)
+        self.horizon = horizon  # the longest window anyone asks about: older is garbage
+        self.max_keys = max_keys
+        self.data: dict[Hashable, float | list[float]] = {}
+        self.evicted = 0
+        self.expired = 0
+        self._ops = 0
+
+    def add(self, key: Hashable, ts: float, n: int = 1) -> None:
+        d = self.data
+        cur = d.pop(key, None)  # re-inserting moves the key to the recent end
+        if cur is None and n == 1:
+            d[key] = ts
+        else:
+            if cur is None:
+                lst: list[float] = []
+            elif isinstance(cur, float):
+                lst = [cur]
+            else:
+                lst = cur
+            for _ in range(min(n, self.keep)):
+                if not lst or ts >= lst[-1]:
+                    lst.append(ts)
+                else:
+                    insort(lst, ts)  # a late line from another source
+            if len(lst) > self.keep:
+                del lst[: len(lst) - self.keep]
+            d[key] = lst
+        self._ops += 1
+        if len(d) > self.max_keys:
+            self._evict()
+        elif self._ops >= 65536:
+            self.sweep(ts)
+
+    def count(self, key: Hashable, since: float) -> int:
+        """Events of ``key`` at or after ``since`` (exact up to ``keep``)."""
+        cur = self.data.get(key)
+        if cur is None:
+            return 0
+        if isinstance(cur, float):
+            return 1 if cur >= since else 0
+        n = 0
+        for t in reversed(cur):
+            if t < since:
+                break
+            n += 1
+        return n
+
+    def forget(self, key: Hashable) -> None:
+        self.data.pop(key, None)
+
+    def sweep(self, now: float) -> int:
+        """Drop keys whose newest event is older than the horizon; return how many."""
+        self._ops = 0
+        limit = now - self.horizon
+        dead = [k for k, v in self.data.items() if (v if isinstance(v, float) else v[-1]) < limit]
+        for k in dead:
+            del self.data[k]
+        self.expired += len(dead)
+        return len(dead)
+
+    def _evict(self) -> None:
+        # Dicts keep insertion order and add() re-inserts on every event, so the front holds
+        # the least recently seen keys. Evict a tenth at once: amortised O(1) per add.
+        n = max(1, self.max_keys // 10)
+        it = iter(self.data)
+        victims = [next(it) for _ in range(n)]
+        for k in victims:
+            del self.data[k]
+        self.evicted += n
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+
+class DistinctCounter:
+    """Per key, the distinct items seen with their last time (e.g. user names per address)."""
+
+    def __init__(self, keep: int, horizon: float, max_keys: int = 200_000) -> None:
+        self.keep = max(1, keep)
+        self.horizon = horizon
+        self.max_keys = max_keys
+        self.data: dict[Hashable, dict[Hashable, float]] = {}
+        self.evicted = 0
+        self._ops = 0
+
+    def add(self, key: Hashable, item: Hashable, ts: float) -> None:
+        d = self.data
+        items = d.pop(key, None)
+        if items is None:
+            items = {}
+        items.pop(item, None)
+        items[item] = ts
+        if len(items) > self.keep:
+            # Drop the least recently seen item; the keep most recent ones decide.
+            del items[next(iter(items))]
+        d[key] = items
+        self._ops += 1
+        if len(d) > self.max_keys:
+            n = max(1, self.max_keys // 10)
+            it = iter(d)
+            for k in [next(it) for _ in range(n)]:
+                del d[k]
+            self.evicted += n
+        elif self._ops >= 65536:
+            self.sweep(ts)
+
+    def count(self, key: Hashable, since: float) -> int:
+        items = self.data.get(key)
+        if not items:
+            return 0
+        return sum(1 for t in items.values() if t >= since)
+
+    def items(self, key: Hashable, since: float) -> list[Hashable]:
+        items = self.data.get(key) or {}
+        return [i for i, t in items.items() if t >= since]
+
+    def forget(self, key: Hashable) -> None:
+        self.data.pop(key, None)
+
+    def sweep(self, now: float) -> int:
+        self._ops = 0
+        limit = now - self.horizon
+        dead = [k for k, v in self.data.items() if max(v.values(), default=0.0) < limit]
+        for k in dead:
+            del self.data[k]
+        return len(dead)
+
+    def __len__(self) -> int:
+        return len(self.data)

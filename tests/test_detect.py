@@ -1,0 +1,290 @@
+"""Detection rules on plain event lists (the engine is pure: no clock, no I/O)."""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import resource
+from datetime import UTC, datetime, timedelta
+
+from sshmonitord import config
+from sshmonitord.detect.engine import Engine, History
+from sshmonitord.detect.windows import WindowCounter, addr_key, key_network
+from sshmonitord.events import Event, Kind
+
+T0 = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)  # a Tuesday, noon
+
+
+def ev(
+    kind: Kind,
+    ip: str | None = "203.0.113.5",
+    user: str | None = "root",
+    dt: float = 0,
+    count: int = 1,
+    **kw,
+) -> Event:
+    return Event(
+        T0 + timedelta(seconds=dt),
+        "h",
+        "sshd",
+        1,
+        kind,
+        user,
+        ipaddress.ip_address(ip) if ip else None,
+        2222,
+        kw.pop("method", "password"),
+        count=count,
+        **kw,
+    )
+
+
+def engine(**rules) -> Engine:
+    cfg = config.DetectionConfig()
+    if rules:
+        r = cfg.rules
+        for name, changes in rules.items():
+            r = dataclasses.replace(r, **{name: dataclasses.replace(getattr(r, name), **changes)})
+        cfg = dataclasses.replace(cfg, rules=r)
+    return Engine(cfg, History(since=0.0), zone=UTC)
+
+
+def rules_of(findings) -> list[str]:
+    return [f.rule for f in findings]
+
+
+def test_bruteforce_fires_on_the_fifth_failure_once():
+    e = engine()
+    out = [e.feed(ev(Kind.AUTH_FAILURE, dt=i * 10)) for i in range(7)]
+    assert [rules_of(o) for o in out] == [[], [], [], [], ["bruteforce"], [], []]
+    f = out[4][0]
+    assert f.subject == "203.0.113.5/32" and f.ban_net == "203.0.113.5/32"
+    assert f.action == "both" and f.severity == "high"
+    assert len(f.events) == 5 and all(x.kind is Kind.AUTH_FAILURE for x in f.events)
+
+
+def test_bruteforce_window_is_exact():
+    e = engine()
+    # 4 failures, then the 5th just outside 10 minutes of the first: no finding.
+    for i in range(4):
+        assert e.feed(ev(Kind.AUTH_FAILURE, dt=i)) == []
+    assert e.feed(ev(Kind.AUTH_FAILURE, dt=600.5)) == []
+    # ... but inside 10 minutes of the second it is the 5th.
+    e2 = engine()
+    for i in range(4):
+        e2.feed(ev(Kind.AUTH_FAILURE, dt=i))
+    assert rules_of(e2.feed(ev(Kind.AUTH_FAILURE, dt=599))) == ["bruteforce"]
+
+
+def test_repeated_message_counts_its_repeats():
+    e = engine()
+    assert rules_of(e.feed(ev(Kind.AUTH_FAILURE, count=5))) == ["bruteforce"]
+
+
+def test_slow_bruteforce_catches_pacing_under_findtime():
+    e = engine()
+    rules = []
+    for i in range(20):  # one attempt every 3 minutes: never 5 in 10 minutes
+        rules += rules_of(e.feed(ev(Kind.AUTH_FAILURE, dt=i * 180)))
+    assert rules == ["slow_bruteforce"]
+
+
+def test_scanner_disconnects_count_only_for_never_authenticated_addresses():
+    e = engine()
+    out = []
+    for i in range(5):
+        out += e.feed(ev(Kind.PREAUTH_DISCONNECT, user=None, dt=i))
+    assert rules_of(out) == ["bruteforce"]
+    e = engine(success_after_failures={"enabled": False})
+    e.feed(ev(Kind.AUTH_SUCCESS, ip="198.51.100.9", user="alice"))
+    out = []
+    for i in range(10):
+        out += e.feed(ev(Kind.PREAUTH_DISCONNECT, ip="198.51.100.9", user=None, dt=i))
+    assert out == []
+
+
+def test_weights_zero_disables_a_kind():
+    cfg = config.DetectionConfig(failure_weights={**config.FAILURE_WEIGHTS, "protocol_error": 0})
+    e = Engine(cfg, History(since=0.0))
+    assert e.feed_all(ev(Kind.PROTOCOL_ERROR, dt=i) for i in range(10)) == []
+
+
+def test_ipv6_is_aggregated_per_64():
+    e = engine()
+    out = []
+    for i in range(5):
+        out += e.feed(ev(Kind.AUTH_FAILURE, ip=f"2001:db8:1:2::{i + 1:x}", dt=i))
+    assert rules_of(out) == ["bruteforce"]
+    assert out[0].ban_net == "2001:db8:1:2::/64"
+    # A different /64 is a different key.
+    assert e.feed(ev(Kind.AUTH_FAILURE, ip="2001:db8:1:3::1", dt=9)) == []
+
+
+def test_enumeration_distinct_invalid_names():
+    e = engine(bruteforce={"enabled": False}, slow_bruteforce={"enabled": False})
+    out = []
+    for i, name in enumerate(["a", "b", "a", "c", "d", "e"]):
+        out += e.feed(ev(Kind.INVALID_USER, user=name, dt=i))
+    assert rules_of(out) == ["enumeration"]
+    assert "5 invalid user names" in out[0].summary
+
+
+def test_distributed_many_addresses_one_user():
+    e = engine()
+    out = []
+    for i in range(12):
+        out += e.feed(ev(Kind.AUTH_FAILURE, ip=f"192.0.2.{i + 1}", user="root", dt=i))
+    assert rules_of(out) == ["distributed"]
+    assert out[0].subject == "user root" and out[0].action == "alert"
+
+
+def test_success_after_failures_is_critical_with_evidence():
+    e = engine()
+    for i in range(4):
+        e.feed(ev(Kind.AUTH_FAILURE, user="alice", dt=i))
+    out = e.feed(ev(Kind.AUTH_SUCCESS, user="alice", dt=10))
+    f = next(x for x in out if x.rule == "success_after_failures")
+    assert f.severity == "critical"
+    assert [x.kind for x in f.events] == [Kind.AUTH_FAILURE] * 4 + [Kind.AUTH_SUCCESS]
+    assert "possible compromise" in f.summary
+
+
+def test_success_after_failures_by_user_from_other_addresses():
+    e = engine(distributed={"enabled": False})
+    for i in range(3):
+        e.feed(ev(Kind.AUTH_FAILURE, ip=f"192.0.2.{i + 1}", user="bob", dt=i))
+    out = e.feed(ev(Kind.AUTH_SUCCESS, ip="198.51.100.1", user="bob", dt=10))
+    assert "success_after_failures" in rules_of(out)
+
+
+def test_plain_success_raises_nothing():
+    e = Engine(config.DetectionConfig(), History())  # learning starts with this login
+    assert e.feed(ev(Kind.AUTH_SUCCESS, user="alice")) == []
+
+
+def test_root_login():
+    e = engine()
+    assert "root_login" in rules_of(e.feed(ev(Kind.AUTH_SUCCESS, user="root")))
+
+
+def test_off_hours_by_event_time():
+    e = engine(off_hours={"enabled": True, "hours": "08:00-19:00"})
+    assert "off_hours" not in rules_of(e.feed(ev(Kind.AUTH_SUCCESS, user="a")))  # Tue 12:00
+    assert "off_hours" in rules_of(e.feed(ev(Kind.AUTH_SUCCESS, user="a", dt=10 * 3600)))
+    assert "off_hours" in rules_of(e.feed(ev(Kind.AUTH_SUCCESS, user="a", dt=4 * 86400)))  # Sat
+
+
+def test_new_source_and_new_key_after_learning():
+    h = History(
+        sources={"alice": {"192.0.2.0/24"}},
+        keys={"alice": {"SHA256:old"}},
+        since=T0.timestamp() - 30 * 86400,
+    )
+    e = Engine(config.DetectionConfig(), h)
+    assert (
+        e.feed(
+            ev(
+                Kind.AUTH_SUCCESS,
+                ip="192.0.2.77",
+                user="alice",
+                key_fp="SHA256:old",
+                method="publickey",
+            )
+        )
+        == []
+    )
+    out = e.feed(
+        ev(
+            Kind.AUTH_SUCCESS,
+            ip="198.51.100.7",
+            user="alice",
+            key_fp="SHA256:new",
+            method="publickey",
+            dt=5,
+        )
+    )
+    assert sorted(rules_of(out)) == ["new_key", "new_source"]
+    # Learned: the same again is quiet.
+    assert (
+        e.feed(
+            ev(
+                Kind.AUTH_SUCCESS,
+                ip="198.51.100.8",
+                user="alice",
+                key_fp="SHA256:new",
+                method="publickey",
+                dt=9,
+            )
+        )
+        == []
+    )
+
+
+def test_new_source_quiet_while_learning():
+    e = Engine(config.DetectionConfig(), History())
+    assert e.feed(ev(Kind.AUTH_SUCCESS, ip="192.0.2.1", user="alice")) == []
+    assert e.feed(ev(Kind.AUTH_SUCCESS, ip="198.51.100.1", user="alice", dt=86400)) == []
+    out = e.feed(ev(Kind.AUTH_SUCCESS, ip="203.0.113.1", user="alice", dt=8 * 86400))
+    assert rules_of(out) == ["new_source"]
+
+
+def test_injected_user_name_never_counts_against_another_address():
+    from sshmonitord.parse import Parser
+
+    p = Parser(reference=datetime(2026, 11, 25, tzinfo=UTC))
+    e = engine()
+    out = []
+    for i in range(6):
+        line = (
+            f"Nov 24 12:00:0{i} h sshd[1]: Failed password for invalid user x from "
+            f"6.6.6.6 port 1 ssh2 from 203.0.113.9 port {1000 + i} ssh2"
+        )
+        out += e.feed(p.parse_text(line))
+    assert [f.ban_net for f in out if f.ban_net] == ["203.0.113.9/32"]
+    assert addr_key(ipaddress.ip_address("6.6.6.6")) not in e.by_ip.data
+
+
+def test_keys_round_trip():
+    for a in ["203.0.113.5", "2001:db8:1:2:3:4:5:6"]:
+        k = addr_key(ipaddress.ip_address(a))
+        assert ipaddress.ip_address(a) in key_network(k)
+
+
+def test_window_counter_cap_evicts_least_recent():
+    w = WindowCounter(keep=5, horizon=600, max_keys=1000)
+    for i in range(1000):
+        w.add(i, float(i))
+    w.add(0, 2000.0)  # key 0 seen again: now the most recent
+    w.add(5000, 2001.0)  # over the cap: evict a tenth, least recently seen first
+    assert len(w) == 901 and w.evicted == 100
+    assert 0 in w.data and 1 not in w.data and 100 not in w.data and 101 in w.data
+
+
+def test_window_counter_sweep_expires_idle_keys():
+    w = WindowCounter(keep=5, horizon=600)
+    w.add("a", 0.0)
+    w.add("b", 1000.0)
+    assert w.sweep(1200.0) == 1 and "a" not in w.data and "b" in w.data
+
+
+def test_a_million_addresses_stay_bounded():
+    # Unit-scale check of the bound the benchmark measures in full (bench/detect.py).
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    e = engine()
+    base = int(ipaddress.ip_address("10.0.0.0"))
+    for i in range(200_000):
+        e.feed(
+            Event(
+                T0,
+                "h",
+                "sshd",
+                1,
+                Kind.AUTH_FAILURE,
+                "root",
+                ipaddress.IPv4Address(base + i),
+                22,
+                "password",
+            )
+        )
+    grown_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+    assert len(e.by_ip) == 200_000
+    assert grown_kb < 200_000 * 1.5  # well under 1.5 KB per address
