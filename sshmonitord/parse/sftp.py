@@ -18,7 +18,9 @@ _PATTERNS: list[tuple[re.Pattern[str], Kind, str | None]] = [
         None,
     ),
     (
-        re.compile(r'close "(?P<path>.*)" bytes read (?P<r>\d+) written (?P<w>\d+)$'),
+        re.compile(
+            r'(?P<forced>forced )?close "(?P<path>.*)" bytes read (?P<r>\d+) written (?P<w>\d+)$'
+        ),
         Kind.SFTP_CLOSE,
         None,
     ),
@@ -77,6 +79,8 @@ def parse_sftp(pre: Prefix) -> Event | None:
             detail["mode"] = gd["mode"]
         if gd.get("what") is not None:
             detail["what"] = gd["what"]
+        if gd.get("forced"):
+            detail["forced"] = True
         if kind is Kind.SFTP_CLOSE:
             detail["bytes_read"] = int(gd["r"])
             detail["bytes_written"] = int(gd["w"])

@@ -56,8 +56,9 @@ def addr(text: str) -> tuple[IP | None, str | None]:
 A = r"(?P<addr>\S+)"
 P = r"(?P<port>\d+)"
 KEYINFO = (
-    r"(?:: (?P<ktype>[A-Za-z0-9@._-]+) (?P<fp>(?:SHA256|MD5):[A-Za-z0-9+/=:]+)"
-    r"(?: ID (?P<cid>.*) \(serial (?P<serial>\d+)\) CA (?P<catype>\S+) (?P<cafp>\S+))?)?"
+    r"(?:: (?P<ktype>[A-Za-z0-9@._-]+)(?: (?P<fp>(?:SHA256|MD5):[A-Za-z0-9+/=:]+))?"
+    r"(?: ID (?P<cid>.*) \(serial (?P<serial>\d+)\) CA (?P<catype>\S+) (?P<cafp>\S+))?"
+    r"(?:, client user \"(?P<cuser>.*)\", client host \"(?P<chost>.*)\")?)?"
 )
 
 Builder = Callable[[Prefix, "re.Match[str]", dict[str, Any]], Event | None]
@@ -72,7 +73,7 @@ def _ev(
     method: str | None = None,
     key_fp: str | None = None,
     detail: dict[str, Any] | None = None,
-) -> Event:
+) -> Event | None:
     return _ev_gd(
         pre,
         kind,
@@ -92,7 +93,7 @@ def _ev_gd(
     method: str | None,
     key_fp: str | None,
     d: dict[str, Any],
-) -> Event:
+) -> Event | None:
     """The hot path: an Event from a match's named groups (addr, port, user)."""
     ip = None
     a = gd.get("addr")
@@ -101,6 +102,8 @@ def _ev_gd(
         if host is not None:
             d["host"] = host
     p = gd.get("port")
+    if p is not None and (len(p) > 5 or int(p) > 65535):
+        return None  # not a port sshd could have logged: let the line be unrecognized
     if user is None:
         user = gd.get("user")
     pid = pre.pid
@@ -140,7 +143,7 @@ def simple(first: str, pattern: str, kind: Kind, method: str | None = None, **fi
     fixed_user = fixed.get("user")
     fixed_detail = fixed.get("detail")
 
-    def build(pre: Prefix, m: re.Match[str], d: dict[str, Any]) -> Event:
+    def build(pre: Prefix, m: re.Match[str], d: dict[str, Any]) -> Event | None:
         gd = m.groupdict()
         if gd.get("inv"):
             d["invalid_user"] = True
@@ -162,14 +165,18 @@ def _key(gd: dict[str, Any], d: dict[str, Any]) -> str | None:
         d["ca_fp"] = gd["cafp"]
     if gd["ktype"]:
         d["key_type"] = gd["ktype"]
+    if gd["cuser"] is not None:
+        d["client_user"] = gd["cuser"]
+        d["client_host"] = gd["chost"]
     return gd["fp"]
 
 
 def _ambiguous(gd: dict[str, Any], msg: str) -> bool:
-    """A certificate key ID (attacker text) after the address could hide a fake address."""
-    if gd["cid"] is None:
+    """Attacker text after the address (a certificate key ID, a hostbased client user or
+    host) could hide a fake address: then the line is attributed to no address."""
+    if gd["cid"] is None and gd["cuser"] is None:
         return False
-    return len(re.findall(r" from \S+ port \d+ ssh2: ", msg)) > 1
+    return len(re.findall(r" from \S+ port \d+ ssh2[:,]", msg)) > 1
 
 
 @rule(
@@ -182,13 +189,13 @@ def _ambiguous(gd: dict[str, Any], msg: str) -> bool:
     + KEYINFO
     + r"$",
 )
-def _failed(pre: Prefix, m: re.Match[str], d: dict[str, Any]) -> Event:
+def _failed(pre: Prefix, m: re.Match[str], d: dict[str, Any]) -> Event | None:
     gd = m.groupdict()
     if gd["inv"]:
         d["invalid_user"] = True
     fp = _key(gd, d)
     ev = _ev_gd(pre, Kind.AUTH_FAILURE, gd, None, gd["method"], fp, d)
-    return _strip_ip(ev) if _ambiguous(gd, m.string) else ev
+    return _strip_ip(ev) if ev is not None and _ambiguous(gd, m.string) else ev
 
 
 @rule(
@@ -201,11 +208,11 @@ def _failed(pre: Prefix, m: re.Match[str], d: dict[str, Any]) -> Event:
     + KEYINFO
     + r"$",
 )
-def _accepted(pre: Prefix, m: re.Match[str], d: dict[str, Any]) -> Event:
+def _accepted(pre: Prefix, m: re.Match[str], d: dict[str, Any]) -> Event | None:
     gd = m.groupdict()
     fp = _key(gd, d)
     ev = _ev_gd(pre, Kind.AUTH_SUCCESS, gd, None, gd["method"], fp, d)
-    return _strip_ip(ev) if _ambiguous(gd, m.string) else ev
+    return _strip_ip(ev) if ev is not None and _ambiguous(gd, m.string) else ev
 
 
 def _strip_ip(ev: Event) -> Event:
@@ -229,6 +236,12 @@ simple(
     r"none of user's groups are listed in AllowGroups|a group is listed in DenyGroups|"
     r"shell \S+ is not executable|shell \S+ does not exist|account is locked|"
     r"its shell is not executable|[^ ].*)$",
+    Kind.NOT_ALLOWED,
+)
+simple(
+    "User",
+    r"User (?P<user>.*) not allowed because (?P<reason>account is locked|"
+    r"shell \S+ does not exist|shell \S+ is not executable)$",
     Kind.NOT_ALLOWED,
 )
 simple(
@@ -334,7 +347,19 @@ simple(
     r"Protocol major versions differ for " + A + "(?: port " + P + r")?: .*$",
     Kind.PROTOCOL_ERROR,
 )
+simple(
+    "fatal:",
+    r"fatal: Timeout before authentication for " + A + "(?: port " + P + ")?$",
+    Kind.PREAUTH_DISCONNECT,
+    detail={"reason": "timeout"},
+)
 simple("fatal:", r"fatal: (?P<reason>.*?) from " + A + " port " + P + "$", Kind.PROTOCOL_ERROR)
+simple(
+    "Timeout",
+    r"Timeout before authentication for connection from " + A + r" to \S+, pid = \d+$",
+    Kind.PREAUTH_DISCONNECT,
+    detail={"reason": "timeout"},
+)
 simple("error:", r"error: kex_exchange_identification: (?P<reason>.*)$", Kind.PROTOCOL_ERROR)
 simple("error:", r"error: Protocol major versions differ: .*$", Kind.PROTOCOL_ERROR)
 
@@ -354,15 +379,47 @@ def _drop(pre: Prefix, m: re.Match[str], d: dict[str, Any]) -> Event:
 @rule(
     "srclimit_penalise:",
     r"srclimit_penalise: (?P<addr>[0-9A-Fa-f:.]+)/(?P<bits>\d+): "
-    r"(?P<verb>activating|extending|new) (?P<fam>ipv4|ipv6) penalty of (?P<secs>\d+) "
+    r"(?:activating|extending) (?:ipv4|ipv6) penalty of (?P<secs>\d+(?:\.\d+)?) "
     r"seconds? for (?P<reason>.*)$",
 )
-def _penalise(pre: Prefix, m: re.Match[str], d: dict[str, Any]) -> Event:
-    reason = m.group("reason")
-    d["reason"] = reason.removeprefix("penalty: ")
+@rule(
+    "srclimit_penalise:",
+    r"srclimit_penalise: (?:ipv4|ipv6): new (?P<addr>[0-9A-Fa-f:.]+)/(?P<bits>\d+) "
+    r"active penalty of (?P<secs>\d+(?:\.\d+)?) seconds? for (?P<reason>.*)$",
+)
+def _penalise(pre: Prefix, m: re.Match[str], d: dict[str, Any]) -> Event | None:
+    # sshd names the client address with the prefix length it penalises; the penalty
+    # covers the whole network, so that is the address we report.
+    try:
+        net = ipaddress.ip_network(f"{m.group('addr')}/{m.group('bits')}", strict=False)
+    except ValueError:
+        return None
+    d["reason"] = m.group("reason").removeprefix("penalty: ")
     d["prefix"] = f"{m.group('addr')}/{m.group('bits')}"
-    d["seconds"] = int(m.group("secs"))
-    return _ev(pre, Kind.PENALTY, m, detail=d)
+    secs = m.group("secs")
+    d["seconds"] = float(secs) if "." in secs else int(secs)
+    ev = _ev(pre, Kind.PENALTY, None, detail=d)
+    if ev is not None:
+        ip = net.network_address
+        ev.ip = ip.ipv4_mapped if ip.version == 6 and ip.ipv4_mapped else ip
+    return ev
+
+
+@rule(
+    "Postponed", r"Postponed (?P<method>\S+) for (?P<user>.*) from " + A + " port " + P + " ssh2.*$"
+)
+def _postponed(pre: Prefix, m: re.Match[str], d: dict[str, Any]) -> Event | None:
+    return _ev(pre, Kind.IGNORED, m, method=m.group("method"), detail=d)
+
+
+@rule(
+    "reverse",
+    r"reverse mapping checking getaddrinfo for (?P<name>.*) "
+    r"\[(?P<addr>[^\]]+)\] failed.*$",
+)
+def _reverse(pre: Prefix, m: re.Match[str], d: dict[str, Any]) -> Event | None:
+    d["name"] = m.group("name")
+    return _ev(pre, Kind.IGNORED, m, detail=d)
 
 
 # successes' companions
@@ -373,6 +430,19 @@ simple(
 )
 
 
+@rule("Disconnected", r"Disconnected from " + A + " port " + P + "$")
+def _disconnected(pre: Prefix, m: re.Match[str], d: dict[str, Any]) -> Event | None:
+    return _ev(pre, Kind.PREAUTH_DISCONNECT if d.get("preauth") else Kind.DISCONNECT, m, detail=d)
+
+
+@rule(
+    "error:",
+    r"error: Received disconnect from "
+    + A
+    + "(?: port "
+    + P
+    + r")?: ?(?P<code>\d+): (?P<reason>.*)$",
+)
 @rule(
     "Received",
     r"Received disconnect from " + A + "(?: port " + P + r")?: ?(?P<code>\d+): (?P<reason>.*)$",
@@ -386,10 +456,8 @@ def _received(pre: Prefix, m: re.Match[str], d: dict[str, Any]) -> Event:
 
 # recognised, recorded, never scored
 for _first, _pat in (
-    ("Postponed", r"Postponed \S+ for (?P<user>.*) from " + A + " port " + P + " ssh2.*$"),
     ("Server", r"Server listening on .*$"),
     ("Connection", r"Connection from " + A + " port " + P + r" on \S+ port \d+.*$"),
-    ("reverse", r"reverse mapping checking getaddrinfo for .* failed.*$"),
     ("Address", r"Address " + A + r" maps to .*$"),
     ("Starting", r"Starting session: .*$"),
     ("Close", r"Close session: user (?P<user>.*) from " + A + " port " + P + ".*$"),
@@ -400,7 +468,6 @@ for _first, _pat in (
     ("Changed", r"Changed root directory to .*$"),
     ("Set", r"Set /proc/self/oom_score_adj .*$"),
     ("Exiting", r"Exiting on signal \d+$"),
-    ("error:", r"error: Received disconnect from .*$"),
     ("pam_unix(sshd:account):", r".*$"),
     ("pam_systemd(sshd:session):", r".*$"),
     ("pam_env(sshd:session):", r".*$"),
@@ -505,6 +572,11 @@ def _sess_open(pre: Prefix, m: re.Match[str], d: dict[str, Any]) -> Event:
 )
 def _sess_close(pre: Prefix, m: re.Match[str], d: dict[str, Any]) -> Event:
     return _ev(pre, Kind.SESSION_CLOSE, None, user=m.group("user"), detail=d)
+
+
+# Tried after the rules above for the same first word: PAM's chatter that scores nothing.
+simple("PAM", r"PAM service\(.*\) ignoring max retries.*$", Kind.IGNORED)
+simple("pam_unix(sshd:auth):", r"pam_unix\(sshd:auth\): .*$", Kind.IGNORED)
 
 
 # ---------------------------------------------------------------------------- entry point

@@ -82,5 +82,16 @@ def parse_su(pre: Prefix) -> Event | None:
     return _ignored(pre)
 
 
+_PAM_USER = re.compile(
+    r"pam_\w+\([^)]*\): (?:session (?:opened|closed) for user (?P<user>[^\s(]+)"
+    r"|authentication failure;.* user=(?P<auser>\S+))"
+)
+
+
 def _ignored(pre: Prefix) -> Event:
-    return Event(pre.ts, pre.host, pre.program, pre.pid, Kind.IGNORED)
+    """sudo's and su's own PAM chatter: recorded with the user it names, never scored."""
+    m = _PAM_USER.match(pre.message.lstrip())
+    user = None
+    if m is not None:
+        user = m.group("user") or m.group("auser")
+    return Event(pre.ts, pre.host, pre.program, pre.pid, Kind.IGNORED, user)
