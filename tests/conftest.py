@@ -26,6 +26,28 @@ def need(condition: bool, reason: str) -> None:
     pytest.skip(reason)
 
 
+def _root_firewall() -> str | None:
+    """This machine's own (root namespace) nftables ruleset, or None if nft is unusable."""
+    import shutil
+
+    if os.geteuid() != 0 or shutil.which("nft") is None:
+        return None
+    r = subprocess.run(["nft", "list", "ruleset"], capture_output=True, text=True, timeout=30)
+    return r.stdout if r.returncode == 0 else None
+
+
+@pytest.fixture(scope="session", autouse=True)
+def root_firewall_untouched() -> Iterator[None]:
+    """Fail the run if any test changed the machine's own firewall (it must never)."""
+    before = _root_firewall()
+    yield
+    after = _root_firewall()
+    assert before == after, (
+        "a test changed the root namespace's nftables ruleset!\n"
+        f"before:\n{before}\nafter:\n{after}"
+    )
+
+
 class NotifySocket:
     """A Unix datagram socket standing in for systemd's NOTIFY_SOCKET."""
 
@@ -125,6 +147,9 @@ class DaemonProc:
         if not re.search(r"^sources:", text, re.M):
             # Never follow this machine's own logs or journal from a test.
             head += f"sources: {{mode: file, files: [{self.tmp / 'auth.log'}]}}\n"
+        if not re.search(r"^response:", text, re.M):
+            # Never touch this machine's own firewall: tests that ban run in a namespace.
+            head += "response: {backend: none}\n"
         tmp.write_text(head + text)
         tmp.replace(self.config_path)
 

@@ -288,3 +288,72 @@ def test_a_million_addresses_stay_bounded():
     grown_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
     assert len(e.by_ip) == 200_000
     assert grown_kb < 200_000 * 1.5  # well under 1.5 KB per address
+
+
+def _attempts(lines: list[str]) -> list:
+    from sshmonitord.parse import Parser
+
+    p = Parser(reference=datetime(2026, 11, 25, tzinfo=UTC))
+    e = engine()
+    out = []
+    for line in lines:
+        out += e.feed(p.parse_text(line))
+    return out
+
+
+def test_one_attempt_counts_once_however_many_lines_sshd_writes():
+    # What a real OpenSSH 9.2 with UsePAM yes writes for one failed password per connection
+    # (tests/test_real_sshd.py shows the same lines from a real sshd): 4 attempts = 4 counts.
+    lines = []
+    for i in range(4):
+        pid = 100 + i
+        lines += [
+            f"Nov 24 12:00:0{i} h sshd[{pid}]: pam_unix(sshd:auth): authentication failure; "
+            "logname= uid=0 euid=0 tty=ssh ruser= rhost=203.0.113.9  user=bob",
+            f"Nov 24 12:00:0{i} h sshd[{pid}]: Failed password for bob from 203.0.113.9 port "
+            f"{4000 + i} ssh2",
+            f"Nov 24 12:00:0{i} h sshd[{pid}]: Connection closed by authenticating user bob "
+            f"203.0.113.9 port {4000 + i} [preauth]",
+        ]
+    assert _attempts(lines) == []
+    # Invalid users: "Invalid user" + "Failed password for invalid user" is one attempt.
+    lines = []
+    for i in range(4):
+        pid = 200 + i
+        lines += [
+            f"Nov 24 12:00:0{i} h sshd[{pid}]: Invalid user u{i} from 203.0.113.9 port {5000 + i}",
+            f"Nov 24 12:00:0{i} h sshd[{pid}]: Failed password for invalid user u{i} from "
+            f"203.0.113.9 port {5000 + i} ssh2",
+            f"Nov 24 12:00:0{i} h sshd[{pid}]: Connection closed by invalid user u{i} "
+            f"203.0.113.9 port {5000 + i} [preauth]",
+        ]
+    assert _attempts(lines) == []
+    # ... and the fifth attempt bans.
+    more = [
+        *lines,
+        "Nov 24 12:00:09 h sshd[300]: Failed password for root from 203.0.113.9 port 6000 ssh2",
+    ]
+    assert [f.rule for f in _attempts(more)] == ["bruteforce"]
+
+
+def test_max_auth_exceeded_restates_the_failures_of_its_connection():
+    lines = [
+        "Nov 24 12:00:00 h sshd[7]: Failed password for root from 203.0.113.9 port 1 ssh2",
+        "Nov 24 12:00:00 h sshd[7]: Failed password for root from 203.0.113.9 port 1 ssh2",
+        "Nov 24 12:00:00 h sshd[7]: Failed password for root from 203.0.113.9 port 1 ssh2",
+        "Nov 24 12:00:00 h sshd[7]: Failed password for root from 203.0.113.9 port 1 ssh2",
+        "Nov 24 12:00:00 h sshd[7]: error: maximum authentication attempts exceeded for root "
+        "from 203.0.113.9 port 1 ssh2 [preauth]",
+        "Nov 24 12:00:00 h sshd[7]: Disconnecting authenticating user root 203.0.113.9 port 1: "
+        "Too many authentication failures [preauth]",
+    ]
+    assert _attempts(lines) == []
+
+
+def test_a_scanner_that_only_connects_is_counted():
+    lines = [
+        f"Nov 24 12:00:0{i} h sshd[{40 + i}]: Connection closed by 203.0.113.9 port {i + 1} "
+        "[preauth]"
+        for i in range(5)
+    ]
+    assert [f.rule for f in _attempts(lines)] == ["bruteforce"]
