@@ -33,6 +33,8 @@ FAILURES = frozenset(
 # These count only for addresses that never logged in: scanners, not clumsy users.
 SCANNER_ONLY = frozenset({Kind.PREAUTH_DISCONNECT, Kind.PROTOCOL_ERROR})
 USER_FAILURES = frozenset({Kind.AUTH_FAILURE, Kind.INVALID_USER, Kind.MAX_AUTH_EXCEEDED})
+# What sshd logs after a failure it already logged, on the same connection.
+FOLLOW_UPS = frozenset({Kind.PREAUTH_DISCONNECT, Kind.PROTOCOL_ERROR, Kind.MAX_AUTH_EXCEEDED})
 EVIDENCE_KEEP = 10  # log lines kept per address as an alert's evidence
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 NEVER = float("-inf")
@@ -82,6 +84,8 @@ class Engine:
         self.evidence: dict[int, deque[Event]] = {}
         self.authenticated: set[int] = set()  # keys that logged in successfully
         self.fired: dict[tuple[str, Any], float] = {}  # (rule, subject) -> ts of last finding
+        self.counted_sessions: dict[tuple[str, str], float] = {}  # (host, sshd pid) -> ts
+        self.invalid_sessions: dict[tuple[str, str], float] = {}
         self.configure(cfg)
 
     def configure(self, cfg: DetectionConfig) -> None:
@@ -139,7 +143,25 @@ class Engine:
         out: list[Finding] = []
         ts = ev.ts.timestamp()
         r = self.rules
-        if ev.user is not None and ev.kind in USER_FAILURES:
+        # One failed attempt shows up several times in a log: PAM's own line and sshd's
+        # "Failed password" (UsePAM yes), then "Connection closed by authenticating user"
+        # and, at MaxAuthTries, two "maximum authentication attempts" lines. Count sshd's
+        # Failed line; PAM's lines restate it; the follow-ups count only for a connection
+        # that showed no counted failure (a scanner that connects and leaves).
+        restates = ev.method == "pam"
+        sess = (ev.host, ev.session) if ev.session is not None else None
+        if ev.kind in FOLLOW_UPS and sess is not None and sess in self.counted_sessions:
+            restates = True
+        # "Invalid user X" came first on this connection and was counted: the first
+        # "Failed password for invalid user X" after it is the same attempt.
+        if (
+            sess is not None
+            and ev.kind is Kind.AUTH_FAILURE
+            and ev.detail.get("invalid_user")
+            and self.invalid_sessions.pop(sess, None) is not None
+        ):
+            restates = True
+        if ev.user is not None and ev.kind in USER_FAILURES and not restates:
             self.by_user.add(ev.user, ts, ev.count)
         if ev.ip is None:
             return out
@@ -150,9 +172,15 @@ class Engine:
             if len(self.evidence) > self.cfg.max_keys:
                 self._trim_evidence()
         evidence.append(ev)
-        weight = self.weights.get(ev.kind, 0)
+        weight = 0 if restates else self.weights.get(ev.kind, 0)
         if ev.kind in SCANNER_ONLY and key in self.authenticated:
             weight = 0
+        if weight and sess is not None:
+            self.counted_sessions[sess] = ts
+            if ev.kind is Kind.INVALID_USER:
+                self.invalid_sessions[sess] = ts
+            if len(self.counted_sessions) > 100_000:
+                self._trim_sessions()
         if weight:
             self.by_ip.add(key, ts, weight * ev.count)
             for rule, c in (("bruteforce", r.bruteforce), ("slow_bruteforce", r.slow_bruteforce)):
@@ -341,6 +369,12 @@ class Engine:
             rule, Severity(severity), net, tuple(evidence), Action(action), summary, ban_net=net
         )
 
+    def _trim_sessions(self) -> None:
+        for d in (self.counted_sessions, self.invalid_sessions):
+            it = iter(d)
+            for k in [next(it) for _ in range(min(10_000, len(d)))]:
+                del d[k]
+
     def _trim_evidence(self) -> None:
         n = max(1, self.cfg.max_keys // 10)
         it = iter(self.evidence)
@@ -366,3 +400,40 @@ class Engine:
             "tracked_users": len(self.by_user),
             "findings": self.findings_total,
         }
+
+
+def save_history(conn: Any, events: list[Event], engine: Engine | None) -> None:
+    """Persist successful logins' sources and keys (inside the pipeline's transaction)."""
+    ns = engine.rules.new_source if engine is not None else None
+    v4, v6 = (ns.ipv4_prefix, ns.ipv6_prefix) if ns is not None else (24, 48)
+    for ev in events:
+        if ev.kind is not Kind.AUTH_SUCCESS:
+            continue
+        ts = ev.ts.timestamp()
+        user = ev.user or ""
+        if ev.ip is not None:
+            conn.execute(
+                "INSERT INTO login_sources(user, prefix, first_seen, last_seen) VALUES "
+                "(?, ?, ?, ?) ON CONFLICT(user, prefix) DO UPDATE SET last_seen = "
+                "max(last_seen, excluded.last_seen)",
+                (user, source_prefix(ev.ip, v4, v6), ts, ts),
+            )
+        if ev.key_fp:
+            conn.execute(
+                "INSERT INTO login_keys(user, key_fp, first_seen, last_seen) VALUES "
+                "(?, ?, ?, ?) ON CONFLICT(user, key_fp) DO UPDATE SET last_seen = "
+                "max(last_seen, excluded.last_seen)",
+                (user, ev.key_fp, ts, ts),
+            )
+
+
+def load_history(conn: Any) -> History:
+    """The login history the store holds (new_source, new_key)."""
+    h = History()
+    for user, prefix, first in conn.execute("SELECT user, prefix, first_seen FROM login_sources"):
+        h.sources.setdefault(user, set()).add(prefix)
+        h.since = first if h.since is None else min(h.since, first)
+    for user, fp, first in conn.execute("SELECT user, key_fp, first_seen FROM login_keys"):
+        h.keys.setdefault(user, set()).add(fp)
+        h.since = first if h.since is None else min(h.since, first)
+    return h
