@@ -229,6 +229,71 @@ examples:
 """
 
 
+def _when(epoch: float) -> str:
+    from datetime import datetime
+
+    return datetime.fromtimestamp(epoch).astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
+def cmd_bans(args: argparse.Namespace) -> int:
+    try:
+        res = control.request(_socket_for(args), "bans")
+    except control.ControlError as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(res, indent=2))
+        return 0
+    bans = res["bans"]
+    note = " (DRY RUN: nothing is in the firewall)" if res.get("dry_run") else ""
+    print(
+        f"{len(bans)} active ban{'s' if len(bans) != 1 else ''}, backend {res.get('backend')}{note}"
+    )
+    if bans:
+        print(f"{'ADDRESS':<28} {'RULE':<22} {'SINCE':<19}  {'UNTIL':<19}  {'TIMES':>5}  REASON")
+        for b in bans:
+            print(
+                f"{b['net']:<28} {b['rule']:<22} {_when(b['since']):<19}  "
+                f"{_when(b['until']):<19}  {b['times_banned']:>5}  {b['reason']}"
+            )
+    return 0
+
+
+def cmd_ban(args: argparse.Namespace) -> int:
+    seconds = None
+    if args.duration:
+        try:
+            seconds = int(config.parse_duration(args.duration))
+        except ValueError:
+            print(
+                f"sshmonitor ban: bad duration {args.duration!r} (e.g. 1h, 30m, 2d)",
+                file=sys.stderr,
+            )
+            return 2
+    try:
+        res = control.request(
+            _socket_for(args), "ban", net=args.address, seconds=seconds, reason=args.reason
+        )
+    except control.ControlError as exc:
+        print(f"sshmonitor ban: {exc}", file=sys.stderr)
+        return 1
+    print(
+        f"banned {res['net']} for {res['seconds']}s (until {_when(res['until'])})"
+        + (" [dry run]" if res.get("dry_run") else "")
+    )
+    return 0
+
+
+def cmd_unban(args: argparse.Namespace) -> int:
+    try:
+        res = control.request(_socket_for(args), "unban", net=args.address)
+    except control.ControlError as exc:
+        print(f"sshmonitor unban: {exc}", file=sys.stderr)
+        return 1
+    print(f"unbanned {args.address}" if res["unbanned"] else f"{args.address} was not banned")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="sshmonitor",
@@ -277,6 +342,33 @@ def parser() -> argparse.ArgumentParser:
         help="zone of classic syslog timestamps (default: sources.timezone, local)",
     )
     r.set_defaults(func=cmd_replay)
+
+    b = sub.add_parser(
+        "bans",
+        help="list active bans",
+        description="List active bans: address, rule, since, until, how many times banned, reason.",
+    )
+    _config_arg(b)
+    b.add_argument("--socket", metavar="PATH", help="control socket (default: from config)")
+    b.add_argument("--json", action="store_true", help="machine-readable output")
+    b.set_defaults(func=cmd_bans)
+    bn = sub.add_parser(
+        "ban",
+        help="ban an address or network now",
+        description="Ban ADDR (an address or CIDR) now. Without --for, the "
+        "escalating ban time applies (response.bantime x factor per repeat).",
+    )
+    _config_arg(bn)
+    bn.add_argument("--socket", metavar="PATH", help="control socket (default: from config)")
+    bn.add_argument("address", metavar="ADDR")
+    bn.add_argument("--for", dest="duration", metavar="DURATION", help="e.g. 1h, 30m, 2d")
+    bn.add_argument("--reason", default="operator ban")
+    bn.set_defaults(func=cmd_ban)
+    ub = sub.add_parser("unban", help="lift a ban now", description="Lift the ban on ADDR now.")
+    _config_arg(ub)
+    ub.add_argument("--socket", metavar="PATH", help="control socket (default: from config)")
+    ub.add_argument("address", metavar="ADDR")
+    ub.set_defaults(func=cmd_unban)
 
     for name, func, text in (
         ("status", cmd_status, "show the running daemon's state (exit 1 if not running)"),

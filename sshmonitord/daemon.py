@@ -22,10 +22,13 @@ from typing import Any, Protocol
 
 from . import __version__, config, log, sources
 from .control import ControlError, ControlServer
-from .events import Event
+from .detect.engine import Engine, load_history
+from .events import Event, Finding
 from .parse import Parser
 from .parse.prefix import load_zone
 from .pipeline import Pipeline
+from .respond.backend import Backend, make_backend
+from .respond.bans import BanManager
 from .store import Store, StoreError
 from .systemd import Notifier
 
@@ -119,6 +122,8 @@ class Daemon:
         self.dry_run = dry_run
         self.trace_lines = trace_lines
         self.pipeline: Pipeline | None = None
+        self.engine: Engine | None = None
+        self.bans: BanManager | None = None
         self.notifier = Notifier()
         self.store = Store(self.state_dir)
         self.counters = Counters()
@@ -135,7 +140,14 @@ class Daemon:
         self._tasks: list[asyncio.Task[Any]] = []
         self.control = ControlServer(
             self.socket_path,
-            {"status": self._cmd_status, "reload": self._cmd_reload, "ping": self._cmd_ping},
+            {
+                "status": self._cmd_status,
+                "reload": self._cmd_reload,
+                "ping": self._cmd_ping,
+                "bans": self._cmd_bans,
+                "ban": self._cmd_ban,
+                "unban": self._cmd_unban,
+            },
         )
 
     # ------------------------------------------------------------------ lifecycle
@@ -189,17 +201,61 @@ class Daemon:
         await self.control.start()
         saved_files = await self.store.run(lambda _c: self.store.load_file_positions())
         saved_cursor = await self.store.run(lambda _c: self.store.load_journal_cursor())
-        parser = Parser(zone=load_zone(self.config.sources.timezone))
-        self.pipeline = Pipeline(
-            self.store, parser, on_events=self._on_events, trace=self.trace_lines
+        zone = load_zone(self.config.sources.timezone)
+        history = await self.store.run(load_history)
+        self.engine = Engine(self.config.detection, history, zone=zone)
+        self.bans = BanManager(
+            self.store,
+            self._backend(self.config),
+            self.config.response,
+            self.config.allowlist,
+            dry_run=self.dry_run,
         )
-        # The consumer first, so sources resuming a rotated file have somewhere to put it.
+        self.pipeline = Pipeline(
+            self.store,
+            Parser(zone=zone),
+            self.engine,
+            self.bans,
+            on_events=self._on_events,
+            on_findings=self._on_findings,
+            trace=self.trace_lines,
+        )
+        # The consumer first, so sources resuming a rotated file have somewhere to put it;
+        # bans before sources, so active bans are back in the firewall before new lines.
         self.stages = [
             self.pipeline,
+            self.bans,
             *sources.build(self.config, self.pipeline.emit, saved_files, saved_cursor),
         ]
         for stage in self.stages:
             await stage.start()
+
+    def _backend(self, cfg: config.Config) -> Backend:
+        r = cfg.response
+        if self.dry_run or r.dry_run or not r.enabled:
+            return make_backend("none")
+        if r.backend == "nftables":
+            return make_backend("nftables", table=r.nft_table)
+        if r.backend == "ipset":
+            return make_backend("ipset", set4=r.ipset_names[0], set6=r.ipset_names[-1])
+        if r.backend == "command":
+            return make_backend("command", ban=list(r.ban_command), unban=list(r.unban_command))
+        return make_backend("none")
+
+    async def _on_findings(self, findings: list[Finding]) -> None:
+        # The journal is the always-on alert channel; e-mail and webhooks queue from here.
+        for f in findings:
+            self.counters.inc(f"findings.{f.rule}")
+            level = self.log.error if f.severity == "critical" else self.log.warning
+            level(
+                "finding",
+                rule=f.rule,
+                severity=str(f.severity),
+                subject=f.subject,
+                action=str(f.action),
+                summary=f.summary,
+                evidence=[e.raw for e in f.events[-3:]],
+            )
 
     def _on_events(self, events: list[Event]) -> None:
         self.rate.add(len(events))
@@ -326,10 +382,14 @@ class Daemon:
     def status_line(self) -> str:
         """One-line summary for systemd's STATUS= (shown by systemctl status)."""
         parts = []
-        described = [s.describe() for s in self.stages if s is not self.pipeline]
+        described = [
+            s.describe() for s in self.stages if s is not self.pipeline and s is not self.bans
+        ]
         following = [d["summary"] for d in described if d.get("summary")]
         parts.append("; ".join(following) if following else "no log sources open")
         parts.append(f"{_human(self.rate.per_hour())} events/h")
+        if self.bans is not None:
+            parts.append(self.bans.describe()["summary"])
         if self.dry_run:
             parts.append("dry run")
         if self.last_reload_error:
@@ -372,6 +432,44 @@ class Daemon:
 
     async def _cmd_ping(self, _req: dict[str, Any]) -> str:
         return "pong"
+
+    async def _cmd_bans(self, _req: dict[str, Any]) -> dict[str, Any]:
+        if self.bans is None:
+            return {"bans": []}
+        await self.bans.expire()
+        rows = self.bans.list_active()
+        counts = await self.store.run(
+            lambda c: dict(c.execute("SELECT net, COUNT(*) FROM bans GROUP BY net").fetchall())
+        )
+        for r in rows:
+            r["times_banned"] = counts.get(r["net"], 1)
+        return {
+            "bans": rows,
+            "dry_run": self.bans.dry_run,
+            "backend": self.bans.describe()["backend"],
+        }
+
+    async def _cmd_ban(self, req: dict[str, Any]) -> dict[str, Any]:
+        if self.bans is None:
+            raise RuntimeError("bans are not running")
+        seconds = req.get("seconds")
+        rec = await self.bans.ban(
+            str(req["net"]),
+            int(seconds) if seconds else None,
+            str(req.get("reason") or "operator ban"),
+        )
+        return {
+            "net": rec.net,
+            "until": rec.expires,
+            "seconds": int(rec.expires - rec.created),
+            "offence": rec.offence,
+            "dry_run": rec.dry_run,
+        }
+
+    async def _cmd_unban(self, req: dict[str, Any]) -> dict[str, Any]:
+        if self.bans is None:
+            raise RuntimeError("bans are not running")
+        return {"unbanned": await self.bans.unban(str(req["net"]))}
 
 
 def run(

@@ -17,10 +17,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from . import log
-from .events import Event, FilePosition, JournalPosition, Kind, Line, Retired
+from .detect.engine import Engine, save_history
+from .events import Event, FilePosition, Finding, JournalPosition, Kind, Line, Retired
 from .parse import Parser
 from .parse.prefix import load_zone
-from .store import INSERT_EVENT, Store, event_row
+from .respond.bans import BanManager, BanRecord
+from .store import INSERT_EVENT, INSERT_FINDING, Store, event_row, finding_row
 
 QUEUE_BATCHES = 64  # bounded: a stuck consumer pushes back on the sources, never grows memory
 MAX_BATCH_LINES = 5000
@@ -35,13 +37,21 @@ class Pipeline:
         self,
         store: Store,
         parser: Parser | None = None,
+        engine: Engine | None = None,
+        bans: BanManager | None = None,
         on_events: Callable[[list[Event]], None] | None = None,
+        on_findings: Callable[[list[Finding]], Any] | None = None,
         trace: bool = False,
         maxsize: int = QUEUE_BATCHES,
     ) -> None:
         self.store = store
         self.parser = parser or Parser()
+        self.engine = engine
+        self.bans = bans
         self.on_events = on_events
+        self.on_findings = on_findings
+        self.findings = 0
+        self.engine_errors = 0
         self.trace = trace
         self.queue: asyncio.Queue[list[Line | Retired]] = asyncio.Queue(maxsize)
         self._task: asyncio.Task[None] | None = None
@@ -101,11 +111,20 @@ class Pipeline:
             if ev is not None and ev.kind is not Kind.IGNORED:
                 events.append(ev)
         rows = [event_row(ev) for ev in events]
+        findings = self._detect(events)
+        now = time.time()
+        planned: list[BanRecord] = []
 
         def commit(conn: Any) -> None:
+            planned.clear()
             with self.store.transaction():
                 if rows:
                     conn.executemany(INSERT_EVENT, rows)
+                    save_history(conn, events, self.engine)
+                if findings:
+                    conn.executemany(INSERT_FINDING, [finding_row(f, now) for f in findings])
+                    if self.bans is not None:
+                        planned.extend(self.bans.plan(conn, findings, now))
                 if trace_rows:
                     conn.executemany(
                         "INSERT INTO line_trace(source, text) VALUES (?, ?)", trace_rows
@@ -129,6 +148,25 @@ class Pipeline:
         self.events += len(events)
         if self.on_events is not None and events:
             self.on_events(events)
+        if planned and self.bans is not None:
+            await self.bans.enforce(planned)
+        if findings:
+            self.findings += len(findings)
+            if self.on_findings is not None:
+                await self.on_findings(findings)
+
+    def _detect(self, events: list[Event]) -> list[Finding]:
+        if self.engine is None:
+            return []
+        out: list[Finding] = []
+        for ev in events:
+            try:
+                out.extend(self.engine.feed(ev))
+            except Exception:
+                # A rule bug must not stop the stream: count it, log the event, go on.
+                self.engine_errors += 1
+                self.log.exception("detection failed on an event", raw=ev.raw[:300])
+        return out
 
     async def drain(self, timeout: float) -> bool:
         """Wait until every queued batch is handled; False on timeout."""
@@ -151,6 +189,8 @@ class Pipeline:
 
     def apply_config(self, cfg: Any) -> None:
         self.parser.time.zone = load_zone(cfg.sources.timezone)
+        if self.engine is not None:
+            self.engine.configure(cfg.detection)
 
     def describe(self) -> dict[str, Any]:
         ps = self.parser.stats
@@ -162,6 +202,8 @@ class Pipeline:
                 "events": self.events,
                 "batches": self.batches,
                 "queued_batches": self.queue.qsize(),
+                "findings": self.findings,
+                "engine_errors": self.engine_errors,
                 "commit_failures": self.commit_failures,
                 "other_programs": ps.other_programs,
                 "malformed": ps.malformed,

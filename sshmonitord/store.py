@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-from .events import Event, FilePosition
+from .events import Event, FilePosition, Finding
 
 T = TypeVar("T")
 
@@ -89,6 +89,53 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         CREATE INDEX events_kind_ts ON events(kind, ts);
         """,
     ),
+    (
+        4,
+        "findings, bans, login and key history",
+        """
+        CREATE TABLE findings (
+            id        INTEGER PRIMARY KEY,
+            ts        REAL NOT NULL,
+            rule      TEXT NOT NULL,
+            severity  TEXT NOT NULL,
+            subject   TEXT NOT NULL,
+            action    TEXT NOT NULL,
+            summary   TEXT NOT NULL,
+            evidence  TEXT NOT NULL,
+            created   REAL NOT NULL
+        );
+        CREATE INDEX findings_ts ON findings(ts);
+        CREATE TABLE bans (
+            id         INTEGER PRIMARY KEY,
+            net        TEXT    NOT NULL,
+            rule       TEXT    NOT NULL,
+            reason     TEXT    NOT NULL,
+            offence    INTEGER NOT NULL,
+            created    REAL    NOT NULL,
+            expires    REAL    NOT NULL,
+            active     INTEGER NOT NULL DEFAULT 1,
+            lifted     REAL,
+            lifted_by  TEXT,
+            dry_run    INTEGER NOT NULL DEFAULT 0
+        );
+        CREATE INDEX bans_net ON bans(net);
+        CREATE INDEX bans_active ON bans(active, expires);
+        CREATE TABLE login_sources (
+            user       TEXT NOT NULL,
+            prefix     TEXT NOT NULL,
+            first_seen REAL NOT NULL,
+            last_seen  REAL NOT NULL,
+            PRIMARY KEY (user, prefix)
+        );
+        CREATE TABLE login_keys (
+            user       TEXT NOT NULL,
+            key_fp     TEXT NOT NULL,
+            first_seen REAL NOT NULL,
+            last_seen  REAL NOT NULL,
+            PRIMARY KEY (user, key_fp)
+        );
+        """,
+    ),
 ]
 
 
@@ -109,6 +156,26 @@ def event_row(ev: Event) -> tuple[Any, ...]:
         ev.session,
         json.dumps(ev.detail, ensure_ascii=False, default=str) if ev.detail else None,
         ev.raw,
+    )
+
+
+INSERT_FINDING = (
+    "INSERT INTO findings(ts, rule, severity, subject, action, summary, evidence, created) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+def finding_row(f: Finding, now: float) -> tuple[Any, ...]:
+    ts = f.events[-1].ts.timestamp() if f.events else now
+    return (
+        ts,
+        f.rule,
+        str(f.severity),
+        f.subject,
+        str(f.action),
+        f.summary,
+        json.dumps([e.raw for e in f.events], ensure_ascii=False),
+        now,
     )
 
 

@@ -43,8 +43,7 @@ def root_firewall_untouched() -> Iterator[None]:
     yield
     after = _root_firewall()
     assert before == after, (
-        "a test changed the root namespace's nftables ruleset!\n"
-        f"before:\n{before}\nafter:\n{after}"
+        f"a test changed the root namespace's nftables ruleset!\nbefore:\n{before}\nafter:\n{after}"
     )
 
 
@@ -108,6 +107,7 @@ class DaemonProc:
         notify: NotifySocket | None,
         env: dict[str, str] | None = None,
         args: list[str] | None = None,
+        wrap: list[str] | None = None,
     ) -> None:
         self.tmp = tmp
         self.config_path = tmp / "sshmonitor.yaml"
@@ -124,6 +124,7 @@ class DaemonProc:
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
             [
+                *(wrap or []),  # e.g. ip netns exec NS: the daemon inside a test namespace
                 sys.executable,
                 "-m",
                 "sshmonitord",
@@ -197,8 +198,9 @@ def daemon_factory(tmp_path: Path) -> Iterator[object]:
         notify: NotifySocket | None = None,
         env: dict[str, str] | None = None,
         args: list[str] | None = None,
+        wrap: list[str] | None = None,
     ) -> DaemonProc:
-        d = DaemonProc(tmp_path, config_text, notify, env, args)
+        d = DaemonProc(tmp_path, config_text, notify, env, args, wrap)
         procs.append(d)
         return d
 

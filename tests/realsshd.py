@@ -249,7 +249,13 @@ class RealSshd:
         user: str = TEST_USER,
         password: str = TEST_PASSWORD,
         start_timeout: float = 15.0,
+        netns: str | None = None,
+        listen: str = "127.0.0.1",
     ) -> None:
+        # netns: run sshd inside this network namespace (the test's own), listening on
+        # `listen`; clients then run in another namespace (client_ns=...) of the test's.
+        self.netns = netns
+        self.listen = listen
         self.use_pam = use_pam
         self.log_level = log_level
         self.max_auth_tries = max_auth_tries
@@ -380,7 +386,7 @@ class RealSshd:
         R = self.dir
         text = f"""\
 Port {self.port}
-ListenAddress 127.0.0.1
+ListenAddress {self.listen}
 HostKey {R}/host_ed25519
 PidFile none
 UsePAM {"yes" if self.use_pam else "no"}
@@ -446,7 +452,8 @@ Subsystem sftp internal-sftp -l INFO
         err = self._stderr_file("sshd.err")
         self._sshd = subprocess.Popen(
             # --kill-child: if this process dies hard, sshd gets SIGTERM rather than living on.
-            ["unshare", "-m", "--propagation", "private", "--pid", "--fork", "--kill-child",
+            [*(["ip", "netns", "exec", self.netns] if self.netns else []),
+             "unshare", "-m", "--propagation", "private", "--pid", "--fork", "--kill-child",
              str(self.dir / "start-sshd.sh")],
             stdin=subprocess.DEVNULL,
             stdout=err,
@@ -455,7 +462,9 @@ Subsystem sftp internal-sftp -l INFO
             # unshare ignores SIGTERM while it waits; its --kill-child then stops sshd.
             preexec_fn=_die_with_parent(signal.SIGKILL),
         )  # fmt: skip
-        listening = re.compile(rf"sshd\[\d+\]: Server listening on 127\.0\.0\.1 port {self.port}\.")
+        listening = re.compile(
+            rf"sshd\[\d+\]: Server listening on {re.escape(self.listen)} port {self.port}\."
+        )
         deadline = time.monotonic() + self.start_timeout
         while time.monotonic() < deadline:
             if any(listening.search(x) for x in self.auth_lines()[mark:]):
@@ -577,31 +586,65 @@ Subsystem sftp internal-sftp -l INFO
     def _pass_env(password: str) -> dict[str, str]:
         return {**os.environ, "SSHPASS": password}
 
+    def _client(self, client_ns: str | None, source: str | None) -> tuple[list[str], list[str]]:
+        """(argv prefix, ssh options) for a client in ``client_ns`` bound to ``source``."""
+        prefix = ["ip", "netns", "exec", client_ns] if client_ns else []
+        opts = ["-b", source] if source else []
+        return prefix, opts
+
+    def _target(self, brackets: bool = False) -> str:
+        # ssh takes user@fd00::1 as is (the port is -p); sftp wants user@[fd00::1].
+        return f"[{self.listen}]" if brackets and ":" in self.listen else self.listen
+
     def ssh_password(
-        self, user: str, password: str, cmd: str = "true", timeout: float = 30
+        self,
+        user: str,
+        password: str,
+        cmd: str = "true",
+        timeout: float = 30,
+        client_ns: str | None = None,
+        source: str | None = None,
     ) -> subprocess.CompletedProcess[str]:
         """One password attempt by the real ssh client (via ``sshpass -e``)."""
-        argv = ["sshpass", "-e", "ssh", *self._ssh_opts(), *self._password_opts(),
-                f"{user}@127.0.0.1", cmd]  # fmt: skip
+        prefix, bind = self._client(client_ns, source)
+        argv = [*prefix, "sshpass", "-e", "ssh", *self._ssh_opts(), *bind,
+                *self._password_opts(), f"{user}@{self._target()}", cmd]  # fmt: skip
         return run(argv, env=self._pass_env(password), timeout=timeout)
 
     def fail_password(
-        self, user: str | None = None, password: str = "wrong"
+        self,
+        user: str | None = None,
+        password: str = "wrong",
+        client_ns: str | None = None,
+        source: str | None = None,
     ) -> subprocess.CompletedProcess[str]:
         """A rejected password (sshpass exits 5); asserts the login did fail."""
-        res = self.ssh_password(user or self.user, password)
+        res = self.ssh_password(user or self.user, password, client_ns=client_ns, source=source)
         assert res.returncode != 0, f"login with a wrong password succeeded: {res}"
         return res
 
-    def login_password(self, cmd: str = "true") -> subprocess.CompletedProcess[str]:
+    def login_password(
+        self, cmd: str = "true", client_ns: str | None = None, source: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
         """A successful password login of the test user running ``cmd``."""
-        res = self.ssh_password(self.user, self.password, cmd)
+        res = self.ssh_password(self.user, self.password, cmd, client_ns=client_ns, source=source)
         assert res.returncode == 0, f"password login failed: {res}\n{self.auth_text()}"
         return res
 
-    def login_key(self, cmd: str = "true") -> subprocess.CompletedProcess[str]:
+    def login_key(
+        self, cmd: str = "true", client_ns: str | None = None, source: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
         """A successful public-key login of the test user running ``cmd``."""
-        argv = ["ssh", *self._ssh_opts(), *self._key_opts(), f"{self.user}@127.0.0.1", cmd]
+        prefix, bind = self._client(client_ns, source)
+        argv = [
+            *prefix,
+            "ssh",
+            *self._ssh_opts(),
+            *bind,
+            *self._key_opts(),
+            f"{self.user}@{self._target()}",
+            cmd,
+        ]
         res = run(argv)
         assert res.returncode == 0, f"key login failed: {res}\n{self.auth_text()}"
         return res
@@ -614,7 +657,14 @@ Subsystem sftp internal-sftp -l INFO
         batch = Path(tempfile.mkstemp(prefix="batch-", dir=self.dir)[1])
         batch.write_text("".join(f"{x}\n" for x in lines))
         opts = ["-P" if o == "-p" else o for o in self._ssh_opts()]  # sftp: -P port
-        argv = ["sftp", *opts, *self._key_opts(), "-b", str(batch), f"{self.user}@127.0.0.1"]
+        argv = [
+            "sftp",
+            *opts,
+            *self._key_opts(),
+            "-b",
+            str(batch),
+            f"{self.user}@{self._target(brackets=True)}",
+        ]
         res = run(argv)
         if check:
             assert res.returncode == 0, f"sftp failed: {res}\n{self.auth_text()}"

@@ -603,8 +603,9 @@ def parse(pre: Prefix, raw: str = "") -> Event:
     if msg.startswith("pam_"):
         # Any other PAM module speaking inside sshd (pam_limits, pam_systemd, pam_motd...):
         # recorded, never scored.
-        return Event(pre.ts, pre.host, pre.program, pre.pid, Kind.IGNORED,
-                     session=_sess(pre), raw=raw)
+        return Event(
+            pre.ts, pre.host, pre.program, pre.pid, Kind.IGNORED, session=_sess(pre), raw=raw
+        )
     return Event(
         pre.ts,
         pre.host,
