@@ -15,7 +15,9 @@ from typing import Any
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
-@dataclass(frozen=True, slots=True)
+# Line and FilePosition are built once per log line: plain slots classes (treat them as
+# immutable) cost a quarter of what frozen dataclasses do.
+@dataclass(slots=True)
 class FilePosition:
     """Where a file source stands: enough to resume exactly, and to recognise the file."""
 
@@ -48,7 +50,7 @@ class Retired:
     inode: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Line:
     """One raw log record and where it came from.
 

@@ -34,9 +34,13 @@ from .. import log
 from ..events import FilePosition, Line, Retired
 
 FP_BYTES = 1024  # fingerprint: hash of the first (up to) this many bytes
-READ_CHUNK = 1 << 20
+READ_CHUNK = 256 * 1024
+# Lines handed over per poll at most: a backlog (start_at: beginning, a long downtime) is
+# read in slices, so memory stays flat and the event loop (and the watchdog) keep running.
+MAX_LINES_PER_POLL = 5000
 DRAIN_GRACE = 5.0  # a rotated-away file that stopped growing for this long is done
 PARTIAL_GRACE = 2.0  # a partial last line of a rotated-away file is emitted after this
+COALESCE = 0.005  # seconds to wait after an inotify wake-up before reading
 
 Emit = Callable[[list[Line | Retired]], Any]
 
@@ -102,6 +106,7 @@ class _Open:
     skipping: bool = False  # inside an over-long line, dropping bytes until its newline
     last_growth: float = field(default_factory=time.monotonic)
     gz: Any = None  # a gzip stream when resuming a rotated-and-compressed file
+    finished: bool = False  # rotated while we were down: no writer left, retire at EOF
 
     def position(self) -> FilePosition:
         return FilePosition(self.path, self.dev, self.inode, self.fp, self.offset)
@@ -137,14 +142,16 @@ class FileFollower:
         self.started = False
         self.log = log.get("tailer")
         self.missing_logged = False
+        self.more = False  # the last poll stopped at its line budget: poll again at once
+        self._hit_limit = False
 
     # ------------------------------------------------------------------ start / resume
 
     def resume(self, saved: Iterable[FilePosition]) -> list[Line | Retired]:
         """Open the path, first draining any saved files that were rotated while we were down.
 
-        Returns the lines read from rotated files found by fingerprint (and Retired markers
-        for saved files that no longer exist anywhere).
+        Rotated files found by fingerprint are queued for draining by :meth:`poll` (before the
+        current file). Returns Retired markers for saved files that exist nowhere any more.
         """
         out: list[Line | Retired] = []
         saved = list(saved)  # oldest first, as the store returns them
@@ -180,9 +187,8 @@ class FileFollower:
                 offset=pos.offset,
             )
             self.stats.rotations += 1
-            out.extend(self._read_all(found, final=True))
-            out.append(Retired(pos.path, pos.dev, pos.inode))
-            found.close()
+            found.finished = True
+            self.draining.append(found)  # drained by poll(), in slices, before the current file
         self.started = True
         if current_pos is not None:
             self._open_current(offset=current_pos.offset, fp=current_pos.fingerprint)
@@ -264,6 +270,8 @@ class FileFollower:
             self.current = None
             return
         self.missing_logged = False
+        self.more = False  # the last poll stopped at its line budget: poll again at once
+        self._hit_limit = False
         st = os.fstat(fd)
         head = read_head(fd, FP_BYTES)
         if offset is None:
@@ -279,32 +287,40 @@ class FileFollower:
     # ------------------------------------------------------------------ polling
 
     def poll(self) -> list[Line | Retired]:
-        """Read whatever is new; handle rotation and truncation. Never raises on file trouble."""
+        """Read what is new (at most MAX_LINES_PER_POLL lines; ``more`` says if there is more);
+        handle rotation and truncation. Never raises on file trouble."""
         out: list[Line | Retired] = []
+        self.more = False
         now = time.monotonic()
         # Rotated-away files first: their lines are older than the current file's.
         for d in list(self.draining):
-            got = self._read_all(d)
-            out.extend(got)
+            out.extend(self._read_all(d, limit=MAX_LINES_PER_POLL - len(out)))
+            if self._hit_limit:
+                self.more = True
+                return out  # finish the older file before reading the newer one
             idle = time.monotonic() - d.last_growth
-            if d.buf and idle >= self.partial_grace:
-                out.extend(self._flush_partial(d))
-            if idle >= self.drain_grace:
+            if d.finished or idle >= self.drain_grace:
                 out.extend(self._read_all(d, final=True))
                 out.append(Retired(d.path, d.dev, d.inode))
                 d.close()
                 self.draining.remove(d)
+            elif d.buf and idle >= self.partial_grace:
+                out.extend(self._flush_partial(d))
         cur = self.current
         if cur is None:
             if self._stat_path() is not None:
                 self._open_current(offset=0)  # appeared after we started: read all of it
                 if self.current is not None:
                     self.log.info("log file appeared", path=self.path)
-                    out.extend(self._read_all(self.current))
+                    out.extend(self._read_all(self.current, limit=MAX_LINES_PER_POLL - len(out)))
+                    self.more = self._hit_limit
             return out
         # Check for truncation before reading, so we never read past a shrink.
         self._check_truncation(cur)
-        out.extend(self._read_all(cur))
+        out.extend(self._read_all(cur, limit=MAX_LINES_PER_POLL - len(out)))
+        if self._hit_limit:
+            self.more = True
+            return out  # not at EOF yet: rotation is checked once the file is drained
         st = self._stat_path()
         if st is None or (st.st_dev, st.st_ino) != (cur.dev, cur.inode):
             # Renamed or deleted (and perhaps replaced): keep the old fd to drain it.
@@ -314,8 +330,7 @@ class FileFollower:
             self.current = None
             if st is not None:
                 self._open_current(offset=0)
-                if self.current is not None:
-                    out.extend(self._read_all(self.current))
+                self.more = True  # read the new file on the next round, after the old one
         return out
 
     def _check_truncation(self, o: _Open) -> None:
@@ -343,8 +358,14 @@ class FileFollower:
             o.skipping = False
             o.fp = fingerprint_bytes(read_head(o.fd, FP_BYTES))
 
-    def _read_all(self, o: _Open, final: bool = False) -> list[Line | Retired]:
+    def _read_all(
+        self, o: _Open, final: bool = False, limit: int | None = None
+    ) -> list[Line | Retired]:
         out: list[Line | Retired] = []
+        self._hit_limit = False
+        if limit is not None and limit <= 0:
+            self._hit_limit = True
+            return out
         while True:
             try:
                 if o.gz is not None:
@@ -361,6 +382,9 @@ class FileFollower:
             out.extend(self._split(o, chunk))
             if len(chunk) < READ_CHUNK:
                 break
+            if limit is not None and len(out) >= limit:
+                self._hit_limit = True
+                return out
         if _fp_len(o.fp) < FP_BYTES and o.gz is None:
             # The file was shorter than the fingerprint length when first seen; strengthen it.
             head = read_head(o.fd, FP_BYTES)
@@ -498,6 +522,10 @@ class Tailer:
     async def _run(self) -> None:
         while not self._stopping:
             self.last_loop = time.monotonic()
+            # Clear before polling: a wake-up that arrives while emit() waits on a full
+            # pipeline queue must not be lost.
+            self._wake.clear()
+            more = False
             for f in self.followers:
                 try:
                     out = f.poll()
@@ -507,9 +535,17 @@ class Tailer:
                     out = []
                 if out:
                     await self.emit(out)
-            self._wake.clear()
-            with contextlib.suppress(TimeoutError):
+                more = more or f.more
+            if more:
+                await asyncio.sleep(0)  # a backlog: keep going, but let others run
+                continue
+            try:
                 await asyncio.wait_for(self._wake.wait(), self.poll_interval)
+            except TimeoutError:
+                continue
+            # Woken by inotify: a writer usually writes a burst; let it finish so one read
+            # takes it all (a wake-up costs more than the few ms of latency this adds).
+            await asyncio.sleep(COALESCE)
 
     def wake(self) -> None:
         self._wake.set()
@@ -571,11 +607,28 @@ def _start_observer(paths: list[str], wake: Callable[[], None]) -> Any:
             if src in interesting or dest in interesting or _sibling(src, interesting):
                 wake()
 
+    from watchdog.events import (
+        FileClosedEvent,
+        FileCreatedEvent,
+        FileDeletedEvent,
+        FileModifiedEvent,
+        FileMovedEvent,
+    )
+
+    # Only what can change a log file's content or identity: this narrows the kernel's
+    # inotify mask, so opens, reads and attribute changes in /var/log cost nothing.
+    wanted = [
+        FileModifiedEvent,
+        FileCreatedEvent,
+        FileDeletedEvent,
+        FileMovedEvent,
+        FileClosedEvent,
+    ]
     observer = Observer()
     handler = Handler()
     for d in dirs:
         try:
-            observer.schedule(handler, d, recursive=False)
+            observer.schedule(handler, d, recursive=False, event_filter=wanted)
         except OSError:
             continue  # no inotify here (limits, NFS): the stat() timer still covers us
     try:
