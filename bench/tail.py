@@ -1,0 +1,1120 @@
+#!/usr/bin/env python3
+"""Benchmarks for sshmonitord's file tailer (issue #3).
+
+Subcommands (each prints a table; ``--json`` prints one JSON document instead):
+
+* ``throughput``: how fast a big auth.log-like file is read, from ``cat`` down to the full
+  daemon path (Tailer -> Pipeline -> SQLite Store). Warm page cache throughout.
+* ``latency``: time from a writer's write() to the Line reaching the Tailer's emit callback,
+  with inotify wake-ups and with pure stat() polling.
+* ``idle``: CPU used by a real ``sshmonitord`` process while nothing is written to its file,
+  and while a sibling file in the same directory is written to.
+* ``all``: the three with modest defaults.
+
+Every timed run of ``throughput`` happens in a fresh Python process (a hidden ``_worker``
+subcommand of this script), so one method's memory and garbage collector state never skews the
+next, and peak RSS can be reported per method.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import cProfile
+import io
+import json
+import os
+import platform
+import pstats
+import random
+import resource
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV_PYTHON = ROOT / ".venv" / "bin" / "python"
+
+try:
+    import sshmonitord
+    from sshmonitord import log as smlog
+    from sshmonitord.events import Line
+    from sshmonitord.pipeline import Pipeline
+    from sshmonitord.sources.tailer import FileFollower, Tailer
+    from sshmonitord.store import Store
+except ImportError:  # run with a python that lacks the package: use the repo's venv
+    if VENV_PYTHON.exists() and Path(sys.prefix).resolve() != VENV_PYTHON.parent.parent.resolve():
+        os.execv(str(VENV_PYTHON), [str(VENV_PYTHON), str(Path(__file__).resolve()), *sys.argv[1:]])
+    raise
+
+SCRIPT = str(Path(__file__).resolve())
+MB = 1_000_000  # MB/s means 10^6 bytes per second
+
+
+# ---------------------------------------------------------------------- log line generator
+
+USERS_INVALID = (
+    "admin",
+    "test",
+    "oracle",
+    "postgres",
+    "git",
+    "user",
+    "pi",
+    "ftpuser",
+    "guest",
+    "support",
+    "jenkins",
+    "hadoop",
+    "nagios",
+    "minecraft",
+    "ubuntu",
+    "steam",
+    "elastic",
+    "teamspeak",
+    "administrator",
+    "dev",
+    "sysadmin",
+    "mysql",
+    "tomcat",
+    "vagrant",
+    "ansible",
+    "centos",
+)
+USERS_VALID = ("root", "alice", "bob", "deploy", "backup")
+TEMPLATES: tuple[tuple[int, str], ...] = (
+    # (weight, message after "HOST PROG[PID]: "); an internet-facing host is mostly attacked.
+    (20, "Failed password for invalid user {u} from {ip} port {port} ssh2"),
+    (15, "Invalid user {u} from {ip} port {port}"),
+    (10, "Failed password for {v} from {ip} port {port} ssh2"),
+    (10, "Connection closed by invalid user {u} {ip} port {port} [preauth]"),
+    (8, "Connection closed by authenticating user {v} {ip} port {port} [preauth]"),
+    (8, "Received disconnect from {ip} port {port}:11: Bye Bye [preauth]"),
+    (8, "Disconnected from invalid user {u} {ip} port {port} [preauth]"),
+    (
+        6,
+        "pam_unix(sshd:auth): authentication failure; logname= uid=0 euid=0 tty=ssh ruser= "
+        "rhost={ip}  user={v}",
+    ),
+    (
+        3,
+        "error: maximum authentication attempts exceeded for root from {ip} port {port} ssh2 "
+        "[preauth]",
+    ),
+    (
+        3,
+        "Unable to negotiate with {ip} port {port}: no matching key exchange method found. "
+        "Their offer: diffie-hellman-group14-sha1,diffie-hellman-group1-sha1 [preauth]",
+    ),
+    (2, "Accepted publickey for {v} from {ip} port {port} ssh2: ED25519 SHA256:{fp}"),
+    (2, "pam_unix(sshd:session): session opened for user {v}(uid={uid}) by (uid=0)"),
+    (2, "banner exchange: Connection from {ip} port {port}: invalid format"),
+    (
+        1,
+        "PAM 2 more authentication failures; logname= uid=0 euid=0 tty=ssh ruser= rhost={ip}  "
+        "user=root",
+    ),
+    (1, "Timeout before authentication for {ip} port {port}"),
+)
+B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+
+
+class LineGen:
+    """Deterministic, varied auth.log lines in the classic syslog format rsyslog writes."""
+
+    def __init__(self, seed: int = 3, host: str = "web1") -> None:
+        self.rng = random.Random(seed)
+        self.host = host
+        self.when = datetime(2024, 11, 24, 0, 0, 0)
+        self.stamp = self._stamp()
+        self.pid = 1234
+        self.templates = [t for _w, t in TEMPLATES]
+        self.weights = [w for w, _t in TEMPLATES]
+        self.session = 40
+
+    def _stamp(self) -> str:
+        return f"{self.when:%b} {self.when.day:2d} {self.when:%H:%M:%S}"
+
+    def _ip(self) -> str:
+        r = self.rng
+        if r.random() < 0.1:
+            return f"2001:db8:{r.randrange(65536):x}:{r.randrange(65536):x}::{r.randrange(65536):x}"
+        return f"{r.randint(1, 223)}.{r.randrange(256)}.{r.randrange(256)}.{r.randint(1, 254)}"
+
+    def line(self) -> str:
+        r = self.rng
+        if r.random() < 0.3:
+            self.when += timedelta(seconds=1)
+            self.stamp = self._stamp()
+        if r.random() < 0.2:
+            self.pid = r.randint(1000, 4_000_000)
+        x = r.random()
+        if x < 0.01:
+            return (
+                f"{self.stamp} {self.host} sudo:    alice : TTY=pts/0 ; PWD=/home/alice ; "
+                "USER=root ; COMMAND=/usr/bin/journalctl -u ssh --since today"
+            )
+        if x < 0.02:
+            self.session += 1
+            user = r.choice(USERS_VALID)
+            return (
+                f"{self.stamp} {self.host} systemd-logind[612]: "
+                f"New session {self.session} of user {user}."
+            )
+        tmpl = r.choices(self.templates, self.weights)[0]
+        msg = tmpl.format(
+            u=r.choice(USERS_INVALID),
+            v=r.choice(USERS_VALID),
+            ip=self._ip(),
+            port=r.randint(1024, 65535),
+            uid=r.choice((0, 1000, 1001, 1002)),
+            fp="".join(r.choice(B64) for _ in range(43)),
+        )
+        return f"{self.stamp} {self.host} sshd[{self.pid}]: {msg}"
+
+
+def write_log(path: Path, lines: int, seed: int = 3) -> tuple[int, int]:
+    """Write ``lines`` generated lines to ``path``; return (lines, bytes)."""
+    gen = LineGen(seed)
+    size = 0
+    with open(path, "wb") as fh:
+        chunk: list[str] = []
+        for i in range(lines):
+            chunk.append(gen.line())
+            if len(chunk) == 10000 or i == lines - 1:
+                data = ("\n".join(chunk) + "\n").encode()
+                fh.write(data)
+                size += len(data)
+                chunk.clear()
+    return lines, size
+
+
+# ---------------------------------------------------------------------- output helpers
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], title: str = "") -> str:
+    cells = [[str(h) for h in headers]] + [[str(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+
+    def fmt(r: list[str]) -> str:
+        # First column left-aligned (a name), the rest right-aligned (figures).
+        figures = [c.rjust(w) for c, w in zip(r[1:], widths[1:], strict=True)]
+        parts = [r[0].ljust(widths[0]), *figures]
+        return "  ".join(parts).rstrip()
+
+    out = [title] if title else []
+    out.append(fmt(cells[0]))
+    out.append("  ".join("-" * w for w in widths))
+    out.extend(fmt(r) for r in cells[1:])
+    return "\n".join(out)
+
+
+def human(n: float) -> str:
+    if n >= 1e6:
+        return f"{n / 1e6:.2f}M"
+    if n >= 1e3:
+        return f"{n / 1e3:.1f}k"
+    return f"{n:.0f}"
+
+
+def note(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def environment() -> dict[str, Any]:
+    cpu = ""
+    with contextlib.suppress(OSError):
+        for ln in Path("/proc/cpuinfo").read_text().splitlines():
+            if ln.startswith("model name"):
+                cpu = ln.split(":", 1)[1].strip()
+                break
+    commit = ""
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        commit = subprocess.run(
+            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout.strip()
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        dirty = subprocess.run(
+            ["git", "-C", str(ROOT), "status", "--porcelain", "--", "sshmonitord"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout.strip()
+        if commit and dirty:
+            commit += "+dirty"
+    return {
+        "loadavg": os.getloadavg()[0],
+        "python": platform.python_version(),
+        "kernel": platform.release(),
+        "cpu": cpu,
+        "cpus": os.cpu_count(),
+        "sshmonitord": sshmonitord.__version__,
+        "commit": commit,
+        "when": datetime.now().isoformat(timespec="seconds"),
+    }
+
+
+def env_line(env: dict[str, Any]) -> str:
+    return (
+        f"# Python {env['python']}, kernel {env['kernel']}, {env['cpus']}x {env['cpu']}, "
+        f"sshmonitord {env['sshmonitord']} @ {env['commit'] or '?'}, "
+        f"load avg {env['loadavg']:.2f} at the end"
+    )
+
+
+def pct(sorted_values: Sequence[float], p: float) -> float:
+    """Nearest-rank percentile of already sorted values."""
+    if not sorted_values:
+        return float("nan")
+    k = max(0, min(len(sorted_values) - 1, -(-len(sorted_values) * p // 100) - 1))
+    return sorted_values[int(k)]
+
+
+# ---------------------------------------------------------------------- throughput
+
+METHODS: tuple[tuple[str, str], ...] = (
+    ("cat", "(a) cat FILE > /dev/null (subprocess, wall)"),
+    ("binary", "(b) Python: for line in open(rb)"),
+    ("text", "(c) Python: for line in open(r, utf-8)"),
+    ("follower", "(d) FileFollower.resume+poll"),
+    ("daemon", "(e) Tailer -> Pipeline -> Store, positions"),
+    ("parse", "(f) as (e) + sshmonitord parser + events"),
+)
+
+
+@dataclass
+class RunResult:
+    seconds: float
+    lines: int
+    peak_rss_kb: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _run_cat(path: str, _expect: int) -> RunResult:
+    t0 = time.perf_counter()
+    with open(os.devnull, "wb") as null:
+        subprocess.run(["cat", path], stdout=null, check=True)
+    dt = time.perf_counter() - t0
+    child = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    with open(path, "rb") as fh:  # not timed: count lines to check the other methods
+        lines = sum(buf.count(b"\n") for buf in iter(lambda: fh.read(1 << 20), b""))
+    return RunResult(dt, lines, child)
+
+
+def _run_binary(path: str, _expect: int) -> RunResult:
+    n = 0
+    t0 = time.perf_counter()
+    with open(path, "rb") as fh:
+        for _line in fh:
+            n += 1
+    return RunResult(time.perf_counter() - t0, n, _self_rss())
+
+
+def _run_text(path: str, _expect: int) -> RunResult:
+    n = 0
+    t0 = time.perf_counter()
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        for _line in fh:
+            n += 1
+    return RunResult(time.perf_counter() - t0, n, _self_rss())
+
+
+def _count_lines(items: list[Any]) -> int:
+    return sum(1 for x in items if isinstance(x, Line))
+
+
+def _run_follower(path: str, expect: int) -> RunResult:
+    t0 = time.perf_counter()
+    ff = FileFollower(path, start_at="beginning", max_line_length=16384)
+    n = _count_lines(ff.resume([]))
+    polls = 0
+    biggest = 0
+    while n < expect:
+        got = ff.poll()
+        polls += 1
+        biggest = max(biggest, len(got))
+        n += _count_lines(got)
+        del got
+        if polls > 1000 and n == 0:
+            break
+    dt = time.perf_counter() - t0
+    ff.close()
+    return RunResult(dt, n, _self_rss(), {"polls": polls, "largest_poll_items": biggest})
+
+
+def _make_pipeline(store: Store, parse: bool) -> Pipeline:
+    """A Pipeline as the daemon builds it; ``parse=False`` swaps in a parser that finds nothing,
+    so only the tailer, the queue and the per-batch position commit are measured."""
+    from sshmonitord.parse import Parser
+    from sshmonitord.parse.prefix import load_zone
+
+    class NullParser(Parser):
+        def parse_line(self, line: Line) -> None:
+            return None
+
+    parser = (Parser if parse else NullParser)(zone=load_zone("local"))
+    return Pipeline(store, parser, trace=False)
+
+
+async def _daemon_path(path: str, expect: int, state_dir: str, parse: bool) -> RunResult:
+    store = Store(state_dir)
+    await asyncio.to_thread(store.open)
+    pipeline = _make_pipeline(store, parse)
+    await pipeline.start()
+    done = asyncio.Event()
+    stall = 0.0
+
+    async def ticker() -> None:
+        # How long the event loop goes without running anything else, and when we are done.
+        nonlocal stall
+        while True:
+            t = time.perf_counter()
+            await asyncio.sleep(0.005)
+            stall = max(stall, time.perf_counter() - t - 0.005)
+            if pipeline.lines >= expect:
+                done.set()
+
+    tick = asyncio.create_task(ticker())
+    await asyncio.sleep(0.02)
+    tailer = Tailer(
+        [path],
+        pipeline.emit,
+        {},
+        start_at="beginning",
+        poll_interval=1.0,
+        max_line_length=16384,
+        use_inotify=True,
+    )
+    t0 = time.perf_counter()
+    await tailer.start()
+    timed_out = False
+    try:
+        await asyncio.wait_for(done.wait(), 900)
+    except TimeoutError:
+        timed_out = True
+    dt = time.perf_counter() - t0
+    tick.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await tick
+    await tailer.stop()
+    await pipeline.stop()
+    positions = await store.run(lambda _c: store.load_file_positions())
+    await asyncio.to_thread(store.close)
+    offset = max((p.offset for ps in positions.values() for p in ps), default=-1)
+    extra: dict[str, Any] = {
+        "batches_committed": pipeline.batches,
+        "committed_offset_is_eof": offset == os.path.getsize(path),
+        "max_loop_stall_s": round(stall, 3),
+        "timed_out": timed_out,
+    }
+    if parse:
+        stats = pipeline.describe()["stats"]
+        extra["events_stored"] = pipeline.events
+        for k in ("other_programs", "malformed", "unrecognized", "parser_errors"):
+            if k in stats:
+                extra[k] = stats[k]
+    return RunResult(dt, pipeline.lines, _self_rss(), extra)
+
+
+def _run_daemon(path: str, expect: int, parse: bool = False) -> RunResult:
+    with tempfile.TemporaryDirectory(prefix="tailbench-state-") as state:
+        return asyncio.run(_daemon_path(path, expect, state, parse))
+
+
+def _run_daemon_parse(path: str, expect: int) -> RunResult:
+    return _run_daemon(path, expect, parse=True)
+
+
+def _self_rss() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+RUNNERS: dict[str, Callable[[str, int], RunResult]] = {
+    "cat": _run_cat,
+    "binary": _run_binary,
+    "text": _run_text,
+    "follower": _run_follower,
+    "daemon": _run_daemon,
+    "parse": _run_daemon_parse,
+}
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    """Hidden: one timed run of one method, in this fresh process; JSON on stdout."""
+    smlog.setup("warning", "console")
+    if args.profile:
+        prof = cProfile.Profile()
+        prof.enable()
+        res = RUNNERS[args.method](args.file, args.expect)
+        prof.disable()
+        s = io.StringIO()
+        pstats.Stats(prof, stream=s).sort_stats("tottime").print_stats(args.profile)
+        res.extra["profile"] = s.getvalue()
+    else:
+        res = RUNNERS[args.method](args.file, args.expect)
+    json.dump(res.__dict__, sys.stdout)
+    return 0
+
+
+def run_worker(method: str, path: Path, expect: int, profile: int = 0) -> RunResult:
+    cmd = [sys.executable, SCRIPT, "_worker", method, str(path), "--expect", str(expect)]
+    if profile:
+        cmd += ["--profile", str(profile)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"worker {method} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    return RunResult(**json.loads(proc.stdout))
+
+
+def throughput(
+    lines: int, repeat: int, file: str | None, profile: int, methods: Sequence[str] = ()
+) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="tailbench-") as tmp:
+        if file:
+            path = Path(file)
+            size = path.stat().st_size
+            with open(path, "rb") as fh:
+                lines = sum(b.count(b"\n") for b in iter(lambda: fh.read(1 << 20), b""))
+            note(f"using {path}: {lines} lines, {size / MB:.1f} MB")
+        else:
+            path = Path(tmp) / "auth.log"
+            t0 = time.perf_counter()
+            lines, size = write_log(path, lines)
+            note(f"generated {lines} lines, {size / MB:.1f} MB in {time.perf_counter() - t0:.1f}s")
+        # Warm the page cache: every method below reads from memory, not disk.
+        with open(path, "rb") as fh:
+            while fh.read(1 << 22):
+                pass
+        results: list[dict[str, Any]] = []
+        for method, label in METHODS:
+            if methods and method not in methods:
+                continue
+            runs: list[RunResult] = []
+            for i in range(repeat):
+                r = run_worker(method, path, lines)
+                note(f"  {method} run {i + 1}/{repeat}: {r.seconds:.3f}s {r.lines} lines")
+                runs.append(r)
+            secs = [r.seconds for r in runs]
+            best, med = min(secs), statistics.median(secs)
+            results.append(
+                {
+                    "method": method,
+                    "label": label,
+                    "runs_s": [round(s, 4) for s in secs],
+                    "best_s": round(best, 4),
+                    "median_s": round(med, 4),
+                    "lines_per_s_best": round(lines / best),
+                    "lines_per_s_median": round(lines / med),
+                    "mb_per_s_best": round(size / MB / best, 1),
+                    "mb_per_s_median": round(size / MB / med, 1),
+                    "lines_seen": runs[0].lines,
+                    "lines_ok": all(r.lines == lines for r in runs),
+                    "peak_rss_mb": round(max(r.peak_rss_kb for r in runs) / 1024, 1),
+                    "extra": runs[-1].extra,
+                }
+            )
+        prof_text = ""
+        if profile:
+            prof_text = run_worker("follower", path, lines, profile).extra.get("profile", "")
+    return {
+        "benchmark": "throughput",
+        "env": environment(),
+        "file": {"lines": lines, "bytes": size, "mean_line_bytes": round(size / lines, 1)},
+        "cache": "warm (file read once before timing; page cache not dropped)",
+        "repeat": repeat,
+        "results": results,
+        "profile": prof_text,
+    }
+
+
+def print_throughput(doc: dict[str, Any]) -> None:
+    f = doc["file"]
+    print(env_line(doc["env"]))
+    print(
+        f"# file: {f['lines']} lines, {f['bytes'] / MB:.1f} MB, {f['mean_line_bytes']} B/line; "
+        f"page cache {doc['cache'].split(' ')[0]}; best and median of {doc['repeat']} runs, "
+        "each in a fresh process; MB = 10^6 bytes"
+    )
+    rows = []
+    for r in doc["results"]:
+        rows.append(
+            (
+                r["label"],
+                f"{r['best_s']:.3f}",
+                f"{r['median_s']:.3f}",
+                human(r["lines_per_s_best"]),
+                human(r["lines_per_s_median"]),
+                f"{r['mb_per_s_best']:.1f}",
+                f"{r['mb_per_s_median']:.1f}",
+                f"{r['peak_rss_mb']:.0f}",
+                "ok" if r["lines_ok"] else f"GOT {r['lines_seen']}",
+            )
+        )
+    print(
+        table(
+            (
+                "method",
+                "best s",
+                "median s",
+                "lines/s best",
+                "lines/s med",
+                "MB/s best",
+                "MB/s med",
+                "peak RSS MB",
+                "lines",
+            ),
+            rows,
+        )
+    )
+    for r in doc["results"]:
+        extra = {k: v for k, v in r["extra"].items() if k != "profile"}
+        if extra:
+            print(f"  {r['method']}: " + ", ".join(f"{k}={v}" for k, v in extra.items()))
+    if doc.get("profile"):
+        print("\n# cProfile of one FileFollower run (sorted by own time):")
+        print(doc["profile"].rstrip())
+
+
+# ---------------------------------------------------------------------- latency
+
+
+def cmd_writer(args: argparse.Namespace) -> int:
+    """Hidden: append ``rate`` lines/s for ``seconds`` s, each stamped with its write time."""
+    gen = LineGen(seed=11)
+    pool = [gen.line() for _ in range(997)]
+    total = int(args.rate * args.seconds)
+    fd = os.open(args.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+    start = time.monotonic()
+    for i in range(total):
+        target = start + i / args.rate
+        delay = target - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        # time.monotonic_ns is CLOCK_MONOTONIC: comparable across processes on one machine.
+        os.write(fd, f"{pool[i % len(pool)]} tw={time.monotonic_ns()}\n".encode())
+    elapsed = time.monotonic() - start
+    os.close(fd)
+    json.dump({"written": total, "seconds": elapsed}, sys.stdout)
+    return 0
+
+
+async def _latency_run(
+    mode: str, rate: float, seconds: float, poll_interval: float, tmp: Path
+) -> dict[str, Any]:
+    path = tmp / f"auth-{mode}.log"
+    write_log(path, 200, seed=5)  # a non-empty file, so the fingerprint is the full 1 KiB
+    lat_ns: list[int] = []
+    batches = 0
+    received = 0
+    all_in = asyncio.Event()
+    expected = int(rate * seconds)
+
+    async def emit(batch: list[Any]) -> None:
+        nonlocal batches, received
+        now = time.monotonic_ns()  # once per batch: where the parser would get the lines
+        batches += 1
+        for item in batch:
+            if isinstance(item, Line):
+                received += 1
+                _, sep, tw = item.text.rpartition(" tw=")
+                if sep:
+                    lat_ns.append(now - int(tw))
+        if received >= expected:
+            all_in.set()
+
+    tailer = Tailer(
+        [str(path)],
+        emit,
+        {},
+        start_at="end",
+        poll_interval=poll_interval,
+        use_inotify=mode == "inotify",
+    )
+    await tailer.start()
+    await asyncio.sleep(0.5)
+    cpu0 = time.process_time()
+    w0 = time.monotonic()
+    writer = await asyncio.create_subprocess_exec(
+        sys.executable,
+        SCRIPT,
+        "_writer",
+        str(path),
+        str(rate),
+        str(seconds),
+        stdout=asyncio.subprocess.PIPE,
+    )
+    out, _ = await writer.communicate()
+    wrote = json.loads(out)
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(all_in.wait(), poll_interval * 2 + 2)
+    wall = time.monotonic() - w0
+    cpu = time.process_time() - cpu0
+    await tailer.stop()
+    lat_ms = sorted(v / 1e6 for v in lat_ns)
+    return {
+        "mode": mode,
+        "poll_interval_s": poll_interval,
+        "written": wrote["written"],
+        "received": received,
+        "achieved_rate": round(wrote["written"] / wrote["seconds"], 1),
+        "batches": batches,
+        "lines_per_batch": round(received / batches, 1) if batches else 0,
+        "p50_ms": round(pct(lat_ms, 50), 2),
+        "p90_ms": round(pct(lat_ms, 90), 2),
+        "p99_ms": round(pct(lat_ms, 99), 2),
+        "max_ms": round(lat_ms[-1], 2) if lat_ms else None,
+        "mean_ms": round(statistics.fmean(lat_ms), 2) if lat_ms else None,
+        "cpu_s": round(cpu, 3),
+        "cpu_pct_of_core": round(100 * cpu / wall, 2),
+    }
+
+
+def latency(rate: float, seconds: float, poll_interval: float, modes: list[str]) -> dict[str, Any]:
+    smlog.setup("warning", "console")
+    results = []
+    with tempfile.TemporaryDirectory(prefix="tailbench-lat-") as tmp:
+        for mode in modes:
+            note(f"latency: {mode}, {rate:g} lines/s for {seconds:g}s ...")
+            results.append(asyncio.run(_latency_run(mode, rate, seconds, poll_interval, Path(tmp))))
+    return {
+        "benchmark": "latency",
+        "env": environment(),
+        "rate": rate,
+        "seconds": seconds,
+        "results": results,
+    }
+
+
+def print_latency(doc: dict[str, Any]) -> None:
+    print(env_line(doc["env"]))
+    print(
+        f"# writer process appends {doc['rate']:g} lines/s for {doc['seconds']:g}s (O_APPEND, "
+        "one write() per line); latency = write() -> Line in Tailer's emit callback"
+    )
+    rows = [
+        (
+            f"{r['mode']} (poll {r['poll_interval_s']:g}s)",
+            f"{r['received']}/{r['written']}",
+            f"{r['achieved_rate']:g}",
+            r["batches"],
+            r["lines_per_batch"],
+            r["p50_ms"],
+            r["p90_ms"],
+            r["p99_ms"],
+            r["max_ms"],
+            f"{r['cpu_pct_of_core']:.1f}",
+        )
+        for r in doc["results"]
+    ]
+    print(
+        table(
+            (
+                "wake-up",
+                "lines rcvd",
+                "rate/s",
+                "batches",
+                "lines/batch",
+                "p50 ms",
+                "p90 ms",
+                "p99 ms",
+                "max ms",
+                "CPU % core",
+            ),
+            rows,
+        )
+    )
+    print("  CPU % core: the tailer's process (event loop + watchdog thread + this callback)")
+
+
+# ---------------------------------------------------------------------- idle
+
+
+def _proc_cpu_ticks(pid: int) -> int:
+    """utime+stime of the whole process (all threads), in clock ticks."""
+    data = Path(f"/proc/{pid}/stat").read_text()
+    fields = data[data.rindex(")") + 2 :].split()
+    return int(fields[11]) + int(fields[12])  # fields 14 and 15 of proc(5)
+
+
+def _proc_cpu_ns(pid: int) -> int | None:
+    """The process CPU-time clock (all threads, ns resolution): clock_getcpuclockid(pid)."""
+    try:
+        return time.clock_gettime_ns(((~pid) << 3) | 2)  # MAKE_PROCESS_CPUCLOCK(pid, SCHED)
+    except OSError:
+        return None
+
+
+def _thread_switches(pid: int) -> dict[int, int]:
+    """Voluntary context switches per thread: how often each one woke up."""
+    out: dict[int, int] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError, ValueError):
+            for ln in (task / "status").read_text().splitlines():
+                if ln.startswith("voluntary_ctxt_switches:"):
+                    out[int(task.name)] = int(ln.split()[1])
+    return out
+
+
+@dataclass
+class Sample:
+    t: float
+    ticks: int
+    ns: int | None
+    switches: dict[int, int]
+
+    @classmethod
+    def take(cls, pid: int) -> Sample:
+        return cls(time.monotonic(), _proc_cpu_ticks(pid), _proc_cpu_ns(pid), _thread_switches(pid))
+
+
+NOISE_STYLES = {
+    "held": "fd held open, O_APPEND (like rsyslog): 1 inotify event per write",
+    "reopen": "open/append/close each time (like `echo >> f`, sshd on btmp): 3 events per write",
+}
+
+
+def _noise(path: Path, rate: float, style: str, stop: threading.Event) -> int:
+    """Append a line to ``path`` ``rate`` times a second until ``stop``; return the count."""
+    gen = LineGen(seed=7, host="web1")
+    n = 0
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640) if style == "held" else -1
+    start = time.monotonic()
+    try:
+        while not stop.is_set():
+            data = (gen.line() + "\n").encode()
+            if style == "held":
+                os.write(fd, data)
+            else:
+                with open(path, "ab") as fh:
+                    fh.write(data)
+            n += 1
+            stop.wait(max(0.0, start + n / rate - time.monotonic()))
+    finally:
+        if fd >= 0:
+            os.close(fd)
+    return n
+
+
+def _window(pid: int, seconds: float, noise: tuple[Path, float, str] | None) -> dict[str, Any]:
+    stop = threading.Event()
+    written: list[int] = []
+    th = None
+    if noise is not None:
+        th = threading.Thread(target=lambda: written.append(_noise(*noise, stop)), daemon=True)
+    a = Sample.take(pid)
+    if th is not None:
+        th.start()
+    time.sleep(seconds)
+    stop.set()
+    if th is not None:
+        th.join()
+    b = Sample.take(pid)
+    wall = b.t - a.t
+    tick = os.sysconf("SC_CLK_TCK")
+    cpu_s = (b.ticks - a.ticks) / tick
+    cpu_ns_s = (b.ns - a.ns) / 1e9 if a.ns is not None and b.ns is not None else None
+    wake = {tid: b.switches[tid] - a.switches.get(tid, 0) for tid in b.switches}
+    return {
+        "window_s": round(wall, 2),
+        "sibling_writes": written[0] if written else 0,
+        "cpu_s_proc_stat": round(cpu_s, 3),
+        "cpu_pct_proc_stat": round(100 * cpu_s / wall, 4),
+        "cpu_s_clock": round(cpu_ns_s, 4) if cpu_ns_s is not None else None,
+        "cpu_pct_clock": round(100 * cpu_ns_s / wall, 4) if cpu_ns_s is not None else None,
+        "threads": len(b.switches),
+        "wakeups_per_s": round(sum(wake.values()) / wall, 1),
+        "wakeups_per_s_by_thread": {
+            ("main" if k == pid else str(k)): round(v / wall, 2) for k, v in sorted(wake.items())
+        },
+    }
+
+
+def idle(
+    seconds: float,
+    settle: float,
+    noise_rate: float,
+    python: str,
+    styles: Sequence[str] = tuple(NOISE_STYLES),
+) -> dict[str, Any]:
+    tmp = Path(tempfile.mkdtemp(prefix="tailbench-idle-"))
+    logdir = tmp / "log"
+    logdir.mkdir()
+    watched = logdir / "auth.log"
+    write_log(watched, 500, seed=9)
+    sock = tmp / "control.sock"
+    cfg = tmp / "sshmonitor.yaml"
+    cfg.write_text(
+        "sources:\n"
+        "  mode: file\n"
+        f"  files: [{json.dumps(str(watched))}]\n"
+        "control:\n"
+        f"  socket: {json.dumps(str(sock))}\n"
+        "response:\n"
+        "  enabled: false  # a benchmark never touches the firewall\n"
+    )
+    cmd = [
+        python,
+        "-m",
+        "sshmonitord",
+        "--config",
+        str(cfg),
+        "--state-dir",
+        str(tmp / "state"),
+        "--log-format",
+        "console",
+        "--dry-run",
+    ]
+    daemon_log = tmp / "daemon.log"
+    note("idle: " + " ".join(cmd))
+    env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC")}
+    with open(daemon_log, "wb") as logfh:
+        proc = subprocess.Popen(cmd, stdout=logfh, stderr=subprocess.STDOUT, env=env)
+    try:
+        deadline = time.monotonic() + 20
+        while not _socket_ready(sock):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                tail = daemon_log.read_text()[-3000:]
+                raise RuntimeError(f"daemon did not start (rc={proc.returncode}):\n{tail}")
+            time.sleep(0.05)
+        time.sleep(settle)
+        note(f"idle: daemon pid {proc.pid} up; quiet window {seconds:g}s ...")
+        results = [{"window": "quiet", **_window(proc.pid, seconds, None)}]
+        for style in styles:
+            note(f"idle: sibling {style} window {seconds:g}s ({noise_rate:g} writes/s) ...")
+            other = logdir / f"other-{style}.log"
+            got = _window(proc.pid, seconds, (other, noise_rate, style))
+            results.append({"window": f"sibling {style} {noise_rate:g}/s", **got})
+        rss_kb = 0
+        for ln in Path(f"/proc/{proc.pid}/status").read_text().splitlines():
+            if ln.startswith("VmRSS:"):
+                rss_kb = int(ln.split()[1])
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        rc = proc.returncode
+        tail = daemon_log.read_text(errors="replace")[-2000:] if daemon_log.exists() else ""
+        shutil.rmtree(tmp, ignore_errors=True)
+    return {
+        "benchmark": "idle",
+        "env": environment(),
+        "command": cmd,
+        "settle_s": settle,
+        "daemon_rss_mb": round(rss_kb / 1024, 1),
+        "daemon_exit_code": rc,
+        "daemon_log_tail": tail,
+        "results": results,
+        "noise_styles": {k: NOISE_STYLES[k] for k in styles},
+        "target_pct": 0.1,
+    }
+
+
+def _socket_ready(path: Path) -> bool:
+    if not path.exists():
+        return False
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        try:
+            s.connect(str(path))
+        except OSError:
+            return False
+    return True
+
+
+def print_idle(doc: dict[str, Any]) -> None:
+    print(env_line(doc["env"]))
+    print("# daemon: " + " ".join(doc["command"]))
+    print(
+        f"# settled {doc['settle_s']:g}s after the control socket answered; RSS "
+        f"{doc['daemon_rss_mb']} MB; exit code after SIGTERM: {doc['daemon_exit_code']}"
+    )
+    rows = []
+    for r in doc["results"]:
+        ok = r["cpu_pct_clock"] if r["cpu_pct_clock"] is not None else r["cpu_pct_proc_stat"]
+        rows.append(
+            (
+                r["window"],
+                f"{r['window_s']:.1f}",
+                r["sibling_writes"],
+                f"{r['cpu_s_proc_stat']:.2f}",
+                f"{r['cpu_pct_proc_stat']:.3f}",
+                "-" if r["cpu_s_clock"] is None else f"{r['cpu_s_clock']:.4f}",
+                "-" if r["cpu_pct_clock"] is None else f"{r['cpu_pct_clock']:.4f}",
+                r["threads"],
+                f"{r['wakeups_per_s']:.1f}",
+                "yes" if ok < doc["target_pct"] else "NO",
+            )
+        )
+    print(
+        table(
+            (
+                "window",
+                "secs",
+                "sibling writes",
+                "CPU s (stat)",
+                "% core (stat)",
+                "CPU s (clock)",
+                "% core (clock)",
+                "threads",
+                "wakeups/s",
+                "< 0.1 %",
+            ),
+            rows,
+        )
+    )
+    print(
+        "  stat: utime+stime from /proc/PID/stat (10 ms ticks); clock: the process CPU-time "
+        "clock (ns); wakeups: voluntary context switches, all threads"
+    )
+    for k, v in doc.get("noise_styles", {}).items():
+        print(f"  sibling {k}: {v}")
+    for r in doc["results"]:
+        per = ", ".join(f"{k}={v:g}" for k, v in r["wakeups_per_s_by_thread"].items())
+        print(f"  {r['window']}: wakeups/s per thread: {per}")
+    if doc["daemon_exit_code"] != 0:
+        print("# daemon log tail:\n" + doc["daemon_log_tail"])
+
+
+# ---------------------------------------------------------------------- CLI
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="bench/tail.py",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="{throughput,latency,idle,all}")
+
+    def common(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--json", action="store_true", help="print one JSON document instead")
+
+    t = sub.add_parser("throughput", help="lines/s and MB/s reading a big auth.log-like file")
+    t.add_argument("--lines", type=int, default=1_000_000, help="lines to generate (1000000)")
+    t.add_argument("--repeat", type=int, default=3, help="runs per method (3)")
+    t.add_argument("--file", help="use this existing file instead of generating one")
+    t.add_argument(
+        "--methods",
+        default=",".join(m for m, _ in METHODS),
+        help="comma list of methods to run (default: all: cat,binary,text,follower,daemon,parse)",
+    )
+    t.add_argument(
+        "--profile",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also cProfile one FileFollower run and print its top N functions",
+    )
+    common(t)
+
+    la = sub.add_parser("latency", help="write() -> Line latency, inotify vs stat() polling")
+    la.add_argument("--rate", type=float, default=1000, help="lines per second (1000)")
+    la.add_argument("--seconds", type=float, default=20, help="how long the writer runs (20)")
+    la.add_argument("--poll-interval", type=float, default=1.0, help="stat() period (1.0)")
+    la.add_argument("--modes", default="inotify,poll", help="comma list of inotify,poll (both)")
+    common(la)
+
+    i = sub.add_parser("idle", help="CPU of a running sshmonitord with nothing to read")
+    i.add_argument("--seconds", type=float, default=60, help="each measuring window (60)")
+    i.add_argument("--settle", type=float, default=3, help="wait after start-up (3)")
+    i.add_argument("--noise-rate", type=float, default=10, help="sibling writes/s (10)")
+    i.add_argument(
+        "--noise-styles",
+        default=",".join(NOISE_STYLES),
+        help="comma list of sibling-writer styles, one window each: "
+        + "; ".join(f"{k}: {v}" for k, v in NOISE_STYLES.items()),
+    )
+    i.add_argument("--python", default=sys.executable, help="interpreter to run the daemon")
+    common(i)
+
+    a = sub.add_parser("all", help="throughput, latency and idle with modest defaults")
+    a.add_argument("--lines", type=int, default=1_000_000)
+    a.add_argument("--latency-seconds", type=float, default=10)
+    a.add_argument("--idle-seconds", type=float, default=60)
+    common(a)
+
+    w = sub.add_parser("_worker")  # internal: one timed run in a fresh process
+    w.add_argument("method", choices=sorted(RUNNERS))
+    w.add_argument("file")
+    w.add_argument("--expect", type=int, required=True)
+    w.add_argument("--profile", type=int, default=0)
+
+    wr = sub.add_parser("_writer")  # internal: the latency benchmark's log writer
+    wr.add_argument("path")
+    wr.add_argument("rate", type=float)
+    wr.add_argument("seconds", type=float)
+    return p
+
+
+def emit(doc: dict[str, Any], as_json: bool, printer: Callable[[dict[str, Any]], None]) -> None:
+    if as_json:
+        json.dump(doc, sys.stdout, indent=2)
+        print()
+    else:
+        printer(doc)
+        sys.stdout.flush()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if args.cmd == "_worker":
+        return cmd_worker(args)
+    if args.cmd == "_writer":
+        return cmd_writer(args)
+    if args.cmd == "throughput":
+        methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+        unknown = sorted(set(methods) - set(RUNNERS))
+        if unknown:
+            parser().error(f"unknown method(s): {', '.join(unknown)}")
+        doc = throughput(args.lines, args.repeat, args.file, args.profile, methods)
+        emit(doc, args.json, print_throughput)
+    elif args.cmd == "latency":
+        modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+        doc = latency(args.rate, args.seconds, args.poll_interval, modes)
+        emit(doc, args.json, print_latency)
+    elif args.cmd == "idle":
+        styles = [x.strip() for x in args.noise_styles.split(",") if x.strip()]
+        if set(styles) - set(NOISE_STYLES):
+            parser().error(f"--noise-styles: choose from {', '.join(NOISE_STYLES)}")
+        doc = idle(args.seconds, args.settle, args.noise_rate, args.python, styles)
+        emit(doc, args.json, print_idle)
+    else:
+        docs = []
+        steps: list[tuple[Callable[[], dict[str, Any]], Callable[[dict[str, Any]], None]]] = [
+            (lambda: throughput(args.lines, 3, None, 0), print_throughput),
+            (lambda: latency(1000, args.latency_seconds, 1.0, ["inotify", "poll"]), print_latency),
+            (lambda: idle(args.idle_seconds, 3, 10, sys.executable), print_idle),
+        ]
+        for run, printer in steps:
+            doc = run()
+            docs.append(doc)
+            if not args.json:
+                printer(doc)
+                print()
+                sys.stdout.flush()
+        if args.json:
+            json.dump(docs, sys.stdout, indent=2)
+            print()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
