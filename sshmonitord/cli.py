@@ -203,13 +203,15 @@ def cmd_reload(args: argparse.Namespace) -> int:
 def cmd_replay(args: argparse.Namespace) -> int:
     from . import replay
 
-    zone = args.timezone
-    if zone is None:
-        try:
-            zone = load_for_cli(args.config).sources.timezone
-        except config.ConfigError:
-            zone = "local"
-    return replay.run(args.files, args.format, args.summary, args.since, args.until, zone)
+    try:
+        cfg = load_for_cli(args.config)
+    except config.ConfigError as exc:
+        print("\n".join(exc.lines()), file=sys.stderr)
+        return 1
+    zone = args.timezone or cfg.sources.timezone
+    return replay.run(
+        args.files, args.format, args.summary, args.since, args.until, zone, detection=cfg.detection
+    )
 
 
 REPLAY_HELP = """\

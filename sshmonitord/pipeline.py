@@ -188,7 +188,7 @@ class Pipeline:
                 await self._task
 
     def apply_config(self, cfg: Any) -> None:
-        self.parser.time.zone = load_zone(cfg.sources.timezone)
+        self.parser.time.set_zone(load_zone(cfg.sources.timezone))
         if self.engine is not None:
             self.engine.configure(cfg.detection)
 

@@ -8,7 +8,6 @@ findings the live daemon would have raised. Login history (for ``new_source`` an
 from __future__ import annotations
 
 import ipaddress
-from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import tzinfo
@@ -35,7 +34,11 @@ SCANNER_ONLY = frozenset({Kind.PREAUTH_DISCONNECT, Kind.PROTOCOL_ERROR})
 USER_FAILURES = frozenset({Kind.AUTH_FAILURE, Kind.INVALID_USER, Kind.MAX_AUTH_EXCEEDED})
 # What sshd logs after a failure it already logged, on the same connection.
 FOLLOW_UPS = frozenset({Kind.PREAUTH_DISCONNECT, Kind.PROTOCOL_ERROR, Kind.MAX_AUTH_EXCEEDED})
-EVIDENCE_KEEP = 10  # log lines kept per address as an alert's evidence
+EVIDENCE_KEEP = 8  # log lines kept per address as an alert's evidence
+# Evidence is kept for the most recently active addresses only: a botnet of a million
+# one-shot addresses must not hold a million log lines in memory. An address that keeps
+# failing stays at the recent end, so the ones that trigger findings keep their evidence.
+EVIDENCE_ADDRESSES = 20_000
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 NEVER = float("-inf")
 
@@ -81,7 +84,7 @@ class Engine:
         self.ips_per_user = DistinctCounter(
             r.distributed.threshold, r.distributed.window, max(1000, cfg.max_keys // 4)
         )
-        self.evidence: dict[int, deque[Event]] = {}
+        self.evidence: dict[int, list[Event]] = {}
         self.authenticated: set[int] = set()  # keys that logged in successfully
         self.fired: dict[tuple[str, Any], float] = {}  # (rule, subject) -> ts of last finding
         self.counted_sessions: dict[tuple[str, str], float] = {}  # (host, sshd pid) -> ts
@@ -166,12 +169,16 @@ class Engine:
         if ev.ip is None:
             return out
         key = addr_key(ev.ip, self.v6)
-        evidence = self.evidence.get(key)
+        store = self.evidence
+        evidence = store.pop(key, None)  # re-inserted below: the dict's end is most recent
         if evidence is None:
-            evidence = self.evidence[key] = deque(maxlen=EVIDENCE_KEEP)
-            if len(self.evidence) > self.cfg.max_keys:
+            evidence = []
+            if len(store) >= EVIDENCE_ADDRESSES:
                 self._trim_evidence()
         evidence.append(ev)
+        if len(evidence) > EVIDENCE_KEEP:
+            del evidence[0]
+        store[key] = evidence
         weight = 0 if restates else self.weights.get(ev.kind, 0)
         if ev.kind in SCANNER_ONLY and key in self.authenticated:
             weight = 0
@@ -376,7 +383,7 @@ class Engine:
                 del d[k]
 
     def _trim_evidence(self) -> None:
-        n = max(1, self.cfg.max_keys // 10)
+        n = EVIDENCE_ADDRESSES // 10
         it = iter(self.evidence)
         for k in [next(it) for _ in range(n)]:
             del self.evidence[k]

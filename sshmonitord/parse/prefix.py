@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, tzinfo
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 MONTHS = {
     m: i
@@ -21,7 +21,8 @@ MONTHS = {
         ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), 1
     )
 }
-FUTURE_SLACK = timedelta(days=2)  # clock skew and zone confusion, never a whole year
+FUTURE_SLACK = timedelta(days=2)
+_MISS: Any = object()  # clock skew and zone confusion, never a whole year
 
 
 class Prefix(NamedTuple):
@@ -46,41 +47,63 @@ class TimeContext:
     reference: datetime = field(default_factory=lambda: datetime.now(UTC))
     _cache_key: str = ""
     _cache_val: datetime | None = None
+    _hours: dict[str, datetime | None] = field(default_factory=dict)
+
+    def set_zone(self, zone: tzinfo) -> None:
+        self.zone = zone
+        self._cache_key = ""
+        self._hours.clear()
 
     def set_reference(self, when: datetime) -> None:
         if when.tzinfo is None:
             when = when.replace(tzinfo=UTC)
         if abs((when - self.reference).total_seconds()) > 3600:
             self._cache_key = ""  # a cached year may no longer hold
+            self._hours.clear()
         self.reference = when
 
     def classic(self, stamp: str) -> datetime | None:
         """``Nov 24 21:45:48`` (or ``Nov  4 …``) → aware UTC datetime, or None if malformed."""
         if stamp == self._cache_key:
             return self._cache_val
+        # Year, zone and DST are settled per hour (offsets change on the hour); within it
+        # only minutes and seconds are added. A busy log has thousands of lines per hour.
+        base = self._hours.get(stamp[:9], _MISS)
+        if base is _MISS:
+            base = self._hour_base(stamp)
+            if len(self._hours) > 4096:
+                self._hours.clear()
+            self._hours[stamp[:9]] = base
+        if base is None or stamp[9] != ":" or stamp[12] != ":":
+            return None
+        mm_s, ss_s = stamp[10:12], stamp[13:15]
+        if not (mm_s.isdigit() and ss_s.isdigit()):
+            return None
+        mm, ss = int(mm_s), int(ss_s)
+        if mm > 59 or ss > 60:
+            return None
+        val = base + timedelta(minutes=mm, seconds=min(ss, 59))
+        self._cache_key, self._cache_val = stamp, val
+        return val
+
+    def _hour_base(self, stamp: str) -> datetime | None:
         month = MONTHS.get(stamp[:3])
-        if month is None or stamp[3] != " " or stamp[6] != " " or stamp[9] != ":":
+        if month is None or stamp[3] != " " or stamp[6] != " ":
             return None
         try:
             day = int(stamp[4:6])
-            hh, mm, ss = int(stamp[7:9]), int(stamp[10:12]), int(stamp[13:15])
+            hh = int(stamp[7:9])
         except ValueError:
             return None
         ref = self.reference
-        best: datetime | None = None
         for year in (ref.year + 1, ref.year, ref.year - 1):
             try:
-                local = datetime(year, month, day, hh, mm, ss, tzinfo=self.zone)
+                local = datetime(year, month, day, hh, 0, 0, tzinfo=self.zone)
             except ValueError:
                 continue  # Feb 29 in a non-leap year, or a bad field
             if local - ref <= FUTURE_SLACK:
-                best = local
-                break
-        if best is None:
-            return None
-        val = best.astimezone(UTC)
-        self._cache_key, self._cache_val = stamp, val
-        return val
+                return local.astimezone(UTC)
+        return None
 
 
 # "Nov 24 21:45:48 web1 sshd[1234]: msg" and "2026-11-24T21:45:48.1+01:00 web1 sshd[1234]: msg".
