@@ -296,6 +296,61 @@ def cmd_unban(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_test_alert(args: argparse.Namespace) -> int:
+    """Send a test message through the configured channels (no daemon needed)."""
+    import asyncio
+    import socket
+
+    from .notify.alert import DeliveryError
+    from .notify.channels import make_channel
+    from .notify.render import test_message
+
+    try:
+        cfg = load_for_cli(args.config)
+    except config.ConfigError as exc:
+        print("\n".join(exc.lines()), file=sys.stderr)
+        return 1
+    host = socket.gethostname()
+    chans = []
+    for i, c in enumerate(cfg.notify.channels):
+        ch = make_channel(c, host)
+        if any(x.name == ch.name for x in chans):
+            ch.name = f"{ch.name}{i}"
+        chans.append(ch)
+    if args.channel:
+        chans = [c for c in chans if c.name == args.channel]
+        if not chans:
+            names = ", ".join(make_channel(c, host).name for c in cfg.notify.channels)
+            print(
+                f"sshmonitor test-alert: no channel named {args.channel!r} "
+                f"(configured: {names or 'none'})",
+                file=sys.stderr,
+            )
+            return 1
+    if not chans:
+        print(
+            "no notify.channels configured: alerts go to the journal only "
+            "(journalctl -u sshmonitor)"
+        )
+        return 0
+
+    async def go() -> int:
+        rc = 0
+        for ch in chans:
+            try:
+                answer = await ch.send(test_message(host))
+                print(f"{ch.name} ({ch.type}): sent; the server said: {answer}")
+            except DeliveryError as exc:
+                kind = "permanent" if exc.permanent else "temporary"
+                print(f"{ch.name} ({ch.type}): FAILED ({kind}): {exc}", file=sys.stderr)
+                rc = 1
+            finally:
+                await ch.close()
+        return rc
+
+    return asyncio.run(go())
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="sshmonitor",
@@ -371,6 +426,17 @@ def parser() -> argparse.ArgumentParser:
     ub.add_argument("--socket", metavar="PATH", help="control socket (default: from config)")
     ub.add_argument("address", metavar="ADDR")
     ub.set_defaults(func=cmd_unban)
+
+    ta = sub.add_parser(
+        "test-alert",
+        help="send a test message through the alert channels",
+        description="Send a test message through every configured channel "
+        "(or --channel NAME) and print each server's answer or the exact "
+        "error. Talks to the servers directly; the daemon need not run.",
+    )
+    _config_arg(ta)
+    ta.add_argument("--channel", metavar="NAME", help="only this channel (its name or type)")
+    ta.set_defaults(func=cmd_test_alert)
 
     for name, func, text in (
         ("status", cmd_status, "show the running daemon's state (exit 1 if not running)"),

@@ -258,6 +258,8 @@ class SmtpChannel(ChannelBase):
     sender: str = _f("", required=True)
     to: tuple[str, ...] = _f((), required=True)
     timeout: Duration = _f(Duration(30), min=1, max=300)
+    ca_file: str | None = _f(None, help="trust this CA (or self-signed certificate) for TLS")
+    tls_verify: bool = _f(True, help="verify the server's certificate (leave on)")
 
 
 @dataclass(frozen=True)
@@ -299,6 +301,8 @@ class NotifyConfig:
     digest_window: Duration = _f(Duration(60), min=0, max=3600)
     hourly_cap: int = _f(30, min=1, help="messages per channel per hour")
     max_age: Duration = _f(Duration(86400), min=60, help="undelivered alerts are dropped after")
+    retry_initial: Duration = _f(Duration(5), min=0.1, max=3600, help="first retry delay")
+    retry_max: Duration = _f(Duration(3600), min=1, max=86400, help="longest retry delay")
     channels: tuple[Channel, ...] = _f(())
 
 

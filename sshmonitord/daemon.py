@@ -24,6 +24,8 @@ from . import __version__, config, log, sources
 from .control import ControlError, ControlServer
 from .detect.engine import Engine, load_history
 from .events import Event, Finding
+from .notify.channels import make_channel
+from .notify.queue import AlertQueue
 from .parse import Parser
 from .parse.prefix import load_zone
 from .pipeline import Pipeline
@@ -124,6 +126,7 @@ class Daemon:
         self.pipeline: Pipeline | None = None
         self.engine: Engine | None = None
         self.bans: BanManager | None = None
+        self.alerts: AlertQueue | None = None
         self.notifier = Notifier()
         self.store = Store(self.state_dir)
         self.counters = Counters()
@@ -211,6 +214,13 @@ class Daemon:
             self.config.allowlist,
             dry_run=self.dry_run,
         )
+        self.alerts = AlertQueue(
+            self.store,
+            self.config.notify,
+            self._channels(self.config),
+            socket.gethostname(),
+            dry_run=self.dry_run,
+        )
         self.pipeline = Pipeline(
             self.store,
             Parser(zone=zone),
@@ -225,6 +235,7 @@ class Daemon:
         self.stages = [
             self.pipeline,
             self.bans,
+            self.alerts,
             *sources.build(self.config, self.pipeline.emit, saved_files, saved_cursor),
         ]
         for stage in self.stages:
@@ -242,8 +253,35 @@ class Daemon:
             return make_backend("command", ban=list(r.ban_command), unban=list(r.unban_command))
         return make_backend("none")
 
+    def _channels(self, cfg: config.Config) -> list[Any]:
+        """The delivery channels (the journal is always on and needs none)."""
+        out: list[Any] = []
+        seen: set[str] = set()
+        for i, c in enumerate(cfg.notify.channels):
+            if c.type == "log":
+                continue
+            ch = make_channel(c, socket.gethostname())
+            if ch.name in seen:  # two unnamed channels of one type: keep them apart
+                ch.name = f"{ch.name}{i}"
+            seen.add(ch.name)
+            out.append(ch)
+        return out
+
     async def _on_findings(self, findings: list[Finding]) -> None:
         # The journal is the always-on alert channel; e-mail and webhooks queue from here.
+        if self.alerts is not None:
+            bans = {}
+            if self.bans is not None:
+                for f in findings:
+                    r = self.bans.active.get(f.ban_net or "")
+                    if r is not None:
+                        bans[r.net] = {
+                            "net": r.net,
+                            "until": r.expires,
+                            "offence": r.offence,
+                            "dry_run": r.dry_run,
+                        }
+            self.alerts.submit(findings, bans)
         for f in findings:
             self.counters.inc(f"findings.{f.rule}")
             level = self.log.error if f.severity == "critical" else self.log.warning
@@ -306,7 +344,10 @@ class Daemon:
                 new = await asyncio.to_thread(config.load_config, self.config_path)
                 self._check_restart_only(new)
                 for stage in self.stages:
-                    stage.apply_config(new)
+                    if stage is self.alerts:
+                        self.alerts.apply_config(new, self._channels(new))
+                    else:
+                        stage.apply_config(new)
             except config.ConfigError as exc:
                 self.last_reload_error = exc.lines()
                 for p in exc.problems:
@@ -383,7 +424,9 @@ class Daemon:
         """One-line summary for systemd's STATUS= (shown by systemctl status)."""
         parts = []
         described = [
-            s.describe() for s in self.stages if s is not self.pipeline and s is not self.bans
+            s.describe()
+            for s in self.stages
+            if s is not self.pipeline and s is not self.bans and s is not self.alerts
         ]
         following = [d["summary"] for d in described if d.get("summary")]
         parts.append("; ".join(following) if following else "no log sources open")

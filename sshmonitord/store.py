@@ -136,6 +136,30 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         );
         """,
     ),
+    (
+        5,
+        "alert spool and throttle state",
+        """
+        CREATE TABLE alert_spool (
+            id           INTEGER PRIMARY KEY,
+            channel      TEXT    NOT NULL,
+            alert        TEXT    NOT NULL,
+            created      REAL    NOT NULL,
+            next_attempt REAL    NOT NULL,
+            attempts     INTEGER NOT NULL DEFAULT 0,
+            severity     INTEGER NOT NULL DEFAULT 1,
+            last_error   TEXT
+        );
+        CREATE INDEX alert_spool_due ON alert_spool(channel, next_attempt);
+        CREATE TABLE alert_throttle (
+            key          TEXT PRIMARY KEY,
+            last_sent    REAL    NOT NULL,
+            severity     INTEGER NOT NULL,
+            folded       INTEGER NOT NULL DEFAULT 0,
+            folded_since REAL
+        );
+        """,
+    ),
 ]
 
 

@@ -274,7 +274,7 @@ class Engine:
                         (*evidence, ev),
                         Action(sa.action),
                         f"{ev.user} logged in from {ev.ip or '?'} after "
-                        f"{max(n_ip, n_user)} failures within {_span(sa.window)}: "
+                        f"{sa.threshold} or more failures within {_span(sa.window)}: "
                         "possible compromise",
                     )
                 )

@@ -1,0 +1,62 @@
+"""Forward Email's HTTP API (https://forwardemail.net/email-api): ``POST /v1/emails``.
+
+HTTP basic auth with the API key as the user name and an empty password; a JSON body with
+``from``, ``to`` (a comma-separated string: the API takes Nodemailer's message fields, where
+``to`` is a comma-separated list or an array), ``subject``, ``text``, ``html`` and extra
+``headers``. Status handling is :class:`~.channels.HttpChannel`'s: 2xx delivered; 429, 5xx,
+timeouts and connection errors transient (honouring ``Retry-After``); other 4xx permanent,
+with the API's error message.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .alert import Message
+from .channels import HttpChannel, check_header_value
+
+DEFAULT_BASE_URL = "https://api.forwardemail.net"
+
+
+class ForwardEmailChannel(HttpChannel):
+    type = "forwardemail"
+
+    def __init__(
+        self,
+        *,
+        api_key: str,
+        sender: str,
+        to: tuple[str, ...] | list[str],
+        base_url: str = DEFAULT_BASE_URL,
+        timeout: float = 15.0,
+        **kw: Any,
+    ) -> None:
+        super().__init__(timeout=timeout, **kw)
+        if not api_key:
+            raise ValueError("forwardemail: api_key is required")
+        if not to:
+            raise ValueError("forwardemail: at least one recipient (to) is required")
+        self._api_key = api_key
+        self.sender = check_header_value("sender", sender)
+        self.to = tuple(check_header_value("to", t) for t in to)
+        self.url = base_url.rstrip("/") + "/v1/emails"
+
+    def payload(self, message: Message) -> dict[str, Any]:
+        return {
+            "from": self.sender,
+            "to": ", ".join(self.to),
+            "subject": message.subject,
+            "text": message.text,
+            "html": message.html,
+            "headers": {"Auto-Submitted": "auto-generated", "X-Auto-Response-Suppress": "All"},
+        }
+
+    async def send(self, message: Message) -> str:
+        import httpx
+
+        return await self.post_json(
+            self.url, self.payload(message), auth=httpx.BasicAuth(self._api_key, "")
+        )
+
+    def __repr__(self) -> str:
+        return f"<ForwardEmailChannel {self.name!r} {self.url} to={list(self.to)}>"

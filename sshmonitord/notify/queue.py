@@ -1,0 +1,414 @@
+"""The alert queue: findings in, messages out — once, soon, and never lost.
+
+* **Throttle**: the same (rule, subject) within ``notify.throttle`` is folded into the next
+  alert as "N more since …" instead of being sent again. An alert more severe than the last
+  one sent for its key always goes out (a critical is never held back by a warning's throttle).
+* **Spool**: an alert is written to the store (one row per channel that accepts it) before
+  any delivery is tried, and deleted only when that channel accepted it. A crash or restart
+  delivers what is pending.
+* **Digest**: rows wait up to ``notify.digest_window`` so alerts raised together go out as
+  one message per channel, worst first. Critical alerts do not wait.
+* **Retry**: a transient failure (server down, 429, 5xx, timeout) reschedules the message's
+  rows with exponential backoff and jitter (``retry_initial`` … ``retry_max``, at least the
+  server's Retry-After); a permanent one (bad credentials, 4xx) drops them with an error; rows
+  older than ``max_age`` are dropped with an error. Both are counted.
+* **Cap**: at most ``hourly_cap`` messages per channel per hour; the excess is summarised as
+  "N more suppressed" in the next message (critical alerts are never suppressed).
+* **Bounded**: findings enter through a bounded in-memory queue; when it is full they are
+  dropped and counted. A dead mail server never slows parsing, detection or bans.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import random
+import sqlite3
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+from .. import log
+from ..config import NotifyConfig
+from ..events import Finding
+from .alert import Alert, DeliveryError, Message, severity_rank
+from .render import render
+
+INBOX = 10_000  # findings waiting to be spooled, at most
+SEND_TIMEOUT = 120.0  # a channel call that hangs longer than this is a transient failure
+BATCH_ROWS = 200  # alerts per message at most (more wait for the next one)
+
+
+@dataclass
+class Throttle:
+    last_sent: float
+    severity: int
+    folded: int = 0
+    folded_since: float | None = None
+
+
+class AlertQueue:
+    """Owns the spool; one flusher task delivers to every channel."""
+
+    name = "alerts"
+
+    def __init__(
+        self, store: Any, cfg: NotifyConfig, channels: list[Any], host: str, dry_run: bool = False
+    ) -> None:
+        self.store = store
+        self.cfg = cfg
+        self.channels = {c.name: c for c in channels}
+        self.host = host
+        self.dry_run = dry_run
+        self.inbox: asyncio.Queue[Alert] = asyncio.Queue(INBOX)
+        self.throttle: dict[str, Throttle] = {}
+        self.sent_times: dict[str, deque[float]] = {}
+        self.suppressed: dict[str, int] = {}
+        self.stats = {
+            "alerts": 0,
+            "folded": 0,
+            "spooled": 0,
+            "messages_sent": 0,
+            "delivery_failures": 0,
+            "dropped_permanent": 0,
+            "dropped_too_old": 0,
+            "dropped_inbox_full": 0,
+            "suppressed_by_cap": 0,
+        }
+        self.last_error: dict[str, str] = {}
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self.log = log.get("alerts")
+
+    # ------------------------------------------------------------------ intake
+
+    def submit(
+        self, findings: list[Finding], bans: dict[str, dict[str, Any]] | None = None
+    ) -> None:
+        """Queue findings as alerts; never blocks (a full inbox drops and counts)."""
+        for f in findings:
+            ban = (bans or {}).get(f.ban_net or "")
+            alert = Alert.from_finding(f, self.host, ban)
+            try:
+                self.inbox.put_nowait(alert)
+            except asyncio.QueueFull:
+                self.stats["dropped_inbox_full"] += 1
+                if self.stats["dropped_inbox_full"] in (1, 100, 10_000):
+                    self.log.error(
+                        "alert inbox full: dropping alerts",
+                        dropped=self.stats["dropped_inbox_full"],
+                    )
+
+    async def start(self) -> None:
+        await self.store.run(self._load)
+        self._tasks = [
+            asyncio.create_task(self._intake(), name="alerts-intake"),
+            asyncio.create_task(self._flusher(), name="alerts-flush"),
+        ]
+
+    def _load(self, conn: sqlite3.Connection) -> None:
+        for key, last, sev, folded, since in conn.execute(
+            "SELECT key, last_sent, severity, folded, folded_since FROM alert_throttle"
+        ):
+            self.throttle[key] = Throttle(last, sev, folded, since)
+        pending = conn.execute("SELECT COUNT(*) FROM alert_spool").fetchone()[0]
+        if pending:
+            # A restart is a fresh chance (the channel may have been fixed with it): retry
+            # what is pending now rather than after its backoff.
+            with self.store.transaction():
+                conn.execute(
+                    "UPDATE alert_spool SET next_attempt = ? WHERE next_attempt > ?",
+                    (time.time(), time.time()),
+                )
+            self.log.info("pending alerts from before the restart", count=pending)
+
+    async def stop(self) -> None:
+        # Spool what is in the inbox (it is only in memory); delivery resumes after restart.
+        with contextlib.suppress(Exception):
+            batch = []
+            while not self.inbox.empty():
+                batch.append(self.inbox.get_nowait())
+            if batch:
+                await self._spool(batch)
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        for c in self.channels.values():
+            with contextlib.suppress(Exception):
+                await c.close()
+
+    async def _intake(self) -> None:
+        while True:
+            batch = [await self.inbox.get()]
+            while not self.inbox.empty() and len(batch) < 1000:
+                batch.append(self.inbox.get_nowait())
+            try:
+                await self._spool(batch)
+            except Exception:
+                self.log.exception("cannot spool alerts", count=len(batch))
+            self._wake.set()
+
+    async def _spool(self, alerts: list[Alert]) -> None:
+        now = time.time()
+        rows: list[tuple[str, str, float, float, int]] = []
+        changed: dict[str, Throttle] = {}
+        for a in alerts:
+            self.stats["alerts"] += 1
+            key = f"{a.rule}\x00{a.subject}"
+            st = self.throttle.get(key)
+            if st is not None and now - st.last_sent < self.cfg.throttle and a.rank <= st.severity:
+                st.folded += a.count
+                if st.folded_since is None:
+                    st.folded_since = a.first_seen
+                changed[key] = st
+                self.stats["folded"] += 1
+                continue
+            if st is not None and st.folded:
+                a.count += st.folded
+                a.folded_since = st.folded_since
+            self.throttle[key] = changed[key] = Throttle(now, a.rank)
+            if self.dry_run:
+                self.log.warning("DRY RUN: alert not sent", rule=a.rule, subject=a.subject)
+                continue
+            due = now if a.rank >= severity_rank("critical") else now + self.cfg.digest_window
+            doc = json.dumps(a.to_dict(), ensure_ascii=False)
+            for name, ch in self.channels.items():
+                if ch.accepts(a):
+                    rows.append((name, doc, now, due, a.rank))
+        if len(self.throttle) > 100_000:
+            cutoff = now - self.cfg.throttle
+            self.throttle = {k: v for k, v in self.throttle.items() if v.last_sent >= cutoff}
+
+        def go(conn: sqlite3.Connection) -> None:
+            with self.store.transaction():
+                conn.executemany(
+                    "INSERT INTO alert_spool(channel, alert, created, next_attempt, severity, "
+                    "attempts) VALUES (?, ?, ?, ?, ?, 0)",
+                    rows,
+                )
+                conn.executemany(
+                    "INSERT INTO alert_throttle(key, last_sent, severity, folded, folded_since) "
+                    "VALUES (?, ?, ?, ?, ?) ON CONFLICT(key) DO UPDATE SET last_sent = "
+                    "excluded.last_sent, severity = excluded.severity, folded = excluded.folded,"
+                    " folded_since = excluded.folded_since",
+                    [
+                        (k, t.last_sent, t.severity, t.folded, t.folded_since)
+                        for k, t in changed.items()
+                    ],
+                )
+
+        await self.store.run(go)
+        self.stats["spooled"] += len(rows)
+
+    # ------------------------------------------------------------------ delivery
+
+    async def _flusher(self) -> None:
+        while True:
+            try:
+                wait = await self.flush_once()
+            except Exception:
+                self.log.exception("alert delivery round failed")
+                wait = 5.0
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), max(0.05, wait))
+
+    async def flush_once(self) -> float:
+        """Deliver what is due on every channel; return seconds until the next due row."""
+        now = time.time()
+        await self.store.run(lambda c: self._expire(c, now))
+        for name, ch in list(self.channels.items()):
+            rows = await self.store.run(lambda c, n=name: self._due(c, n, now))
+            if rows:
+                await self._deliver(ch, rows)
+        nxt = await self.store.run(
+            lambda c: c.execute("SELECT MIN(next_attempt) FROM alert_spool").fetchone()[0]
+        )
+        return 3600.0 if nxt is None else max(0.0, nxt - time.time())
+
+    def _expire(self, conn: sqlite3.Connection, now: float) -> None:
+        old = conn.execute(
+            "SELECT id, channel, alert FROM alert_spool WHERE created < ?",
+            (now - self.cfg.max_age,),
+        ).fetchall()
+        gone = [r[0] for r in old]
+        # Rows for a channel that is no longer configured can never be delivered.
+        orphans = [
+            r[0]
+            for r in conn.execute("SELECT id, channel FROM alert_spool")
+            if r[1] not in self.channels
+        ]
+        if not gone and not orphans:
+            return
+        with self.store.transaction():
+            conn.executemany("DELETE FROM alert_spool WHERE id = ?", [(i,) for i in gone + orphans])
+        for _id, channel, doc in old:
+            self.stats["dropped_too_old"] += 1
+            a = json.loads(doc)
+            self.log.error(
+                "alert dropped: undelivered for longer than notify.max_age",
+                channel=channel,
+                rule=a.get("rule"),
+                subject=a.get("subject"),
+                error=self.last_error.get(channel),
+            )
+        if orphans:
+            self.log.warning("alerts dropped for channels no longer configured", count=len(orphans))
+
+    def _due(
+        self, conn: sqlite3.Connection, channel: str, now: float
+    ) -> list[tuple[int, str, int]]:
+        # Anything due, plus fresh rows that would otherwise wait for their own window:
+        # they ride along in the same message.
+        if (
+            conn.execute(
+                "SELECT 1 FROM alert_spool WHERE channel = ? AND next_attempt <= ? LIMIT 1",
+                (channel, now),
+            ).fetchone()
+            is None
+        ):
+            return []
+        return [
+            tuple(r)
+            for r in conn.execute(
+                "SELECT id, alert, attempts FROM alert_spool WHERE channel = ? AND "
+                "(next_attempt <= ? OR attempts = 0) ORDER BY id LIMIT ?",
+                (channel, now, BATCH_ROWS),
+            )
+        ]
+
+    async def _deliver(self, ch: Any, rows: list[tuple[int, str, int]]) -> None:
+        alerts = [Alert.from_dict(json.loads(doc)) for _id, doc, _n in rows]
+        ids = [r[0] for r in rows]
+        now = time.time()
+        sent = self.sent_times.setdefault(ch.name, deque())
+        while sent and sent[0] < now - 3600:
+            sent.popleft()
+        if len(sent) >= self.cfg.hourly_cap:
+            # Over the cap: everything below critical that is due is summarised, not sent.
+            crit = severity_rank("critical")
+            held = await self.store.run(lambda c: self._suppress(c, ch.name, now, crit))
+            if held:
+                self.suppressed[ch.name] = self.suppressed.get(ch.name, 0) + held
+                self.stats["suppressed_by_cap"] += held
+            keep = [(i, a) for i, a in zip(ids, alerts, strict=True) if a.rank >= crit]
+            ids = [i for i, _a in keep]
+            alerts = [a for _i, a in keep]
+            if not alerts:
+                return
+        suppressed = self.suppressed.get(ch.name, 0)
+        msg: Message = render(alerts, self.host, suppressed=suppressed, now=now)
+        try:
+            answer = await asyncio.wait_for(ch.send(msg), SEND_TIMEOUT)
+        except (DeliveryError, TimeoutError, OSError) as exc:
+            err = (
+                exc
+                if isinstance(exc, DeliveryError)
+                else DeliveryError(f"{type(exc).__name__}: {exc}", permanent=False)
+            )
+            await self._failed(ch.name, ids, rows, err)
+            return
+        except Exception as exc:  # a channel bug: keep the alerts, retry later
+            self.log.exception("channel raised unexpectedly", channel=ch.name)
+            await self._failed(ch.name, ids, rows, DeliveryError(repr(exc)))
+            return
+        await self.store.run(lambda c: self._delete(c, ids))
+        sent.append(now)
+        self.suppressed[ch.name] = 0
+        self.stats["messages_sent"] += 1
+        self.last_error.pop(ch.name, None)
+        self.log.info(
+            "alert message delivered",
+            channel=ch.name,
+            alerts=len(alerts),
+            subject=msg.subject,
+            answer=str(answer)[:200],
+        )
+
+    def _suppress(self, conn: sqlite3.Connection, channel: str, now: float, crit: int) -> int:
+        with self.store.transaction():
+            return int(
+                conn.execute(
+                    "DELETE FROM alert_spool WHERE channel = ? AND severity < ? AND "
+                    "(next_attempt <= ? OR attempts = 0)",
+                    (channel, crit, now),
+                ).rowcount
+            )
+
+    def _delete(self, conn: sqlite3.Connection, ids: list[int]) -> None:
+        with self.store.transaction():
+            conn.executemany("DELETE FROM alert_spool WHERE id = ?", [(i,) for i in ids])
+
+    async def _failed(
+        self, channel: str, ids: list[int], rows: list[tuple[int, str, int]], err: DeliveryError
+    ) -> None:
+        self.stats["delivery_failures"] += 1
+        self.last_error[channel] = str(err)
+        if err.permanent:
+            self.stats["dropped_permanent"] += len(ids)
+            self.log.error(
+                "alert delivery failed permanently; dropping",
+                channel=channel,
+                alerts=len(ids),
+                error=str(err),
+            )
+            await self.store.run(lambda c: self._delete(c, ids))
+            return
+        attempts = max((n for i, _d, n in rows if i in set(ids)), default=0) + 1
+        delay = self.backoff(attempts, err.retry_after)
+        self.log.warning(
+            "alert delivery failed; will retry",
+            channel=channel,
+            alerts=len(ids),
+            attempt=attempts,
+            in_seconds=round(delay, 1),
+            error=str(err),
+        )
+        due = time.time() + delay
+
+        def go(conn: sqlite3.Connection) -> None:
+            with self.store.transaction():
+                conn.executemany(
+                    "UPDATE alert_spool SET attempts = ?, next_attempt = ?, last_error = ? "
+                    "WHERE id = ?",
+                    [(attempts, due, str(err)[:500], i) for i in ids],
+                )
+
+        await self.store.run(go)
+
+    def backoff(self, attempts: int, retry_after: float | None = None) -> float:
+        """Seconds before retry number ``attempts``: exponential with ±20 % jitter, at least
+        the server's Retry-After, within notify.retry_initial … notify.retry_max."""
+        base = float(self.cfg.retry_initial) * (2 ** (attempts - 1))
+        delay = min(base, float(self.cfg.retry_max)) * random.uniform(0.8, 1.2)
+        if retry_after is not None:
+            delay = max(delay, min(retry_after, float(self.cfg.retry_max)))
+        return delay
+
+    # ------------------------------------------------------------------ daemon plumbing
+
+    def apply_config(self, cfg: Any, channels: list[Any] | None = None) -> None:
+        self.cfg = cfg.notify
+        if channels is not None:
+            old = self.channels
+            self.channels = {c.name: c for c in channels}
+            for name, c in old.items():
+                if self.channels.get(name) is not c:
+                    asyncio.get_running_loop().create_task(c.close())
+        self._wake.set()
+
+    def describe(self) -> dict[str, Any]:
+        names = ", ".join(self.channels) or "journal only"
+        return {
+            "name": "alerts",
+            "summary": f"channels: {names}",
+            "stats": dict(self.stats),
+            "last_error": dict(self.last_error),
+        }
+
+    def healthy(self) -> bool:
+        return all(not t.done() for t in self._tasks)

@@ -1,0 +1,239 @@
+"""SMTP delivery (stdlib ``smtplib`` in a worker thread) and the MIME message it and
+sendmail share.
+
+The message is ``multipart/alternative`` (text/plain, then text/html; UTF-8, quoted-printable
+so no 8BITMIME is needed) with ``From``, ``To``, ``Subject`` (RFC 2047-encoded when not
+ASCII), ``Date``, ``Message-ID`` (our host name as its domain) and
+``Auto-Submitted: auto-generated`` so vacation responders stay quiet.
+
+TLS: ``starttls`` (refuses to continue in clear text when the server offers no STARTTLS),
+``implicit`` (SMTPS, port 465) or ``none``. Certificates are verified against the system
+store; ``ca_file`` trusts a private CA (or a self-signed certificate) instead, and
+``tls_verify=False`` turns verification off (not recommended).
+
+Errors: an SMTP 4xx reply, a refused or dropped connection, a timeout → transient; a 5xx
+reply (bad password, recipient rejected), a certificate that does not verify, a server
+without STARTTLS or without AUTH when credentials are configured → permanent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.policy
+import re
+import smtplib
+import ssl
+import time
+from datetime import datetime
+from email.message import EmailMessage
+from email.utils import format_datetime, make_msgid
+from typing import Any, Literal
+
+from .alert import DeliveryError, Message
+from .channels import BaseChannel, answer, check_header_value
+
+_HOSTNAME_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?")
+
+
+def msgid_domain(hostname: str) -> str:
+    """``hostname`` if it can stand right of the @ in a Message-ID, else ``localhost``."""
+    return hostname if _HOSTNAME_RE.fullmatch(hostname or "") else "localhost"
+
+
+def build_email(
+    message: Message,
+    sender: str,
+    to: tuple[str, ...] | list[str],
+    hostname: str,
+    now: float | None = None,
+) -> EmailMessage:
+    """The MIME message for ``message``: multipart/alternative, text then HTML."""
+    msg = EmailMessage()
+    msg["From"] = check_header_value("sender", sender)
+    msg["To"] = ", ".join(check_header_value("to", t) for t in to)
+    # render() already made the subject one printable line; this is the last line of defence.
+    msg["Subject"] = " ".join(message.subject.replace("\0", " ").split())
+    when = datetime.fromtimestamp(time.time() if now is None else now).astimezone()
+    msg["Date"] = format_datetime(when)
+    msg["Message-ID"] = make_msgid(idstring="sshmonitor", domain=msgid_domain(hostname))
+    msg["Auto-Submitted"] = "auto-generated"
+    msg["X-Auto-Response-Suppress"] = "All"
+    msg["X-Mailer"] = "sshmonitord"
+    msg.set_content(message.text, subtype="plain", charset="utf-8", cte="quoted-printable")
+    msg.add_alternative(message.html, subtype="html", charset="utf-8", cte="quoted-printable")
+    return msg
+
+
+class SmtpChannel(BaseChannel):
+    type = "smtp"
+
+    def __init__(
+        self,
+        *,
+        host: str = "localhost",
+        port: int = 587,
+        tls: Literal["starttls", "implicit", "none"] = "starttls",
+        username: str | None = None,
+        password: str | None = None,
+        sender: str,
+        to: tuple[str, ...] | list[str],
+        timeout: float = 30.0,
+        hostname: str = "localhost",
+        ca_file: str | None = None,
+        tls_verify: bool = True,
+        **kw: Any,
+    ) -> None:
+        super().__init__(**kw)
+        if tls not in ("starttls", "implicit", "none"):
+            raise ValueError(f"smtp: tls must be starttls, implicit or none, not {tls!r}")
+        if not to:
+            raise ValueError("smtp: at least one recipient (to) is required")
+        self.host = host
+        self.port = int(port)
+        self.tls = tls
+        self.username = username
+        self._password = password
+        self.sender = check_header_value("sender", sender)
+        self.to = tuple(check_header_value("to", t) for t in to)
+        self.timeout = float(timeout)
+        self.hostname = msgid_domain(hostname)
+        self.ca_file = ca_file
+        self.tls_verify = tls_verify
+
+    def ssl_context(self) -> ssl.SSLContext:
+        try:
+            ctx = ssl.create_default_context(cafile=self.ca_file)
+        except (OSError, ssl.SSLError) as exc:
+            raise DeliveryError(
+                f"smtp: cannot load CA file {self.ca_file!r}: {answer(str(exc))}", permanent=True
+            ) from None
+        if not self.tls_verify:
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+        return ctx
+
+    async def send(self, message: Message) -> str:
+        msg = build_email(message, self.sender, self.to, self.hostname)
+        # CRLF line endings: smtplib sends bytes as they are.
+        data = msg.as_bytes(policy=email.policy.SMTP)
+        return await asyncio.to_thread(self._deliver, data)
+
+    # ---------------------------------------------------------------- worker thread
+
+    def _where(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def _deliver(self, data: bytes) -> str:
+        try:
+            return self._session(data)
+        except DeliveryError:
+            raise
+        except smtplib.SMTPRecipientsRefused as exc:
+            raise _refused(self._where(), exc.recipients) from None
+        except smtplib.SMTPResponseException as exc:  # auth, sender, data, helo...
+            raise _reply_error(self._where(), exc.smtp_code, exc.smtp_error) from None
+        except smtplib.SMTPServerDisconnected as exc:
+            reason = answer(str(exc) or "connection closed")
+            raise DeliveryError(f"{self._where()}: {reason}", permanent=False) from None
+        except smtplib.SMTPException as exc:
+            # No AUTH extension, no usable AUTH mechanism...: configuration, not weather.
+            raise DeliveryError(f"{self._where()}: {answer(str(exc))}", permanent=True) from None
+        except ssl.SSLCertVerificationError as exc:
+            detail = answer(exc.verify_message or str(exc))
+            raise DeliveryError(
+                f"{self._where()}: TLS certificate not trusted: {detail}", permanent=True
+            ) from None
+        except OSError as exc:
+            # Connection refused/reset, DNS failure, TLS handshake trouble, a timeout
+            # (TimeoutError is an OSError): the next attempt may well work.
+            reason = answer(str(exc) or type(exc).__name__)
+            if isinstance(exc, TimeoutError):
+                reason = f"timed out after {self.timeout:g}s ({reason})"
+            raise DeliveryError(f"{self._where()}: {reason}", permanent=False) from None
+
+    def _session(self, data: bytes) -> str:
+        ctx = self.ssl_context() if self.tls != "none" else None
+        smtp: smtplib.SMTP
+        if self.tls == "implicit":
+            smtp = smtplib.SMTP_SSL(
+                self.host,
+                self.port,
+                local_hostname=self.hostname,
+                timeout=self.timeout,
+                context=ctx,
+            )
+        else:
+            smtp = smtplib.SMTP(
+                self.host, self.port, local_hostname=self.hostname, timeout=self.timeout
+            )
+        try:
+            code, resp = smtp.ehlo()
+            if not 200 <= code < 300:
+                code, resp = smtp.helo()
+                if not 200 <= code < 300:
+                    raise _reply_error(self._where(), code, resp)
+            if self.tls == "starttls":
+                if not smtp.has_extn("starttls"):
+                    raise DeliveryError(
+                        f"{self._where()}: the server does not offer STARTTLS; refusing to "
+                        "send in clear text (set tls: none to allow it)",
+                        permanent=True,
+                    )
+                code, resp = smtp.starttls(context=ctx)
+                if code != 220:
+                    raise _reply_error(self._where(), code, resp)
+                smtp.ehlo()
+            if self.username:
+                if not smtp.has_extn("auth"):
+                    raise DeliveryError(
+                        f"{self._where()}: the server offers no AUTH but a username is set",
+                        permanent=True,
+                    )
+                smtp.login(self.username, self._password or "")
+            result = self._transaction(smtp, data)
+        except BaseException:
+            smtp.close()  # no polite QUIT to a server that just failed us: it may hang
+            raise
+        try:
+            smtp.quit()
+        except (smtplib.SMTPException, OSError):
+            smtp.close()
+        return result
+
+    def _transaction(self, smtp: smtplib.SMTP, data: bytes) -> str:
+        code, resp = smtp.mail(self.sender)
+        if code != 250:
+            smtp.rset()
+            raise _reply_error(self._where(), code, resp, "MAIL FROM")
+        refused: dict[str, tuple[int, bytes]] = {}
+        for rcpt in self.to:
+            code, resp = smtp.rcpt(rcpt)
+            if code not in (250, 251):
+                refused[rcpt] = (code, resp)
+        if len(refused) == len(self.to):
+            smtp.rset()
+            raise _refused(self._where(), refused)
+        code, resp = smtp.data(data)
+        if code != 250:
+            raise _reply_error(self._where(), code, resp, "DATA")
+        out = f"{code} {answer(resp)}"
+        if refused:
+            # Some recipients took it: a retry would duplicate it for them. Report the rest.
+            out += "; refused: " + "; ".join(
+                f"{r}: {c} {answer(m, 200)}" for r, (c, m) in refused.items()
+            )
+        return out
+
+
+def _reply_error(where: str, code: int, resp: bytes | str, step: str = "") -> DeliveryError:
+    step = f" ({step})" if step else ""
+    text = f"{where}{step}: {code} {answer(resp)}".rstrip()
+    # 4xx: "try again later". 5xx: "this will not work". Anything else is a protocol
+    # surprise (-1: the connection dropped mid-reply) and worth another try.
+    return DeliveryError(text, permanent=500 <= code < 600)
+
+
+def _refused(where: str, recipients: dict[str, tuple[int, bytes]]) -> DeliveryError:
+    parts = [f"{r}: {c} {answer(m, 200)}" for r, (c, m) in recipients.items()]
+    permanent = any(500 <= c < 600 for c, _ in recipients.values())
+    return DeliveryError(f"{where}: recipients refused: " + "; ".join(parts), permanent=permanent)
