@@ -4,6 +4,7 @@ middle: every alert arrives once the server is up, and none arrives twice."""
 from __future__ import annotations
 
 import email
+import itertools
 import re
 import signal
 import socket
@@ -107,3 +108,59 @@ def _alert_subjects(inbox: Inbox) -> list[str]:
 
 def _alert_count(inbox: Inbox) -> int:
     return len(_alert_subjects(inbox))
+
+
+def test_forwardemail_retry_schedule_through_the_daemon(tmp_path, daemon_factory):
+    import mailservers
+    from mailservers import Reply, ScriptedHttpServer
+
+    srv = ScriptedHttpServer(
+        Reply(500, {"message": "Internal Server Error"}),
+        Reply(429, {"message": "Too Many Requests"}, headers={"Retry-After": "2"}),
+        Reply(200, {"id": "late"}, delay=3.0),  # longer than the channel's 1 s timeout
+        Reply(200, {"id": "abc123", "status": "queued"}),
+    )
+    stamps: list[float] = []
+    record = srv._record
+
+    def timed(req):
+        stamps.append(time.monotonic())
+        return record(req)
+
+    srv._record = timed  # type: ignore[method-assign]
+    assert mailservers  # fixtures module present
+    log = tmp_path / "auth.log"
+    log.write_text("")
+    key = tmp_path / "fe.key"
+    key.write_text("fe-test-key\n")
+    key.chmod(0o600)
+    try:
+        d = daemon_factory(
+            f"sources: {{mode: file, files: [{log}], start_at: beginning, "
+            "poll_interval: 200ms}\n"
+            "notify:\n  digest_window: 200ms\n  retry_initial: 500ms\n  retry_max: 5s\n"
+            "  channels:\n"
+            f"    - {{type: forwardemail, api_key_file: {key}, base_url: '{srv.url}', "
+            "sender: s@example.org, to: [a@example.org], timeout: 1s}\n"
+        )
+        d.wait_log("sshmonitord started")
+        log.write_text(
+            "Nov 24 12:01:00 web1 sshd[300]: Accepted password for root from "
+            "192.0.2.50 port 5000 ssh2\n"
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not d.log_text().count("alert message delivered"):
+            time.sleep(0.2)
+        time.sleep(1.0)
+        assert d.log_text().count("alert message delivered") == 1, d.log_text()
+        assert len(srv.requests) == 4  # 500, 429, timeout, 200: delivered exactly once
+        bodies = [r.json() for r in srv.requests]
+        assert all("root logged in" in b["subject"] for b in bodies)
+        gaps = [b - a for a, b in itertools.pairwise(stamps)]
+        # retry 1 after ~0.5 s; retry 2 not before Retry-After (2 s); retry 3 ~2 s after the
+        # timed-out try (1 s timeout + 0.5 s x 2^2 = 2 s, ±20 %).
+        assert 0.35 < gaps[0] < 1.5, gaps
+        assert gaps[1] >= 1.9, gaps
+        assert 2.2 < gaps[2] < 4.5, gaps
+    finally:
+        srv.stop()
