@@ -117,27 +117,33 @@ class WindowCounter:
 
 
 class DistinctCounter:
-    """Per key, the distinct items seen with their last time (e.g. user names per address)."""
+    """Per key, the distinct items seen with their last time (e.g. user names per address).
+
+    A key with one item (most botnet addresses try one name) is stored as an ``(item, ts)``
+    tuple, not a dict: a third of the memory.
+    """
 
     def __init__(self, keep: int, horizon: float, max_keys: int = 200_000) -> None:
         self.keep = max(1, keep)
         self.horizon = horizon
         self.max_keys = max_keys
-        self.data: dict[Hashable, dict[Hashable, float]] = {}
+        self.data: dict[Hashable, tuple[Hashable, float] | dict[Hashable, float]] = {}
         self.evicted = 0
         self._ops = 0
 
     def add(self, key: Hashable, item: Hashable, ts: float) -> None:
         d = self.data
-        items = d.pop(key, None)
-        if items is None:
-            items = {}
-        items.pop(item, None)
-        items[item] = ts
-        if len(items) > self.keep:
-            # Drop the least recently seen item; the keep most recent ones decide.
-            del items[next(iter(items))]
-        d[key] = items
+        cur = d.pop(key, None)
+        if cur is None or (isinstance(cur, tuple) and cur[0] == item):
+            d[key] = (item, ts)
+        else:
+            items = {cur[0]: cur[1]} if isinstance(cur, tuple) else cur
+            items.pop(item, None)
+            items[item] = ts
+            if len(items) > self.keep:
+                # Drop the least recently seen item; the keep most recent ones decide.
+                del items[next(iter(items))]
+            d[key] = items
         self._ops += 1
         if len(d) > self.max_keys:
             n = max(1, self.max_keys // 10)
@@ -148,15 +154,22 @@ class DistinctCounter:
         elif self._ops >= 65536:
             self.sweep(ts)
 
+    def _items(self, key: Hashable) -> dict[Hashable, float]:
+        cur = self.data.get(key)
+        if cur is None:
+            return {}
+        return {cur[0]: cur[1]} if isinstance(cur, tuple) else cur
+
     def count(self, key: Hashable, since: float) -> int:
-        items = self.data.get(key)
-        if not items:
+        cur = self.data.get(key)
+        if cur is None:
             return 0
-        return sum(1 for t in items.values() if t >= since)
+        if isinstance(cur, tuple):
+            return 1 if cur[1] >= since else 0
+        return sum(1 for t in cur.values() if t >= since)
 
     def items(self, key: Hashable, since: float) -> list[Hashable]:
-        items = self.data.get(key) or {}
-        return [i for i, t in items.items() if t >= since]
+        return [i for i, t in self._items(key).items() if t >= since]
 
     def forget(self, key: Hashable) -> None:
         self.data.pop(key, None)
@@ -164,7 +177,11 @@ class DistinctCounter:
     def sweep(self, now: float) -> int:
         self._ops = 0
         limit = now - self.horizon
-        dead = [k for k, v in self.data.items() if max(v.values(), default=0.0) < limit]
+
+        def newest(v: tuple[Hashable, float] | dict[Hashable, float]) -> float:
+            return v[1] if isinstance(v, tuple) else max(v.values(), default=0.0)
+
+        dead = [k for k, v in self.data.items() if newest(v) < limit]
         for k in dead:
             del self.data[k]
         return len(dead)
