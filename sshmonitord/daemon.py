@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import os
 import signal
 import socket
@@ -170,6 +171,10 @@ class Daemon:
             self.notifier.send(f"STATUS=failed to start: {exc}")
             await self._close()
             return 1
+        # Everything built at start-up lives as long as the process: keep it out of every
+        # future garbage collection.
+        gc.collect()
+        gc.freeze()
         self.notifier.ready(self.status_line())
         self.log.info(
             "sshmonitord started",
