@@ -34,11 +34,11 @@ SCANNER_ONLY = frozenset({Kind.PREAUTH_DISCONNECT, Kind.PROTOCOL_ERROR})
 USER_FAILURES = frozenset({Kind.AUTH_FAILURE, Kind.INVALID_USER, Kind.MAX_AUTH_EXCEEDED})
 # What sshd logs after a failure it already logged, on the same connection.
 FOLLOW_UPS = frozenset({Kind.PREAUTH_DISCONNECT, Kind.PROTOCOL_ERROR, Kind.MAX_AUTH_EXCEEDED})
-EVIDENCE_KEEP = 8  # log lines kept per address as an alert's evidence
+EVIDENCE_KEEP = 6  # log lines kept per address as an alert's evidence
 # Evidence is kept for the most recently active addresses only: a botnet of a million
 # one-shot addresses must not hold a million log lines in memory. An address that keeps
 # failing stays at the recent end, so the ones that trigger findings keep their evidence.
-EVIDENCE_ADDRESSES = 20_000
+EVIDENCE_ADDRESSES = 5_000
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 NEVER = float("-inf")
 
