@@ -439,6 +439,10 @@ def parser() -> argparse.ArgumentParser:
     ub.add_argument("address", metavar="ADDR")
     ub.set_defaults(func=cmd_unban)
 
+    from .notify import report
+
+    report.register(sub)
+
     ta = sub.add_parser(
         "test-alert",
         help="send a test message through the alert channels",

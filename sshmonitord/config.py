@@ -296,6 +296,15 @@ CHANNEL_TYPES: dict[str, type] = {
 
 
 @dataclass(frozen=True)
+class ReportConfig:
+    enabled: bool = _f(False, help="send a periodic summary report")
+    time: str = _f("07:00", clock=True, help="local time of day to send it, HH:MM")
+    period: Duration = _f(Duration(86400), min=3600, max=31 * 86400, help="what it covers")
+    top: int = _f(10, min=1, max=1000, help="rows per table")
+    channels: tuple[str, ...] = _f((), help="channel names or types; empty: all channels")
+
+
+@dataclass(frozen=True)
 class NotifyConfig:
     throttle: Duration = _f(Duration(3600), min=0, help="same rule+subject folded for this long")
     digest_window: Duration = _f(Duration(60), min=0, max=3600)
@@ -304,6 +313,7 @@ class NotifyConfig:
     retry_initial: Duration = _f(Duration(5), min=0.1, max=3600, help="first retry delay")
     retry_max: Duration = _f(Duration(3600), min=1, max=86400, help="longest retry delay")
     channels: tuple[Channel, ...] = _f(())
+    report: ReportConfig = _f(ReportConfig())
 
 
 @dataclass(frozen=True)
@@ -518,6 +528,14 @@ class _Walker:
                 raise _Bad
             self.check_range(value, key, meta, value)
             return float(value)
+        if (
+            tp is str
+            and meta.get("clock")
+            and isinstance(value, int)
+            and not isinstance(value, bool)
+        ):
+            # YAML 1.1 reads an unquoted 23:30 as the base-60 number 1410.
+            value = f"{value // 60:02d}:{value % 60:02d}"
         if tp is str or tp is Secret:
             if not isinstance(value, str):
                 self.fail(key, f"expected a string, got {_describe(value)}")
@@ -526,6 +544,9 @@ class _Walker:
                 return Secret(self.expand_env(value, key))
             if meta.get("timezone") and value not in ("local", "UTC"):
                 self.check_zone(value, key)
+            if meta.get("clock") and not re.fullmatch(r"([01]?\d|2[0-3]):[0-5]\d", value.strip()):
+                self.fail(key, f"expected a time of day HH:MM (e.g. 07:00), got {_describe(value)}")
+                raise _Bad
             if meta.get("hours") and parse_hours(value) is None:
                 self.fail(key, f"expected HH:MM-HH:MM (e.g. 08:00-19:00), got {_describe(value)}")
                 raise _Bad

@@ -87,6 +87,10 @@ BAD = [
         "{F}: sources.timezone: unknown time zone 'Mars/Olympus' (an IANA name like "
         "Europe/Berlin, or local)",
     ),
+    (
+        "notify: {report: {time: '25:00'}}",
+        "{F}: notify.report.time: expected a time of day HH:MM (e.g. 07:00), got '25:00' (a string)",
+    ),
     ("sources: {files: 7}", "{F}: sources.files[0]: expected a string, got 7 (an integer)"),
     ("sources: {journal: []}", "{F}: sources.journal: expected a mapping, got [] (a list)"),
     (
@@ -282,3 +286,9 @@ def test_durations(text, seconds):
 def test_bad_durations(text):
     with pytest.raises(ValueError):
         config.parse_duration(text)
+
+
+def test_report_time_unquoted_yaml_sexagesimal():
+    # PyYAML reads an unquoted 23:30 as 1410 (base 60): we take it as the time it was.
+    cfg = config.parse_config("notify: {report: {time: 23:30}}")
+    assert cfg.notify.report.time == "23:30"
