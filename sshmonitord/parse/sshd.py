@@ -463,6 +463,7 @@ for _first, _pat in (
     ("Close", r"Close session: user (?P<user>.*) from " + A + " port " + P + ".*$"),
     ("User", r"User child is on pid \d+$"),
     ("Received", r"Received signal \d+; terminating\.?$"),
+    ("Received", r"Received SIGHUP; restarting\.?$"),
     ("Transferred:", r"Transferred: sent \d+, received \d+ bytes.*$"),
     ("Connection", r"Connection closed by UNKNOWN port \d+$"),
     ("Changed", r"Changed root directory to .*$"),
