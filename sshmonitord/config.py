@@ -84,6 +84,15 @@ class JournalConfig:
 
 
 @dataclass(frozen=True)
+class AuditConfig:
+    enabled: bool = _f(False, help="follow auditd's log for commands (docs/auditd.md)")
+    path: str = _f("/var/log/audit/audit.log", help="auditd's log_file")
+    end_of_event_timeout: Duration = _f(
+        Duration(2.0), min=0.1, max=60, help="close an event whose last record never came"
+    )
+
+
+@dataclass(frozen=True)
 class SourcesConfig:
     mode: Literal["auto", "file", "journal"] = _f("auto", help="auto: a log file if one exists")
     files: tuple[str, ...] = _f(("/var/log/auth.log", "/var/log/secure"), help="files to follow")
@@ -94,6 +103,7 @@ class SourcesConfig:
         "local", timezone=True, help="zone of classic syslog timestamps (IANA name or local)"
     )
     journal: JournalConfig = _f(JournalConfig())
+    audit: AuditConfig = _f(AuditConfig())
 
 
 Action = Literal["alert", "ban", "both"]

@@ -13,6 +13,7 @@ from datetime import UTC, datetime, tzinfo
 
 from ..events import Event, Kind, Line
 from . import sshd
+from .audit import AUDIT_SOURCE_PREFIX, parse_audit
 from .logind import parse_logind
 from .prefix import OTHER, Prefix, TimeContext, split_journal, split_syslog
 from .sftp import parse_sftp
@@ -83,7 +84,12 @@ def _repeated(pre: Prefix) -> tuple[Prefix, int]:
 class Parser:
     """Turns Lines (file text or journal fields) into Events, counting what it skips."""
 
-    def __init__(self, zone: tzinfo = UTC, reference: datetime | None = None) -> None:
+    def __init__(
+        self, zone: tzinfo = UTC, reference: datetime | None = None, audit_host: str = ""
+    ) -> None:
+        # auditd's records carry no host name by default: its events get this one, so they
+        # join the sshd events of the same machine.
+        self.audit_host = audit_host
         self.time = TimeContext(zone=zone)
         if reference is not None:
             self.time.set_reference(reference)
@@ -92,7 +98,25 @@ class Parser:
     def parse_line(self, line: Line) -> Event | None:
         if line.fields is not None:
             return self.parse_fields(line.fields)
+        if line.source.startswith(AUDIT_SOURCE_PREFIX):
+            return self.parse_audit(line.text)
         return self.parse_text(line.text)
+
+    def parse_audit(self, text: str) -> Event | None:
+        """One auditd event: its records joined by newlines (sources/auditd.py)."""
+        st = self.stats
+        st.lines += 1
+        try:
+            ev = parse_audit(text, self.audit_host)
+        except Exception:
+            self._error(text)
+            return None
+        if ev is None:
+            st.other_programs += 1
+            return None
+        st.events += 1
+        st.kinds[ev.kind] += 1
+        return ev
 
     def parse_text(self, text: str) -> Event | None:
         """One syslog-format line → Event, or None (other program, or no prefix)."""

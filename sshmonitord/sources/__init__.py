@@ -9,6 +9,7 @@ from typing import Any
 from .. import log
 from ..config import Config
 from ..events import FilePosition
+from .auditd import AuditSource
 from .journal import JournalSource, journalctl_available
 from .tailer import Tailer
 
@@ -49,8 +50,9 @@ def build(
     mode, paths = choose(cfg)
     s = cfg.sources
     log.get("sources").info("sources chosen", mode=mode, configured=s.mode, paths=paths or None)
+    stages: list[Any]
     if mode == "journal":
-        return [
+        stages = [
             JournalSource(
                 emit,
                 s.journal.journalctl,
@@ -61,4 +63,22 @@ def build(
                 s.journal.files,
             )
         ]
-    return [Tailer(paths, emit, saved_files, s.start_at, float(s.poll_interval), s.max_line_length)]
+    else:
+        paths = [p for p in paths if not (s.audit.enabled and p == s.audit.path)]
+        stages = [
+            Tailer(paths, emit, saved_files, s.start_at, float(s.poll_interval), s.max_line_length)
+        ]
+    if s.audit.enabled:
+        # auditd's log beside sshd's: commands run in each session (docs/auditd.md).
+        stages.append(
+            AuditSource(
+                s.audit.path,
+                emit,
+                saved_files,
+                s.start_at,
+                float(s.poll_interval),
+                s.max_line_length,
+                end_of_event_timeout=float(s.audit.end_of_event_timeout),
+            )
+        )
+    return stages
