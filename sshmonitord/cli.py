@@ -442,6 +442,9 @@ def parser() -> argparse.ArgumentParser:
     from .notify import report
 
     report.register(sub)
+    from . import audit_cli
+
+    audit_cli.register(sub)
 
     ta = sub.add_parser(
         "test-alert",

@@ -327,9 +327,27 @@ class NotifyConfig:
 
 
 @dataclass(frozen=True)
+class RetentionConfig:
+    events: int | None = _f(None, min=1, max=36500, help="days; default: retention_days")
+    sessions: int | None = _f(None, min=1, max=36500)
+    commands: int | None = _f(None, min=1, max=36500)
+    transfers: int | None = _f(None, min=1, max=36500)
+
+
+@dataclass(frozen=True)
 class StoreConfig:
     dir: str = _f(DEFAULT_STATE_DIR, help="state directory (SQLite database)")
     retention_days: int = _f(90, min=1, max=36500)
+    retention: RetentionConfig = _f(RetentionConfig())
+
+
+@dataclass(frozen=True)
+class SessionsConfig:
+    enabled: bool = _f(True, help="track logins as sessions (the audit trail)")
+    lost_after: Duration = _f(Duration(7 * 86400), min=60, help="close unended sessions after")
+    check_pids: Literal["auto", "yes", "no"] = _f(
+        "auto", help="close sessions whose sshd pid is gone (auto: when /proc shows them)"
+    )
 
 
 @dataclass(frozen=True)
@@ -350,6 +368,7 @@ class Config:
     response: ResponseConfig = _f(ResponseConfig())
     notify: NotifyConfig = _f(NotifyConfig())
     store: StoreConfig = _f(StoreConfig())
+    sessions: SessionsConfig = _f(SessionsConfig())
     log: LogConfig = _f(LogConfig())
     control: ControlConfig = _f(ControlConfig())
     allowlist: tuple[IPNetwork, ...] = _f((), help="addresses and networks never banned")

@@ -27,11 +27,13 @@ from .detect.engine import Engine, load_history
 from .events import Event, Finding
 from .notify.channels import make_channel
 from .notify.queue import AlertQueue
+from .notify.report import ReportScheduler
 from .parse import Parser
 from .parse.prefix import load_zone
 from .pipeline import Pipeline
 from .respond.backend import Backend, make_backend
 from .respond.bans import BanManager
+from .sessions import SessionStage, SessionTracker, settings_from
 from .store import Store, StoreError
 from .systemd import Notifier
 
@@ -128,6 +130,9 @@ class Daemon:
         self.engine: Engine | None = None
         self.bans: BanManager | None = None
         self.alerts: AlertQueue | None = None
+        self.report: ReportScheduler | None = None
+        self.sessions: SessionTracker | None = None
+        self.session_stage: SessionStage | None = None
         self.notifier = Notifier()
         self.store = Store(self.state_dir)
         self.counters = Counters()
@@ -219,28 +224,50 @@ class Daemon:
             self.config.allowlist,
             dry_run=self.dry_run,
         )
+        channels = self._channels(self.config)
+        self.report = ReportScheduler(
+            self.store, self.config, channels, socket.gethostname(), dry_run=self.dry_run
+        )
         self.alerts = AlertQueue(
             self.store,
             self.config.notify,
-            self._channels(self.config),
+            channels,
             socket.gethostname(),
             dry_run=self.dry_run,
         )
+        # The audit trail (docs/audit-trail.md): its index of open sessions comes back
+        # from the store, so sessions open at the last stop stay open.
+        session_settings = settings_from(self.config)
+        if session_settings.enabled:
+            self.sessions = SessionTracker(
+                lost_after=session_settings.lost_after, check_pids=session_settings.check_pids
+            )
+            await self.store.run(self.sessions.load)
         self.pipeline = Pipeline(
             self.store,
-            Parser(zone=zone),
+            # auditd's records carry no host name by default: give them ours, as sshd's lines
+            # have it, so their events join (sessions, commands).
+            Parser(zone=zone, audit_host=socket.gethostname().split(".")[0]),
             self.engine,
             self.bans,
             on_events=self._on_events,
             on_findings=self._on_findings,
             trace=self.trace_lines,
+            sessions=self.sessions,
         )
+        if self.sessions is not None:
+            pipeline = self.pipeline
+            self.session_stage = SessionStage(
+                self.store, self.sessions, session_settings, busy=lambda: not pipeline.queue.empty()
+            )
         # The consumer first, so sources resuming a rotated file have somewhere to put it;
         # bans before sources, so active bans are back in the firewall before new lines.
         self.stages = [
             self.pipeline,
             self.bans,
             self.alerts,
+            self.report,
+            *([self.session_stage] if self.session_stage is not None else []),
             *sources.build(self.config, self.pipeline.emit, saved_files, saved_cursor),
         ]
         for stage in self.stages:
@@ -350,7 +377,11 @@ class Daemon:
                 self._check_restart_only(new)
                 for stage in self.stages:
                     if stage is self.alerts:
-                        self.alerts.apply_config(new, self._channels(new))
+                        chans = self._channels(new)
+                        self.alerts.apply_config(new, chans)
+                        self.report.apply_config(new, chans)
+                    elif stage is self.report:
+                        continue
                     else:
                         stage.apply_config(new)
             except config.ConfigError as exc:
@@ -431,7 +462,11 @@ class Daemon:
         described = [
             s.describe()
             for s in self.stages
-            if s is not self.pipeline and s is not self.bans and s is not self.alerts
+            if s is not self.pipeline
+            and s is not self.bans
+            and s is not self.alerts
+            and s is not self.session_stage
+            and s is not self.report
         ]
         following = [d["summary"] for d in described if d.get("summary")]
         parts.append("; ".join(following) if following else "no log sources open")

@@ -14,7 +14,7 @@ import contextlib
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import log
 from .detect.engine import Engine, save_history
@@ -23,6 +23,9 @@ from .parse import Parser
 from .parse.prefix import load_zone
 from .respond.bans import BanManager, BanRecord
 from .store import INSERT_EVENT, INSERT_FINDING, Store, event_row, finding_row
+
+if TYPE_CHECKING:
+    from .sessions import SessionTracker
 
 QUEUE_BATCHES = 64  # bounded: a stuck consumer pushes back on the sources, never grows memory
 MAX_BATCH_LINES = 5000
@@ -43,8 +46,11 @@ class Pipeline:
         on_findings: Callable[[list[Finding]], Any] | None = None,
         trace: bool = False,
         maxsize: int = QUEUE_BATCHES,
+        sessions: SessionTracker | None = None,
     ) -> None:
         self.store = store
+        # The audit trail: joins events into sessions inside the batch's transaction.
+        self.sessions = sessions
         self.parser = parser or Parser()
         self.engine = engine
         self.bans = bans
@@ -89,6 +95,9 @@ class Pipeline:
         cursors: dict[str, str] = {}
         trace_rows: list[tuple[str, str]] = []
         events: list[Event] = []
+        # What the session tracker sees: the events plus the few ignored lines it joins on.
+        tracked: list[Event] = []
+        sessions = self.sessions
         parse = self.parser.parse_line
         # Classic syslog stamps carry no year: judge them against the wall clock now.
         self.parser.time.set_reference(datetime.now(UTC))
@@ -110,6 +119,10 @@ class Pipeline:
             ev = parse(item)  # never raises: the parser counts its own failures
             if ev is not None and ev.kind is not Kind.IGNORED:
                 events.append(ev)
+                if sessions is not None:
+                    tracked.append(ev)
+            elif ev is not None and sessions is not None and sessions.wants(ev):
+                tracked.append(ev)
         rows = [event_row(ev) for ev in events]
         findings = self._detect(events)
         now = time.time()
@@ -129,6 +142,8 @@ class Pipeline:
                     conn.executemany(
                         "INSERT INTO line_trace(source, text) VALUES (?, ?)", trace_rows
                     )
+                if sessions is not None and tracked:
+                    sessions.apply(conn, tracked)
                 self.store.save_positions(files.values(), retired, cursors)
 
         delay = 0.5
@@ -140,6 +155,8 @@ class Pipeline:
                 # Disk full, I/O error: keep the batch and retry; sources wait behind us and
                 # the watchdog notices if this never clears.
                 self.commit_failures += 1
+                if sessions is not None:
+                    sessions.invalidate()  # rolled back: rebuild its index from the store
                 self.log.error("cannot commit batch; retrying", error=str(exc), in_seconds=delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30)

@@ -160,6 +160,87 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         );
         """,
     ),
+    (
+        6,
+        "audit trail: sessions, the commands and file transfers attributed to them",
+        # Written by sshmonitord/sessions.py (see docs/audit-trail.md). No foreign keys:
+        # each table is pruned on its own retention, and a command whose login was not
+        # seen (session_id NULL) is still part of the trail. ``seq`` orders the rows of
+        # commands and transfers (and the sftp/channel steps in sessions.detail) in stream
+        # order when classic syslog stamps give several the same second.
+        """
+        CREATE TABLE sessions (
+            id             INTEGER PRIMARY KEY,
+            host           TEXT,
+            user           TEXT    NOT NULL,
+            ip             TEXT,
+            port           INTEGER,
+            method         TEXT,
+            key_fp         TEXT,
+            program        TEXT,
+            pid            INTEGER,
+            child_pid      INTEGER,
+            start          REAL    NOT NULL,
+            opened         REAL,
+            end            REAL,
+            state          TEXT    NOT NULL,
+            end_reason     TEXT,
+            last_seen      REAL    NOT NULL,
+            tty            TEXT,
+            logind_session TEXT,
+            audit_ses      INTEGER,
+            commands       INTEGER NOT NULL DEFAULT 0,
+            transfers      INTEGER NOT NULL DEFAULT 0,
+            bytes_up       INTEGER NOT NULL DEFAULT 0,
+            bytes_down     INTEGER NOT NULL DEFAULT 0,
+            detail         TEXT
+        );
+        CREATE INDEX sessions_start ON sessions(start);
+        CREATE INDEX sessions_user_start ON sessions(user, start);
+        CREATE INDEX sessions_ip_start ON sessions(ip, start);
+        CREATE INDEX sessions_state_start ON sessions(state, start);
+        CREATE INDEX sessions_pid ON sessions(pid);
+        CREATE INDEX sessions_audit_ses ON sessions(audit_ses) WHERE audit_ses IS NOT NULL;
+        CREATE TABLE commands (
+            id          INTEGER PRIMARY KEY,
+            session_id  INTEGER,
+            ts          REAL    NOT NULL,
+            seq         INTEGER NOT NULL,
+            host        TEXT,
+            kind        TEXT    NOT NULL,
+            user        TEXT,
+            runas       TEXT,
+            tty         TEXT,
+            cwd         TEXT,
+            command     TEXT,
+            attribution TEXT,
+            audit_ses   INTEGER,
+            detail      TEXT
+        );
+        CREATE INDEX commands_session ON commands(session_id, ts);
+        CREATE INDEX commands_ts ON commands(ts);
+        -- auditd commands waiting for their audit session to be tied to a login
+        CREATE INDEX commands_waiting ON commands(audit_ses)
+            WHERE session_id IS NULL AND audit_ses IS NOT NULL;
+        CREATE TABLE transfers (
+            id            INTEGER PRIMARY KEY,
+            session_id    INTEGER,
+            ts            REAL    NOT NULL,
+            seq           INTEGER NOT NULL,
+            host          TEXT,
+            pid           INTEGER,
+            op            TEXT    NOT NULL,
+            path          TEXT,
+            new_path      TEXT,
+            bytes_read    INTEGER,
+            bytes_written INTEGER,
+            attribution   TEXT,
+            detail        TEXT
+        );
+        CREATE INDEX transfers_session ON transfers(session_id, ts);
+        CREATE INDEX transfers_ts ON transfers(ts);
+        """,
+    ),
 ]
 
 
