@@ -357,3 +357,33 @@ def test_a_scanner_that_only_connects_is_counted():
         for i in range(5)
     ]
     assert [f.rule for f in _attempts(lines)] == ["bruteforce"]
+
+
+def test_user_under_attack_logging_in_with_a_key_is_not_a_compromise():
+    # A botnet sprays "deploy" from many addresses; the real deploy user logs in with a key.
+    e = engine(distributed={"enabled": False})
+    for i in range(5):
+        e.feed(ev(Kind.AUTH_FAILURE, ip=f"192.0.2.{i + 1}", user="deploy", dt=i))
+    out = e.feed(
+        ev(
+            Kind.AUTH_SUCCESS,
+            ip="198.51.100.7",
+            user="deploy",
+            dt=10,
+            method="publickey",
+            key_fp="SHA256:k",
+        )
+    )
+    assert "success_after_failures" not in rules_of(out)
+    # ... or with a password from a network they always use.
+    h = History(sources={"deploy": {"198.51.100.0/24"}}, since=0.0)
+    e2 = Engine(config.DetectionConfig(), h)
+    for i in range(5):
+        e2.feed(ev(Kind.AUTH_FAILURE, ip=f"192.0.2.{i + 1}", user="deploy", dt=i))
+    assert "success_after_failures" not in rules_of(
+        e2.feed(ev(Kind.AUTH_SUCCESS, ip="198.51.100.7", user="deploy", dt=10))
+    )
+    # A password login from a new network after the spray is what a compromise looks like.
+    assert "success_after_failures" in rules_of(
+        e2.feed(ev(Kind.AUTH_SUCCESS, ip="203.0.113.66", user="deploy", dt=11))
+    )

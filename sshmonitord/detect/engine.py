@@ -32,6 +32,7 @@ FAILURES = frozenset(
 # These count only for addresses that never logged in: scanners, not clumsy users.
 SCANNER_ONLY = frozenset({Kind.PREAUTH_DISCONNECT, Kind.PROTOCOL_ERROR})
 USER_FAILURES = frozenset({Kind.AUTH_FAILURE, Kind.INVALID_USER, Kind.MAX_AUTH_EXCEEDED})
+KEY_METHODS = frozenset({"publickey", "hostbased", "gssapi-with-mic"})
 # What sshd logs after a failure it already logged, on the same connection.
 FOLLOW_UPS = frozenset({Kind.PREAUTH_DISCONNECT, Kind.PROTOCOL_ERROR, Kind.MAX_AUTH_EXCEEDED})
 EVIDENCE_KEEP = 6  # log lines kept per address as an alert's evidence
@@ -257,7 +258,17 @@ class Engine:
         sa = r.success_after_failures
         if sa.enabled:
             n_ip = self.by_ip.count(key, ts - sa.window) if key is not None else 0
-            n_user = self.by_user.count(ev.user, ts - sa.window) if ev.user else 0
+            # Failures against a user name from *other* addresses make a login suspicious
+            # only if it could be their fruit: a guessed password (not a key), from a network
+            # the user has never logged in from. Otherwise every botnet spraying "deploy"
+            # would page the operator each time the real deploy user logs in with their key.
+            n_user = 0
+            if ev.user and ev.method not in KEY_METHODS:
+                known = ev.ip is not None and source_prefix(
+                    ev.ip, r.new_source.ipv4_prefix, r.new_source.ipv6_prefix
+                ) in self.history.sources.get(ev.user, ())
+                if not known:
+                    n_user = self.by_user.count(ev.user, ts - sa.window)
             if n_ip >= sa.threshold or n_user >= sa.threshold:
                 evidence = tuple(self.evidence.get(key, ())) if key is not None else ()
                 subject = (
