@@ -314,7 +314,7 @@ def cmd_test_alert(args: argparse.Namespace) -> int:
     import socket
 
     from .notify.alert import DeliveryError
-    from .notify.channels import make_channel
+    from .notify.channels import build_channels
     from .notify.render import test_message
 
     try:
@@ -323,16 +323,11 @@ def cmd_test_alert(args: argparse.Namespace) -> int:
         print("\n".join(exc.lines()), file=sys.stderr)
         return 1
     host = socket.gethostname()
-    chans = []
-    for i, c in enumerate(cfg.notify.channels):
-        ch = make_channel(c, host)
-        if any(x.name == ch.name for x in chans):
-            ch.name = f"{ch.name}{i}"
-        chans.append(ch)
+    chans = build_channels(cfg.notify.channels, host, include_log=True)
     if args.channel:
+        names = ", ".join(c.name for c in chans)
         chans = [c for c in chans if c.name == args.channel]
         if not chans:
-            names = ", ".join(make_channel(c, host).name for c in cfg.notify.channels)
             print(
                 f"sshmonitor test-alert: no channel named {args.channel!r} "
                 f"(configured: {names or 'none'})",

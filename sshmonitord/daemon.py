@@ -25,7 +25,7 @@ from . import __version__, config, log, sources
 from .control import ControlError, ControlServer
 from .detect.engine import Engine, load_history
 from .events import Event, Finding
-from .notify.channels import make_channel
+from .notify.channels import build_channels
 from .notify.queue import AlertQueue
 from .notify.report import ReportScheduler
 from .parse import Parser
@@ -287,17 +287,7 @@ class Daemon:
 
     def _channels(self, cfg: config.Config) -> list[Any]:
         """The delivery channels (the journal is always on and needs none)."""
-        out: list[Any] = []
-        seen: set[str] = set()
-        for i, c in enumerate(cfg.notify.channels):
-            if c.type == "log":
-                continue
-            ch = make_channel(c, socket.gethostname())
-            if ch.name in seen:  # two unnamed channels of one type: keep them apart
-                ch.name = f"{ch.name}{i}"
-            seen.add(ch.name)
-            out.append(ch)
-        return out
+        return build_channels(cfg.notify.channels, socket.gethostname())
 
     async def _on_findings(self, findings: list[Finding]) -> None:
         # The journal is the always-on alert channel; e-mail and webhooks queue from here.

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
@@ -213,6 +213,25 @@ def _safe_url(url: str) -> str:
         return str(u.copy_with(username=None, password=None, query=None, fragment=None))
     except Exception:
         return "<invalid URL>"
+
+
+def build_channels(
+    cfgs: Sequence[config.Channel], hostname: str, include_log: bool = False
+) -> list[BaseChannel]:
+    """The channels of ``notify.channels``, with unique names (two unnamed channels of one
+    type get the list index appended). The daemon leaves out ``log``: the journal is
+    always a channel there; ``sshmonitor test-alert`` keeps it."""
+    out: list[BaseChannel] = []
+    seen: set[str] = set()
+    for i, c in enumerate(cfgs):
+        if c.type == "log" and not include_log:
+            continue
+        ch = make_channel(c, hostname)
+        if ch.name in seen:
+            ch.name = f"{ch.name}{i}"
+        seen.add(ch.name)
+        out.append(ch)
+    return out
 
 
 def make_channel(cfg: config.Channel, hostname: str) -> BaseChannel:
