@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 
 from ..config import DetectionConfig, parse_hours
 from ..events import Action, Event, Finding, Kind, Severity
-from .windows import DistinctCounter, WindowCounter, addr_key, key_network
+from .windows import DistinctCounter, WindowCounter, addr_key, drop_oldest, key_network
 
 FAILURES = frozenset(
     {
@@ -388,16 +388,11 @@ class Engine:
         )
 
     def _trim_sessions(self) -> None:
-        for d in (self.counted_sessions, self.invalid_sessions):
-            it = iter(d)
-            for k in [next(it) for _ in range(min(10_000, len(d)))]:
-                del d[k]
+        drop_oldest(self.counted_sessions, 10_000)
+        drop_oldest(self.invalid_sessions, 10_000)
 
     def _trim_evidence(self) -> None:
-        n = EVIDENCE_ADDRESSES // 10
-        it = iter(self.evidence)
-        for k in [next(it) for _ in range(n)]:
-            del self.evidence[k]
+        drop_oldest(self.evidence, EVIDENCE_ADDRESSES // 10)
 
     def sweep(self, now: float) -> None:
         """Forget what is older than every window (the daemon calls this now and then)."""

@@ -14,12 +14,23 @@ first (counted). Keys are ints: an IPv4 address, or an IPv6 prefix (see :func:`a
 from __future__ import annotations
 
 import ipaddress
+import itertools
 from bisect import insort
 from collections.abc import Hashable
+from typing import Any
 
 IPAddr = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNet = ipaddress.IPv4Network | ipaddress.IPv6Network
 _V6_TAG = 1 << 200  # keeps IPv6 prefix keys apart from IPv4 ints
+
+
+def drop_oldest(d: dict[Any, Any], n: int) -> int:
+    """Delete the first ``n`` keys of an insertion-ordered dict (the least recently
+    (re-)inserted); return how many went. Callers evict a tenth at once: amortised O(1)."""
+    victims = list(itertools.islice(d, n))
+    for k in victims:
+        del d[k]
+    return len(victims)
 
 
 def addr_key(ip: IPAddr, v6_prefix: int = 64) -> int:
@@ -103,14 +114,8 @@ class WindowCounter:
         return len(dead)
 
     def _evict(self) -> None:
-        # Dicts keep insertion order and add() re-inserts on every event, so the front holds
-        # the least recently seen keys. Evict a tenth at once: amortised O(1) per add.
-        n = max(1, self.max_keys // 10)
-        it = iter(self.data)
-        victims = [next(it) for _ in range(n)]
-        for k in victims:
-            del self.data[k]
-        self.evicted += n
+        # add() re-inserts on every event, so the front holds the least recently seen keys.
+        self.evicted += drop_oldest(self.data, max(1, self.max_keys // 10))
 
     def __len__(self) -> int:
         return len(self.data)
@@ -146,11 +151,7 @@ class DistinctCounter:
             d[key] = items
         self._ops += 1
         if len(d) > self.max_keys:
-            n = max(1, self.max_keys // 10)
-            it = iter(d)
-            for k in [next(it) for _ in range(n)]:
-                del d[k]
-            self.evicted += n
+            self.evicted += drop_oldest(d, max(1, self.max_keys // 10))
         elif self._ops >= 65536:
             self.sweep(ts)
 
