@@ -111,12 +111,7 @@ class Parser:
         except Exception:
             self._error(text)
             return None
-        if ev is None:
-            st.other_programs += 1
-            return None
-        st.events += 1
-        st.kinds[ev.kind] += 1
-        return ev
+        return self._count(ev, text)
 
     def parse_text(self, text: str) -> Event | None:
         """One syslog-format line → Event, or None (other program, or no prefix)."""
@@ -149,7 +144,6 @@ class Parser:
         return self._finish(pre, fields.get("MESSAGE", ""))
 
     def _finish(self, pre: Prefix, raw: str) -> Event | None:
-        st = self.stats
         count = 1
         if pre.message.startswith(_REPEATED):
             pre, count = _repeated(pre)
@@ -158,14 +152,20 @@ class Parser:
         except Exception:
             self._error(raw)
             return None
+        if ev is not None:
+            # Filled here once rather than in every builder.
+            if not ev.raw:
+                ev.raw = raw
+            if count != 1:
+                ev.count *= count
+        return self._count(ev, raw)
+
+    def _count(self, ev: Event | None, raw: str) -> Event | None:
+        """Account for what a line became: nothing ours, or an event of some kind."""
+        st = self.stats
         if ev is None:
             st.other_programs += 1
             return None
-        # Filled here once rather than in every builder.
-        if not ev.raw:
-            ev.raw = raw
-        if count != 1:
-            ev.count *= count
         st.events += 1
         st.kinds[ev.kind] += 1
         if ev.kind is Kind.UNRECOGNIZED and len(st.unrecognized_samples) < MAX_SAMPLES:
