@@ -31,14 +31,16 @@ import time
 from email.message import Message
 from pathlib import Path
 
-import pytest
 from conftest import need
 from netns import NetnsPair, wait_line, wait_until
 from realsshd import RealSshd
 
 pytest_plugins = ["netns"]  # the netns_pair fixture
 
-pytest.importorskip("aiosmtpd.controller")
+try:  # the SMTP server the daemon mails to (run inside srv): a real part, see need()
+    import aiosmtpd.controller as _aiosmtpd
+except ImportError:  # pragma: no cover - installed by scripts/test
+    _aiosmtpd = None
 
 TABLE = "smpg"
 SMTP_PORT = 2525  # inside srv only: the namespace is the test's own, nothing else listens
@@ -121,6 +123,7 @@ def try_password(sshd: RealSshd, pair: NetnsPair, src: str, password: str) -> in
 def test_burst_compromise_and_legitimate_user(netns_pair, daemon_factory, tmp_path):
     pair: NetnsPair = netns_pair
     need(subprocess.run(["which", "nft"], capture_output=True).returncode == 0, "nft missing")
+    need(_aiosmtpd is not None, "aiosmtpd is not installed (pip install aiosmtpd)")
     n = pair.n
     # atk has 10.N.0.2 and .3; add .4-.6: three brute-forcers, a compromiser, a legit user.
     for host in (4, 5, 6):
