@@ -75,12 +75,36 @@ JOURNAL_MATCHES: tuple[str, ...] = (
 )
 
 
+# Where distributions install sshd and the helpers it runs (OpenSSH 9.8+ splits the
+# per-connection work into sshd-session and sshd-auth).
+SSHD_EXES: tuple[str, ...] = (
+    "/usr/sbin/sshd",
+    "/usr/lib/openssh/sshd-session",
+    "/usr/lib/openssh/sshd-auth",
+    "/usr/libexec/openssh/sshd-session",
+    "/usr/libexec/openssh/sshd-auth",
+    "/usr/libexec/sshd-session",
+    "/usr/libexec/sshd-auth",
+)
+
+
+@dataclass(frozen=True)
+class JournalTrustConfig:
+    """Which journal records count (docs/security.md). Only fields journald itself sets."""
+
+    sshd_exe: tuple[str, ...] = _f(SSHD_EXES, help="sshd binaries (_EXE) whose records count")
+    sshd_users: tuple[str, ...] = _f(
+        ("root", "sshd"), help="users (_UID) sshd's records may come from: root and privsep"
+    )
+
+
 @dataclass(frozen=True)
 class JournalConfig:
     journalctl: str = _f("journalctl", help="journalctl binary to run")
     directory: str | None = _f(None, help="read journal files from this directory")
     files: tuple[str, ...] = _f((), help="read these journal files instead of the system journal")
     matches: tuple[str, ...] = _f(JOURNAL_MATCHES, help="journalctl match arguments (OR-ed)")
+    trusted: JournalTrustConfig = _f(JournalTrustConfig())
 
 
 @dataclass(frozen=True)
@@ -225,6 +249,12 @@ class DetectionConfig:
 
 
 @dataclass(frozen=True)
+class MaxBanPrefix:
+    ipv4: int = _f(16, min=1, max=32, help="widest IPv4 network a ban may cover")
+    ipv6: int = _f(32, min=1, max=128, help="widest IPv6 network a ban may cover")
+
+
+@dataclass(frozen=True)
 class ResponseConfig:
     enabled: bool = _f(True, help="ban addresses in the firewall (false: detect and alert only)")
     dry_run: bool = _f(False, help="log and store what would be banned; touch nothing")
@@ -233,6 +263,9 @@ class ResponseConfig:
     bantime_factor: float = _f(4.0, min=1.0, max=100.0, help="multiplier per repeat offence")
     bantime_max: Duration = _f(Duration(7 * 86400), min=1, max=365 * 86400)
     alert_allowlisted: bool = _f(True, help="still alert on allowlisted addresses")
+    max_ban_prefix: MaxBanPrefix = _f(
+        MaxBanPrefix(), help="wider bans are refused unless `sshmonitor ban --force` (/0 always)"
+    )
     nft_table: str = _f("sshmonitor", help="nftables table (family inet)")
     ipset_names: tuple[str, ...] = _f(("sshmonitor4", "sshmonitor6"))
     ban_command: tuple[str, ...] = _f((), help="command backend: argv with {ip} {prefix} {seconds}")

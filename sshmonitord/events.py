@@ -56,13 +56,17 @@ class Line:
 
     ``text`` is the decoded line without its newline. ``fields`` carries structured
     journal fields when the source is the journal (MESSAGE, _PID, ...), else None.
-    ``position`` is the resumable position *after* this line.
+    ``position`` is the resumable position *after* this line. ``audit_user``: see below.
     """
 
     text: str
     source: str
     position: Position | None = None
     fields: dict[str, str] | None = None
+    # Set by a source that can prove only this much (a journal record from a logged-in
+    # user's own sshd process): the line may join that user's sessions in the audit trail,
+    # and is never stored as an event or counted by detection.
+    audit_user: str | None = None
 
 
 class Kind(StrEnum):

@@ -406,6 +406,14 @@ class Store:
             out.setdefault(r[0], []).append(FilePosition(r[0], r[1], r[2], r[3], r[4]))
         return out
 
+    def file_position_times(self) -> dict[tuple[str, int, int], float]:
+        """When each saved file position was last written (wall clock), by (path, dev, inode):
+        what was written to a log after that time is what we have not read."""
+        return {
+            (r[0], r[1], r[2]): float(r[3])
+            for r in self.conn.execute("SELECT path, dev, inode, updated_at FROM file_positions")
+        }
+
     def load_journal_cursor(self, name: str = "journal") -> str | None:
         row = self.conn.execute(
             "SELECT cursor FROM journal_positions WHERE name = ?", (name,)
