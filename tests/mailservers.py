@@ -6,6 +6,7 @@
 * :class:`ScriptedHttpServer` — stdlib ``http.server`` in a thread: records every request
   and plays a script of replies (status, headers, body, a delay before answering).
 * :func:`make_self_signed` — a certificate for localhost/127.0.0.1 made by ``openssl``.
+* :func:`msmtp_wrapper` — a sendmail-compatible program: real msmtp, sending to a port.
 
 Every server binds port 0 and is stopped by its fixture, pass or fail.
 """
@@ -18,6 +19,7 @@ import json
 import shutil
 import socket
 import ssl
+import stat
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -350,3 +352,31 @@ def http_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[ScriptedHttpServer]
         yield srv
     finally:
         srv.stop()
+
+
+# --------------------------------------------------------------------------- sendmail
+
+
+def script(directory: Path, name: str, body: str) -> str:
+    """An executable ``/bin/sh`` script; returns its path."""
+    path = directory / name
+    path.write_text("#!/bin/sh\n" + body)
+    path.chmod(path.stat().st_mode | stat.S_IXUSR)
+    return str(path)
+
+
+@pytest.fixture
+def msmtp_wrapper(tmp_path: Path) -> Iterator[Any]:
+    """``make(port, sender) -> path``: a sendmail-compatible script running real msmtp."""
+    msmtp = shutil.which("msmtp")
+    need(msmtp is not None, "msmtp not installed (apt-get install msmtp msmtp-mta)")
+
+    def make(port: int, sender: str) -> str:
+        conf = tmp_path / f"msmtprc-{port}"
+        conf.write_text(
+            f"account default\nhost 127.0.0.1\nport {port}\nauth off\ntls off\nfrom {sender}\n"
+        )
+        conf.chmod(0o600)
+        return script(tmp_path, f"sendmail-{port}", f'exec {msmtp} -C {conf} "$@"\n')
+
+    yield make

@@ -10,18 +10,14 @@ import dataclasses
 import io
 import json
 import os
-import shutil
-import stat
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import mailservers
 import pytest
 import structlog
-from conftest import need
-from mailservers import Reply, ScriptedHttpServer, SmtpServer, free_port
+from mailservers import Reply, ScriptedHttpServer, SmtpServer, free_port, script
 
 from sshmonitord import config, log
 from sshmonitord.notify import Alert, DeliveryError, Message, make_channel, render
@@ -36,6 +32,7 @@ tls_cert = mailservers.tls_cert
 smtp_servers = mailservers.smtp_servers
 silent_listener = mailservers.silent_listener
 http_server = mailservers.http_server
+msmtp_wrapper = mailservers.msmtp_wrapper
 
 SENDER = "sshmonitor@web1.example.org"
 RCPT = ("ops@example.org", "oncall@example.org")
@@ -271,34 +268,12 @@ def test_smtp_reply_codes(smtp_servers: Any) -> None:
 # --------------------------------------------------------------------------- sendmail
 
 
-@pytest.fixture
-def msmtp_wrapper(tmp_path: Path) -> Iterator[Any]:
-    """``make(port) -> path``: a sendmail-compatible script running real msmtp."""
-    msmtp = shutil.which("msmtp")
-    need(msmtp is not None, "msmtp not installed (apt-get install msmtp msmtp-mta)")
-
-    def make(port: int) -> str:
-        conf = tmp_path / f"msmtprc-{port}"
-        conf.write_text(
-            f"account default\nhost 127.0.0.1\nport {port}\nauth off\ntls off\nfrom {SENDER}\n"
-        )
-        conf.chmod(0o600)
-        return script(tmp_path, f"sendmail-{port}", f'exec {msmtp} -C {conf} "$@"\n')
-
-    yield make
-
-
-def script(directory: Path, name: str, body: str) -> str:
-    path = directory / name
-    path.write_text("#!/bin/sh\n" + body)
-    path.chmod(path.stat().st_mode | stat.S_IXUSR)
-    return str(path)
-
-
 def test_sendmail_through_real_msmtp(smtp_servers: Any, msmtp_wrapper: Any) -> None:
     srv = smtp_servers("plain")
     rendered = message()
-    ch = SendmailChannel(path=msmtp_wrapper(srv.port), sender=SENDER, to=RCPT, hostname="web1")
+    ch = SendmailChannel(
+        path=msmtp_wrapper(srv.port, SENDER), sender=SENDER, to=RCPT, hostname="web1"
+    )
     answer = run(ch.send(rendered))
     assert "exited 0" in answer
     (got,) = srv.wait_for(1)
@@ -308,7 +283,7 @@ def test_sendmail_through_real_msmtp(smtp_servers: Any, msmtp_wrapper: Any) -> N
 
 
 def test_sendmail_msmtp_server_down_is_transient(msmtp_wrapper: Any) -> None:
-    ch = SendmailChannel(path=msmtp_wrapper(free_port()), sender=SENDER, to=RCPT)
+    ch = SendmailChannel(path=msmtp_wrapper(free_port(), SENDER), sender=SENDER, to=RCPT)
     with pytest.raises(DeliveryError) as ei:
         run(ch.send(message()))
     assert not ei.value.permanent  # msmtp exits EX_TEMPFAIL (75)
@@ -481,7 +456,9 @@ def test_webhook_json(http_server: ScriptedHttpServer) -> None:
     assert req.headers["authorization"] == "Bearer wh-token"
     assert req.headers["x-team"] == "ops"
     body = req.json()
-    assert set(body) == {"host", "subject", "text", "alerts", "suppressed"}
+    assert set(body) == {"id", "host", "subject", "text", "alert_ids", "alerts", "suppressed"}
+    assert body["id"] == rendered.id == req.headers["idempotency-key"]
+    assert body["alert_ids"] == [a.id for a in rendered.alerts]
     assert body["host"] == "web1" and body["suppressed"] == 0
     assert body["subject"] == rendered.subject and body["text"] == rendered.text
     assert [Alert.from_dict(a) for a in body["alerts"]] == rendered.alerts
@@ -545,7 +522,7 @@ def test_log_channel_levels() -> None:
     by_id = {ln.get("id"): ln for ln in lines}
     assert by_id[a_crit.id]["level"] == "error"
     assert by_id[a_high.id]["level"] == "warning"
-    assert by_id["i"]["level"] == "info"
+    assert by_id[a_info.id]["level"] == "info"
     assert by_id[a_high.id]["ban_net"] == "198.51.100.9/32"
     assert by_id[a_crit.id]["stage"] == "alerts" and by_id[a_crit.id]["event"] == "alert"
     assert lines[-1]["event"] == "alerts suppressed" and lines[-1]["count"] == 3

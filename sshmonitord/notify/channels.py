@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import re
 import time
 from collections.abc import Mapping, Sequence
 from datetime import UTC
@@ -18,7 +19,7 @@ from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 from .. import __version__
-from .alert import Alert, DeliveryError, Message, severity_rank
+from .alert import Alert, DeliveryError, Message, is_id, make_id, severity_rank
 from .render import one_line
 
 if TYPE_CHECKING:
@@ -31,7 +32,10 @@ __all__ = [
     "Channel",
     "DeliveryError",
     "HttpChannel",
+    "idempotency_key",
     "make_channel",
+    "msgid",
+    "msgid_domain",
     "parse_retry_after",
 ]
 
@@ -119,6 +123,30 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
         when = when.replace(tzinfo=UTC)
     now = time.time() if now is None else now
     return max(0.0, when.timestamp() - now)
+
+
+# A host name as RFC 5322's dot-atom allows right of the @ in a msg-id: labels of letters,
+# digits and inner hyphens, joined by single dots.
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_HOSTNAME_RE = re.compile(rf"{_LABEL}(?:\.{_LABEL})*")
+
+
+def msgid_domain(hostname: str) -> str:
+    """``hostname`` if it can stand right of the @ in a Message-ID, else ``localhost``."""
+    ok = len(hostname or "") <= 253 and _HOSTNAME_RE.fullmatch(hostname or "")
+    return hostname if ok else "localhost"
+
+
+def idempotency_key(message: Message) -> str:
+    """The message's stable id, checked: hex (a hash, never log text), so it fits any header
+    whatever the message was built with. ``Idempotency-Key`` and the JSON ``id``."""
+    return message.id if is_id(message.id) else make_id("message/given", message.id)
+
+
+def msgid(message: Message, hostname: str) -> str:
+    """The RFC 5322 Message-ID for ``message``: ``<ID@HOST>``, the same for every delivery of
+    the same alerts, so a duplicate after a crash is recognisable; the host a plain dot-atom."""
+    return f"<{idempotency_key(message)}@{msgid_domain(hostname)}>"
 
 
 def check_header_value(what: str, value: str) -> str:
@@ -237,8 +265,8 @@ def build_channels(
 def make_channel(cfg: config.Channel, hostname: str) -> BaseChannel:
     """Build the channel a config entry (``notify.channels[i]``) describes.
 
-    ``hostname`` is this machine's name: the Message-ID domain, the EHLO name, and the
-    ``host`` of webhook payloads.
+    ``hostname`` is this machine's name: the Message-ID domain (smtp, sendmail,
+    forwardemail), the EHLO name, and the ``host`` of webhook payloads.
     """
     common: dict[str, Any] = {
         "name": cfg.name or cfg.type,
@@ -255,6 +283,7 @@ def make_channel(cfg: config.Channel, hostname: str) -> BaseChannel:
             sender=cfg.sender,
             to=cfg.to,
             timeout=float(cfg.timeout),
+            hostname=hostname,
             **common,
         )
     if cfg.type == "smtp":

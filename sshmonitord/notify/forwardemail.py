@@ -2,10 +2,16 @@
 
 HTTP basic auth with the API key as the user name and an empty password; a JSON body with
 ``from``, ``to`` (a comma-separated string: the API takes Nodemailer's message fields, where
-``to`` is a comma-separated list or an array), ``subject``, ``text``, ``html`` and extra
-``headers``. Status handling is :class:`~.channels.HttpChannel`'s: 2xx delivered; 429, 5xx,
-timeouts and connection errors transient (honouring ``Retry-After``); other 4xx permanent,
-with the API's error message.
+``to`` is a comma-separated list or an array), ``subject``, ``text``, ``html``, ``messageId``
+(Nodemailer's field for the Message-ID header; the API passes it through, see
+``helpers/get-nodemailer-message-from-request.js`` in forwardemail/forwardemail.net) and extra
+``headers``. The Message-ID is the stable ``<ID@HOST>`` the SMTP channel uses, and the request
+carries ``Idempotency-Key: ID``: a re-delivery after a crash is recognisable. Forward Email's
+documentation promises nothing about either; the receiving mailbox can still tell.
+
+Status handling is :class:`~.channels.HttpChannel`'s: 2xx delivered; 429, 5xx, timeouts and
+connection errors transient (honouring ``Retry-After``); other 4xx permanent, with the API's
+error message.
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ from __future__ import annotations
 from typing import Any
 
 from .alert import Message
-from .channels import HttpChannel, check_header_value
+from .channels import HttpChannel, check_header_value, idempotency_key, msgid, msgid_domain
 
 DEFAULT_BASE_URL = "https://api.forwardemail.net"
 
@@ -29,6 +35,7 @@ class ForwardEmailChannel(HttpChannel):
         to: tuple[str, ...] | list[str],
         base_url: str = DEFAULT_BASE_URL,
         timeout: float = 15.0,
+        hostname: str = "localhost",
         **kw: Any,
     ) -> None:
         super().__init__(timeout=timeout, **kw)
@@ -40,6 +47,7 @@ class ForwardEmailChannel(HttpChannel):
         self.sender = check_header_value("sender", sender)
         self.to = tuple(check_header_value("to", t) for t in to)
         self.url = base_url.rstrip("/") + "/v1/emails"
+        self.hostname = msgid_domain(hostname)
 
     def payload(self, message: Message) -> dict[str, Any]:
         return {
@@ -48,14 +56,26 @@ class ForwardEmailChannel(HttpChannel):
             "subject": message.subject,
             "text": message.text,
             "html": message.html,
-            "headers": {"Auto-Submitted": "auto-generated", "X-Auto-Response-Suppress": "All"},
+            "messageId": msgid(message, self.hostname),
+            "headers": {
+                "Auto-Submitted": "auto-generated",
+                "X-Auto-Response-Suppress": "All",
+                **(
+                    {"X-Sshmonitor-Alert-Ids": " ".join(message.alert_ids)}
+                    if message.alerts
+                    else {}
+                ),
+            },
         }
 
     async def send(self, message: Message) -> str:
         import httpx
 
         return await self.post_json(
-            self.url, self.payload(message), auth=httpx.BasicAuth(self._api_key, "")
+            self.url,
+            self.payload(message),
+            headers={"Idempotency-Key": idempotency_key(message)},
+            auth=httpx.BasicAuth(self._api_key, ""),
         )
 
     def __repr__(self) -> str:

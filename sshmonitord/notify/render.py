@@ -21,7 +21,7 @@ import time
 import unicodedata
 from datetime import datetime
 
-from .alert import Alert, Message, severity_rank
+from .alert import Alert, Message, make_id, message_id, severity_rank
 
 SUBJECT_PREFIX = "[sshmonitor]"
 MAX_SUBJECT = 200
@@ -212,7 +212,7 @@ def _text_alert(a: Alert, i: int, n: int) -> list[str]:
     return lines
 
 
-def _text(alerts: list[Alert], host: str, suppressed: int, now: float) -> str:
+def _text(alerts: list[Alert], host: str, suppressed: int, now: float, mid: str) -> str:
     n = len(alerts)
     out: list[str] = []
     if n:
@@ -231,6 +231,10 @@ def _text(alerts: list[Alert], host: str, suppressed: int, now: float) -> str:
         out.append("")
     out.append("-- ")
     out.append(f"sshmonitord on {visible(host)}, {fmt_time(now)}")
+    # The id a re-delivery repeats (Message-ID, Idempotency-Key): a reader can tell a
+    # duplicate from a new alert, in chat channels too.
+    if mid:
+        out.append(f"message id {mid}")
     return "\n".join(out) + "\n"
 
 
@@ -291,7 +295,9 @@ def _html_alert(a: Alert) -> str:
     )
 
 
-def _html(alerts: list[Alert], host: str, subject: str, suppressed: int, now: float) -> str:
+def _html(
+    alerts: list[Alert], host: str, subject: str, suppressed: int, now: float, mid: str
+) -> str:
     n = len(alerts)
     heading = f"{n} alert{'s' if n != 1 else ''} on {h(host)}" if n else f"sshmonitor on {h(host)}"
     body = "".join(_html_alert(a) for a in alerts)
@@ -311,7 +317,7 @@ def _html(alerts: list[Alert], host: str, subject: str, suppressed: int, now: fl
         f'<h1 style="font-size:18px;margin:0 0 12px 0">{heading}</h1>\n'
         f"{body}"
         f'<p style="font-size:12px;color:#757575;margin:8px 0 0 0">sshmonitord on {h(host)}, '
-        f"{h(fmt_time(now))}</p>"
+        f"{h(fmt_time(now))}{f' · message id {h(mid)}' if mid else ''}</p>"
         "</div></body></html>\n"
     )
 
@@ -322,17 +328,22 @@ def _html(alerts: list[Alert], host: str, subject: str, suppressed: int, now: fl
 def render(
     alerts: list[Alert], host: str, suppressed: int = 0, now: float | None = None
 ) -> Message:
-    """One message for ``alerts`` (any order; rendered worst severity first)."""
+    """One message for ``alerts`` (any order; rendered worst severity first).
+
+    Its ``id`` depends on the alerts' ids alone — not on ``suppressed`` or ``now``, which
+    differ when the queue retries the same alerts after a failure."""
     now = time.time() if now is None else now
     ordered = order(list(alerts))
     subject = _subject(ordered, host, suppressed)
+    mid = message_id([a.id for a in ordered]) if ordered else ""
     return Message(
         subject=subject,
-        text=_text(ordered, host, suppressed, now),
-        html=_html(ordered, host, subject, suppressed, now),
+        text=_text(ordered, host, suppressed, now, mid),
+        html=_html(ordered, host, subject, suppressed, now, mid),
         alerts=ordered,
         suppressed=suppressed,
         host=host,
+        id=mid,
     )
 
 
@@ -340,7 +351,8 @@ def test_alert(host: str, now: float | None = None) -> Alert:
     """An info alert for ``sshmonitor test-alert``: proves a channel works end to end."""
     now = time.time() if now is None else now
     return Alert(
-        id=f"test:{host}:{int(now)}",
+        # Each test-alert run is a new message: the time belongs in its id.
+        id=make_id("test/1", host, now),
         rule="test",
         severity="info",
         subject="test",

@@ -6,6 +6,11 @@ so no 8BITMIME is needed) with ``From``, ``To``, ``Subject`` (RFC 2047-encoded w
 ASCII), ``Date``, ``Message-ID`` (our host name as its domain) and
 ``Auto-Submitted: auto-generated`` so vacation responders stay quiet.
 
+The Message-ID is ``<ID@HOST>`` with the message's stable id (:func:`~.channels.msgid`): a
+message sent again after a crash carries the same one, so the receiving side can tell.
+``X-Sshmonitor-Alert-Ids`` lists the ids of the alerts inside (one alert may travel in
+different digests).
+
 TLS: ``starttls`` (refuses to continue in clear text when the server offers no STARTTLS),
 ``implicit`` (SMTPS, port 465) or ``none``. Certificates are verified against the system
 store; ``ca_file`` trusts a private CA (or a self-signed certificate) instead, and
@@ -20,24 +25,18 @@ from __future__ import annotations
 
 import asyncio
 import email.policy
-import re
 import smtplib
 import ssl
 import time
 from datetime import datetime
 from email.message import EmailMessage
-from email.utils import format_datetime, make_msgid
+from email.utils import format_datetime
 from typing import Any, Literal
 
-from .alert import DeliveryError, Message
-from .channels import BaseChannel, answer, check_header_value
+from .alert import DeliveryError, Message, is_id
+from .channels import BaseChannel, answer, check_header_value, msgid, msgid_domain
 
-_HOSTNAME_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?")
-
-
-def msgid_domain(hostname: str) -> str:
-    """``hostname`` if it can stand right of the @ in a Message-ID, else ``localhost``."""
-    return hostname if _HOSTNAME_RE.fullmatch(hostname or "") else "localhost"
+__all__ = ["SmtpChannel", "build_email", "msgid_domain"]
 
 
 def build_email(
@@ -55,7 +54,10 @@ def build_email(
     msg["Subject"] = " ".join(message.subject.replace("\0", " ").split())
     when = datetime.fromtimestamp(time.time() if now is None else now).astimezone()
     msg["Date"] = format_datetime(when)
-    msg["Message-ID"] = make_msgid(idstring="sshmonitor", domain=msgid_domain(hostname))
+    msg["Message-ID"] = msgid(message, hostname)
+    ids = [i for i in message.alert_ids if is_id(i)]
+    if ids:
+        msg["X-Sshmonitor-Alert-Ids"] = " ".join(ids)
     msg["Auto-Submitted"] = "auto-generated"
     msg["X-Auto-Response-Suppress"] = "All"
     msg["X-Mailer"] = "sshmonitord"

@@ -2,13 +2,15 @@
 
 ``format: json`` (generic)::
 
-    {"host": "web1", "subject": "[sshmonitor] ...", "text": "...",
-     "alerts": [Alert.to_dict(), ...], "suppressed": 0}
+    {"id": "<message id>", "host": "web1", "subject": "[sshmonitor] ...", "text": "...",
+     "alert_ids": ["<alert id>", ...], "alerts": [Alert.to_dict(), ...], "suppressed": 0}
 
 ``format: slack`` — Slack and Mattermost incoming webhooks: ``{"text": subject + body}``,
 with ``&``, ``<`` and ``>`` escaped as Slack requires, so a user name like ``<!channel>``
-cannot ping anyone or forge a link. ``token`` is sent as ``Authorization: Bearer``; extra
-``headers`` are sent as given. Retry semantics are :class:`~.channels.HttpChannel`'s.
+cannot ping anyone or forge a link (the body's last line names the message id). ``token`` is
+sent as ``Authorization: Bearer``; extra ``headers`` are sent as given. Every POST carries
+``Idempotency-Key: <message id>``: the same alerts sent again (a retry, or a re-delivery after
+a crash) carry the same key. Retry semantics are :class:`~.channels.HttpChannel`'s.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from collections.abc import Mapping
 from typing import Any, Literal
 
 from .alert import Message
-from .channels import HttpChannel, check_header_value
+from .channels import HttpChannel, check_header_value, idempotency_key
 
 # Slack cuts messages at 40,000 characters; stay well inside.
 MAX_SLACK_TEXT = 35_000
@@ -64,15 +66,24 @@ class WebhookChannel(HttpChannel):
                 text = text[:MAX_SLACK_TEXT] + "\n… (truncated)"
             return {"text": slack_escape(text)}
         return {
+            "id": idempotency_key(message),
             "host": message.host or self.hostname,
             "subject": message.subject,
             "text": message.text,
+            "alert_ids": message.alert_ids,
             "alerts": [a.to_dict() for a in message.alerts],
             "suppressed": message.suppressed,
         }
 
+    def headers(self, message: Message) -> dict[str, str]:
+        # The key is ours: a configured header of that name (any case) must not replace it
+        # with a constant, nor be sent beside it.
+        out = {k: v for k, v in self._headers.items() if k.lower() != "idempotency-key"}
+        out["Idempotency-Key"] = idempotency_key(message)
+        return out
+
     async def send(self, message: Message) -> str:
-        return await self.post_json(self.url, self.payload(message), headers=self._headers)
+        return await self.post_json(self.url, self.payload(message), headers=self.headers(message))
 
     def __repr__(self) -> str:
         from .channels import _safe_url
