@@ -14,9 +14,12 @@ from datetime import tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from ..addresses import aggregable
 from ..config import DetectionConfig, parse_hours
 from ..events import Action, Event, Finding, Kind, Severity
-from .windows import DistinctCounter, WindowCounter, addr_key, drop_oldest, key_network
+from .windows import DistinctCounter, WindowCounter, drop_oldest
+from .windows import addr_key as prefix_key
+from .windows import key_network as prefix_network
 
 FAILURES = frozenset(
     {
@@ -51,6 +54,28 @@ class History:
     sources: dict[str, set[str]] = field(default_factory=dict)  # user -> prefixes
     keys: dict[str, set[str]] = field(default_factory=dict)  # user -> key fingerprints
     since: float | None = None  # epoch of the first login ever recorded (learning start)
+
+
+# An IPv6 address counted on its own (see addr_key); apart from windows' IPv4 ints and its
+# _V6_TAG prefix keys (1 << 200).
+_HOST6_TAG = 1 << 201
+
+
+def addr_key(ip: ipaddress.IPv4Address | ipaddress.IPv6Address, v6_prefix: int = 64) -> int:
+    """The key an address is counted, and banned, under: global unicast IPv6 per /v6_prefix
+    (one subscriber's network), every other address on its own. A link-local attacker must
+    never get fe80::/64 banned, which is every neighbour on every link (addresses.aggregable,
+    docs/firewall.md)."""
+    if ip.version == 6 and not aggregable(ip):
+        return _HOST6_TAG | int(ip)
+    return prefix_key(ip, v6_prefix)
+
+
+def key_network(key: int, v6_prefix: int = 64) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    """The network a key from :func:`addr_key` stands for: what a finding bans."""
+    if key & _HOST6_TAG:
+        return ipaddress.IPv6Network((key & ~_HOST6_TAG, 128))
+    return prefix_network(key, v6_prefix)
 
 
 def source_prefix(ip: ipaddress.IPv4Address | ipaddress.IPv6Address, v4: int, v6: int) -> str:

@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from ..addresses import normalize_address
 from ..events import Event, FilePosition, Kind, Line, Position
 
 AUDIT_SOURCE_PREFIX = "audit:"
@@ -676,9 +677,7 @@ def _ip(addr: str | None) -> ipaddress.IPv4Address | ipaddress.IPv6Address | Non
         ip = ipaddress.ip_address(addr.split("%", 1)[0])
     except ValueError:
         return None
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        return ip.ipv4_mapped
-    return ip
+    return normalize_address(ip)
 
 
 # ------------------------------------------------------------------------------ assembler

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
 
+from ..addresses import normalize_address
 from ..events import Event, Kind
 from .prefix import Prefix
 
@@ -47,9 +48,7 @@ def addr(text: str) -> tuple[IP | None, str | None]:
             return None, None
         else:
             return None, t  # a host name (UseDNS yes): kept as text, never banned by name
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        return ip.ipv4_mapped, None
-    return ip, None
+    return normalize_address(ip), None  # ::ffff:a.b.c.d is a.b.c.d, everywhere after this
 
 
 # Building blocks. USER is greedy on purpose (see the module docstring).
