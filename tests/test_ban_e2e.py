@@ -178,7 +178,37 @@ def test_log_injection_never_bans_the_named_address(netns_pair, daemon_factory):
         assert can_reach_sshd(pair, sshd, victim)
 
 
+def _global6(pair: NetnsPair) -> tuple[str, str, str, str]:
+    """Global-unicast IPv6 on the test's veth pair (documentation space: it exists only
+    inside the two namespaces), since only global addresses are banned per /64."""
+    prefix = f"2001:db8:{pair.n:x}"
+    srv, a1, a2 = f"{prefix}::1", f"{prefix}::2", f"{prefix}::3"
+    pair.run_in(pair.srv, ["ip", "addr", "add", f"{srv}/64", "dev", pair.veth_srv, "nodad"],
+                check=True)  # fmt: skip
+    for a in (a1, a2):
+        pair.run_in(pair.atk, ["ip", "addr", "add", f"{a}/64", "dev", pair.veth_atk, "nodad"],
+                    check=True)  # fmt: skip
+    return srv, a1, a2, f"{prefix}::/64"
+
+
 def test_ipv6_attacker_is_banned_per_64(netns_pair, daemon_factory):
+    pair: NetnsPair = netns_pair
+    need(subprocess.run(["which", "nft"], capture_output=True).returncode == 0, "nft missing")
+    srv, a1, a2, net = _global6(pair)
+    with RealSshd(netns=pair.srv, listen=srv) as sshd:
+        d = daemon_factory(config(sshd, "nftables"), wrap=pair.wrapper(pair.srv))
+        d.wait_log("sshmonitord started", timeout=20)
+        for _ in range(5):
+            attempt(sshd, pair, a1)
+        assert wait_until(lambda: net in members(pair, "nftables", 6), 5), d.log_text()
+        # The whole /64 is out: the other address of the attacker too.
+        assert not can_reach_sshd(pair, sshd, a2)
+
+
+def test_non_global_ipv6_is_banned_per_address(netns_pair, daemon_factory):
+    """A unique-local (and, the same rule, a link-local) attacker is banned alone: its /64 is
+    a LAN of ours, every neighbour on it (issue #11 item 7). And an operator's ban of an
+    IPv4-mapped spelling lands in the IPv4 set as the IPv4 address (item 6)."""
     pair: NetnsPair = netns_pair
     need(subprocess.run(["which", "nft"], capture_output=True).returncode == 0, "nft missing")
     a1, a2 = pair.atk6
@@ -187,10 +217,22 @@ def test_ipv6_attacker_is_banned_per_64(netns_pair, daemon_factory):
         d.wait_log("sshmonitord started", timeout=20)
         for _ in range(5):
             attempt(sshd, pair, a1)
-        net = str(pair.net6)
-        assert wait_until(lambda: net in members(pair, "nftables", 6), 5), d.log_text()
-        # The whole /64 is out: the other address of the attacker too.
-        assert not can_reach_sshd(pair, sshd, a2)
+        assert wait_until(lambda: f"{a1}/128" in members(pair, "nftables", 6) or a1 in
+                          members(pair, "nftables", 6), 5), d.log_text()  # fmt: skip
+        assert members(pair, "nftables", 6) <= {a1, f"{a1}/128"}
+        assert not can_reach_sshd(pair, sshd, a1)
+        assert can_reach_sshd(pair, sshd, a2)  # the neighbour on the same /64 is not banned
+
+        v4 = pair.atk4[1]
+        r = cli(d, "ban", f"::ffff:{v4}", "--for", "10m")
+        assert r.returncode == 0, r.stderr
+        assert v4 in {m.split("/")[0] for m in members(pair, "nftables", 4)}
+        assert not any("ffff" in m for m in members(pair, "nftables", 6))
+        r = cli(d, "ban", "fe80::/64")  # every neighbour on every link: needs --force
+        assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+        r = cli(d, "ban", "::ffff:127.0.0.1")
+        assert r.returncode == 2 and "allowlisted" in r.stderr
+        assert "Traceback" not in d.log_text()
 
 
 def test_dry_run_bans_nothing(netns_pair, daemon_factory):
