@@ -10,7 +10,7 @@ import os
 import sys
 from typing import Any
 
-from . import __version__, config, control, log
+from . import __version__, addresses, config, control, log
 
 EX_CONFIG = 78  # sysexits(3); the unit file stops restarting on it
 
@@ -132,19 +132,53 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def _socket_for(args: argparse.Namespace) -> str:
-    if args.socket:
+    """The daemon's control socket: --socket, else the config's, else the default. A broken
+    config must not stop ``status`` and ``reload``: that is exactly when reload is needed."""
+    if getattr(args, "socket", None):
         return str(args.socket)
     try:
         cfg = load_for_cli(args.config)
     except config.ConfigError as exc:
-        print("\n".join(exc.lines()), file=sys.stderr)
-        print(
-            "(reading it only to find the control socket; pass --socket to skip)", file=sys.stderr
+        sock = control.resolve_socket(_socket_leniently(exc.path))
+        n = len(exc.problems)
+        warn(
+            f"{exc.path} is not a valid config ({n} problem{'s' if n != 1 else ''}; "
+            f"sshmonitor check-config lists them); trying the control socket {sock}"
         )
-        raise SystemExit(1) from None
-    from .daemon import resolve_socket
+        return sock
+    return control.resolve_socket(cfg.control.socket)
 
-    return resolve_socket(cfg)
+
+def _socket_leniently(path: str) -> str | None:
+    """``control.socket`` from a config file that does not validate, or None: the YAML may
+    still parse, and nothing but this one key is looked at."""
+    import yaml
+
+    try:
+        with open(path, encoding="utf-8") as fh:
+            doc = yaml.safe_load(fh)
+        value = doc["control"]["socket"]
+    except Exception:  # unreadable, not YAML, no such key: the default it is
+        return None
+    if isinstance(value, str) and os.path.isabs(value) and "${" not in value:
+        return value
+    return None
+
+
+def warn(message: str) -> None:
+    print(f"sshmonitor: warning: {message}", file=sys.stderr)
+
+
+def fail(message: str, code: int = 1) -> int:
+    """One line on stderr, never a traceback; returns the exit code."""
+    print(f"sshmonitor: error: {control.one_line(message)}", file=sys.stderr)
+    return code
+
+
+def _failed(exc: control.ControlError) -> int:
+    """A control request that failed: exit 2 when the request was wrong or refused."""
+    usage = isinstance(exc, control.Refused) and exc.usage
+    return fail(str(exc), 2 if usage else 1)
 
 
 def _fmt_duration(seconds: float) -> str:
@@ -160,24 +194,71 @@ def _fmt_duration(seconds: float) -> str:
 
 
 def print_status(st: dict[str, Any]) -> None:
-    print(f"sshmonitord {st['version']} running, pid {st['pid']} on {st['host']}")
-    print(f"  uptime:   {_fmt_duration(st['uptime_seconds'])} (since {st['started_at']})")
-    print(f"  status:   {st['status']}")
-    print(f"  config:   {st['config'] or '(built-in defaults)'} (loaded {st['config_loaded_at']})")
-    if st.get("last_reload_error"):
+    """The daemon's status for people. Tolerant: an older or newer daemon may lack keys."""
+    g = st.get
+    print(f"sshmonitord {g('version', '?')} running, pid {g('pid', '?')} on {g('host', '?')}")
+    if "uptime_seconds" in st:
+        print(f"  uptime:   {_fmt_duration(st['uptime_seconds'])} (since {g('started_at', '?')})")
+    print(f"  status:   {g('status', '?')}")
+    print(
+        f"  config:   {g('config') or '(built-in defaults)'} (loaded {g('config_loaded_at', '?')})"
+    )
+    if g("last_reload_error"):
         print("  LAST RELOAD FAILED, the previous config is still in force:")
-        for line in st["last_reload_error"]:
+        for line in _lines(g("last_reload_error")):
             print(f"    {line}")
-    print(f"  state:    {st['database']} (schema v{st['schema_version']})")
-    if st.get("dry_run"):
+    print(f"  state:    {g('database', '?')} (schema v{g('schema_version', '?')})")
+    store = g("store")
+    if isinstance(store, dict):
+        if store.get("recovered_from"):
+            print(f"    the database was damaged and moved aside to {store['recovered_from']}")
+        if store.get("unstored_batches"):
+            print(
+                f"    {store['unstored_batches']} batch(es) of events not stored yet "
+                "(bans are in force all the same)"
+            )
+        for k, v in store.items():
+            if k not in ("recovered_from", "unstored_batches") and v not in (None, "", 0):
+                print(f"    {k}: {v}")
+    if g("dry_run"):
         print("  mode:     DRY RUN (no bans, no alerts sent)")
-    for stage in st.get("stages", []):
-        print(f"  {stage.get('name', 'stage') + ':':<9} {stage.get('summary', '')}")
-    counters = st.get("counters") or {}
+    for w in _lines(g("warnings")):
+        print(f"  warning: {w}")
+    for stage in g("stages") or []:
+        if not isinstance(stage, dict):
+            continue
+        print(f"  {str(stage.get('name', 'stage')) + ':':<9} {stage.get('summary', '')}")
+        mode = stage.get("mode")
+        if mode is not None and stage.get("forgeable", mode == "file"):
+            print(
+                f"            sources: {mode} mode (forgeable by local users: see docs/security.md)"
+            )
+        elif mode is not None:
+            print(f"            sources: {mode} mode (trusted fields only)")
+        if stage.get("rejected"):
+            print(f"            {stage['rejected']} journal record(s) refused (untrusted sender)")
+            for sample in _lines(stage.get("rejected_samples"))[:3]:
+                print(f"              e.g. {sample}")
+        for w in _lines(stage.get("warnings")):
+            print(f"            warning: {w}")
+    counters = g("counters") or {}
     if counters:
         print("  counters:")
         for k, v in counters.items():
             print(f"    {k:<28} {v}")
+
+
+def _lines(value: Any) -> list[str]:
+    """A list of strings from a status field (a list, one string, or nothing), each one line
+    (warnings and samples may quote attacker-made text: no line breaks, no escapes)."""
+    if not value:
+        return []
+    items = value if isinstance(value, list | tuple) else [value]
+    return [control.one_line(_printable(str(x)), 300) for x in items]
+
+
+def _printable(text: str) -> str:
+    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -185,8 +266,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     try:
         st = control.request(path, "status")
     except control.ControlError as exc:
-        print(str(exc), file=sys.stderr)
-        return 1
+        return _failed(exc)
     if args.json:
         print(json.dumps(st, indent=2))
     else:
@@ -199,8 +279,7 @@ def cmd_reload(args: argparse.Namespace) -> int:
     try:
         res = control.request(path, "reload")
     except control.ControlError as exc:
-        print(str(exc), file=sys.stderr)
-        return 1
+        return _failed(exc)
     if res["reloaded"]:
         print("reloaded")
         return 0
@@ -253,8 +332,7 @@ def cmd_bans(args: argparse.Namespace) -> int:
     try:
         res = control.request(_socket_for(args), "bans")
     except control.ControlError as exc:
-        print(str(exc), file=sys.stderr)
-        return 1
+        return _failed(exc)
     if args.json:
         print(json.dumps(res, indent=2))
         return 0
@@ -273,24 +351,48 @@ def cmd_bans(args: argparse.Namespace) -> int:
     return 0
 
 
+def _address_arg(text: str) -> tuple[str, list[str]] | None:
+    """The normalised address/network of a ban or unban, checked here before connecting (a
+    typo is not the daemon's business), with notes on what normalising changed (host bits
+    cleared, IPv4-mapped form). None after printing the error."""
+    try:
+        net, notes = addresses.parse_network(text)
+    except addresses.AddressError as exc:
+        fail(str(exc), 2)
+        return None
+    return str(net), notes
+
+
+def _notes(notes: list[str]) -> None:
+    # Only after success: on a refusal the error line names the normalised address itself.
+    for note in notes:
+        print(f"sshmonitor: note: {note}", file=sys.stderr)
+
+
 def cmd_ban(args: argparse.Namespace) -> int:
     seconds = None
     if args.duration:
         try:
             seconds = int(config.parse_duration(args.duration))
         except ValueError:
-            print(
-                f"sshmonitor ban: bad duration {args.duration!r} (e.g. 1h, 30m, 2d)",
-                file=sys.stderr,
-            )
-            return 2
+            return fail(f"bad duration {args.duration!r} (e.g. 1h, 30m, 2d)", 2)
+        if seconds < 1:
+            return fail(f"bad duration {args.duration!r}: a ban lasts at least 1s", 2)
+    parsed = _address_arg(args.address)
+    if parsed is None:
+        return 2
+    net, notes = parsed
+    why = addresses.never_bannable(addresses.parse_network(net)[0])
+    if why is not None:
+        return fail(why, 2)
+    request: dict[str, Any] = {"net": net, "seconds": seconds, "reason": args.reason}
+    if args.force:
+        request["force"] = True
     try:
-        res = control.request(
-            _socket_for(args), "ban", net=args.address, seconds=seconds, reason=args.reason
-        )
+        res = control.request(_socket_for(args), "ban", **request)
     except control.ControlError as exc:
-        print(f"sshmonitor ban: {exc}", file=sys.stderr)
-        return 1
+        return _failed(exc)
+    _notes(notes)
     print(
         f"banned {res['net']} for {res['seconds']}s (until {_when(res['until'])})"
         + (" [dry run]" if res.get("dry_run") else "")
@@ -299,13 +401,27 @@ def cmd_ban(args: argparse.Namespace) -> int:
 
 
 def cmd_unban(args: argparse.Namespace) -> int:
+    parsed = _address_arg(args.address)
+    if parsed is None:
+        return 2
+    net, notes = parsed
     try:
-        res = control.request(_socket_for(args), "unban", net=args.address)
+        res = control.request(_socket_for(args), "unban", net=net)
     except control.ControlError as exc:
-        print(f"sshmonitor unban: {exc}", file=sys.stderr)
-        return 1
-    print(f"unbanned {args.address}" if res["unbanned"] else f"{args.address} was not banned")
-    return 0
+        return _failed(exc)
+    if res.get("unbanned"):
+        _notes(notes)
+        print(f"unbanned {res.get('net') or net}")
+        return 0
+    # Nothing to lift is no error worth a traceback, but no success either: exit 1, so a
+    # script can tell.
+    covered = res.get("covered_by")
+    print(
+        f"{args.address} was not banned"
+        + (f" (it is inside the ban on {covered}: unban that)" if covered else ""),
+        file=sys.stderr,
+    )
+    return 1
 
 
 def cmd_test_alert(args: argparse.Namespace) -> int:
@@ -420,15 +536,29 @@ def parser() -> argparse.ArgumentParser:
         "ban",
         help="ban an address or network now",
         description="Ban ADDR (an address or CIDR) now. Without --for, the "
-        "escalating ban time applies (response.bantime x factor per repeat).",
+        "escalating ban time applies (response.bantime x factor per repeat). "
+        "::ffff:a.b.c.d is a.b.c.d; host bits of a network are cleared (and said so). "
+        "Exit 0 banned, 1 failed (daemon not running, store or firewall error), "
+        "2 refused (not an address, allowlisted, too wide without --force).",
     )
     _config_arg(bn)
     bn.add_argument("--socket", metavar="PATH", help="control socket (default: from config)")
     bn.add_argument("address", metavar="ADDR")
     bn.add_argument("--for", dest="duration", metavar="DURATION", help="e.g. 1h, 30m, 2d")
     bn.add_argument("--reason", default="operator ban")
+    bn.add_argument(
+        "--force",
+        action="store_true",
+        help="ban a network wider than response.max_ban_prefix (or a link-local network); "
+        "a /0, multicast and allowlisted addresses are refused all the same",
+    )
     bn.set_defaults(func=cmd_ban)
-    ub = sub.add_parser("unban", help="lift a ban now", description="Lift the ban on ADDR now.")
+    ub = sub.add_parser(
+        "unban",
+        help="lift a ban now",
+        description="Lift the ban on ADDR now. Exit 0 unbanned, 1 it was not banned "
+        "(or the daemon failed), 2 not an address.",
+    )
     _config_arg(ub)
     ub.add_argument("--socket", metavar="PATH", help="control socket (default: from config)")
     ub.add_argument("address", metavar="ADDR")

@@ -1,8 +1,13 @@
 """The control socket: newline-delimited JSON between ``sshmonitor`` and the running daemon.
 
 Request: ``{"cmd": "status", ...args}``. Reply: ``{"ok": true, "result": ...}`` or
-``{"ok": false, "error": "..."}``. One request per line; a connection may send several.
-The socket is created mode 0600: only root (or the daemon's own user) may talk to it.
+``{"ok": false, "error": "...", "usage": bool}``. One request per line; a connection may send
+several. The socket is created mode 0600: only root (or the daemon's own user) may talk to it.
+
+A handler raises :class:`~sshmonitord.addresses.OperatorError` for a request it refuses or
+carries out only in part (a bad address, an allowlisted one, a full store): the daemon logs one
+line (INFO for refusals) and the CLI prints one line. Any other exception is a bug: logged with
+its traceback, and still one line for the operator.
 """
 
 from __future__ import annotations
@@ -17,9 +22,12 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from . import log
+from .addresses import OperatorError
+from .config import DEFAULT_RUNTIME_DIR
 
 Handler = Callable[[dict[str, Any]], Awaitable[Any]]
 MAX_REQUEST = 64 * 1024
+DEFAULT_SOCKET = DEFAULT_RUNTIME_DIR + "/control.sock"  # control.socket's default
 
 
 class ControlError(Exception):
@@ -28,6 +36,33 @@ class ControlError(Exception):
 
 class NotRunning(ControlError):
     """No daemon is listening on the socket."""
+
+
+class Refused(ControlError):
+    """The daemon answered with an error. ``usage``: the request was wrong or refused (the
+    CLI exits 2), else it failed (exit 1)."""
+
+    def __init__(self, message: str, usage: bool = False) -> None:
+        super().__init__(message)
+        self.usage = usage
+
+
+def resolve_socket(configured: str | None = None) -> str:
+    """The control socket: ``control.socket`` (default /run/sshmonitor/control.sock), moved
+    into systemd's RUNTIME_DIRECTORY when left at the default. Needs no valid config, so the
+    CLI reaches the daemon when the file on disk is broken (exactly when ``reload`` is
+    needed)."""
+    configured = configured or DEFAULT_SOCKET
+    env = os.environ.get("RUNTIME_DIRECTORY")
+    if env and configured == DEFAULT_SOCKET:
+        return os.path.join(env.split(":")[0], "control.sock")
+    return configured
+
+
+def one_line(text: str, limit: int = 500) -> str:
+    """An error message as one bounded line (exception texts may span several)."""
+    line = " ".join(str(text).split())
+    return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
 class ControlServer:
@@ -74,7 +109,7 @@ class ControlServer:
                 try:
                     raw = await reader.readline()
                 except (ValueError, asyncio.LimitOverrunError):
-                    await _send(writer, {"ok": False, "error": "request too long"})
+                    await _send(writer, {"ok": False, "error": "request too long", "usage": True})
                     return
                 if not raw:
                     return
@@ -93,16 +128,28 @@ class ControlServer:
             if not isinstance(req, dict) or not isinstance(req.get("cmd"), str):
                 raise ValueError("expected an object with a 'cmd' string")
         except ValueError as exc:
-            return {"ok": False, "error": f"bad request: {exc}"}
+            return {"ok": False, "error": f"bad request: {exc}", "usage": True}
         handler = self.handlers.get(req["cmd"])
         if handler is None:
             known = ", ".join(sorted(self.handlers))
-            return {"ok": False, "error": f"unknown command {req['cmd']!r} (known: {known})"}
+            return {
+                "ok": False,
+                "error": f"unknown command {one_line(req['cmd'], 60)!r} (known: {known})",
+                "usage": True,
+            }
         try:
             return {"ok": True, "result": await handler(req)}
-        except Exception as exc:  # a bad request must never take the daemon down
+        except OperatorError as exc:
+            # The operator's mistake, or a refusal: one line, no traceback.
+            message = one_line(str(exc))
+            if exc.usage:
+                self._log.info("control command refused", cmd=req["cmd"], error=message)
+            else:
+                self._log.error("control command failed", cmd=req["cmd"], error=message)
+            return {"ok": False, "error": message, "usage": exc.usage}
+        except Exception as exc:  # a bug; a bad request must never take the daemon down
             self._log.exception("control command failed", cmd=req["cmd"])
-            return {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+            return {"ok": False, "error": one_line(f"{type(exc).__name__}: {exc}"), "usage": False}
 
 
 async def _send(writer: asyncio.StreamWriter, obj: dict[str, Any]) -> None:
@@ -150,7 +197,12 @@ def request(path: str, cmd: str, timeout: float = 10.0, **args: Any) -> Any:
         raise ControlError(f"no answer from sshmonitord on {path} within {timeout:g}s") from None
     finally:
         s.close()
-    reply = json.loads(buf)
+    try:
+        reply = json.loads(buf)
+    except ValueError:
+        raise ControlError(f"garbled answer from sshmonitord on {path}") from None
+    if not isinstance(reply, dict):
+        raise ControlError(f"garbled answer from sshmonitord on {path}")
     if not reply.get("ok"):
-        raise ControlError(reply.get("error", "unknown error"))
+        raise Refused(one_line(str(reply.get("error", "unknown error"))), bool(reply.get("usage")))
     return reply.get("result")
