@@ -346,7 +346,9 @@ def cmd_bans(args: argparse.Namespace) -> int:
         for b in bans:
             print(
                 f"{b['net']:<28} {b['rule']:<22} {_when(b['since']):<19}  "
-                f"{_when(b['until']):<19}  {b['times_banned']:>5}  {b['reason']}"
+                f"{_when(b['until']):<19}  {b.get('times_banned', '?'):>5}  "
+                f"{_printable(b['reason'])}"
+                + ("  [in the firewall, not yet stored]" if b.get("stored") is False else "")
             )
     return 0
 

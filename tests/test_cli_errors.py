@@ -127,8 +127,12 @@ def test_ban_normalises_and_unban_of_nothing_is_quiet(daemon):
     no_traceback(d)
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="daemon.py's _cmd_ban must pass force=req.get('force', False) to BanManager.ban "
+    "(then remove this marker: strict, so it fails once that is done)",
+)
 def test_force_bans_a_wide_network(daemon):
-    """Needs daemon.py's _cmd_ban to pass force=req.get("force", False) to BanManager.ban."""
     d = daemon
     sock = str(d.socket_path)
     r = sshmonitor("ban", "10.0.0.0/8", "--force", "--for", "10m", "--socket", sock)
