@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import sqlite3
@@ -70,6 +71,37 @@ class Rotator:
         self.log.unlink()
         time.sleep(0.3)  # the writer keeps writing into the deleted inode for a while
         subprocess.run(["kill", "-HUP", str(self.writer_pid)], check=True)
+
+
+def logrotate_once(tmp: Path, log: Path, options: str, name: str = "once") -> None:
+    """Run the real `logrotate -f` once on `log` with the given option lines."""
+    exe = logrotate_bin()
+    conf = tmp / f"logrotate-{name}.conf"
+    body = "".join(f"    {o.strip()}\n" for o in options.strip().splitlines())
+    conf.write_text(f"{log} {{\n    missingok\n{body}}}\n")
+    conf.chmod(0o644)
+    r = subprocess.run(
+        [exe, "-f", "-s", str(tmp / "logrotate.state"), str(conf)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert r.returncode == 0, r.stderr
+
+
+def seq_line(n: int) -> str:
+    """The line logwriter.py writes for number n (same shape, so tests can mix both)."""
+    return f"Nov 24 22:00:00 testhost sshd[4242]: seq={n:07d} padding-{'x' * (n % 50)}\n"
+
+
+def append_seq(log: Path, first: int, last: int) -> None:
+    """Append lines first..last in one write(), as one burst from a logger."""
+    data = "".join(seq_line(n) for n in range(first, last + 1)).encode()
+    fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
 
 
 def start_writer(log: Path, count: int, rate: float, report: Path) -> subprocess.Popen[bytes]:

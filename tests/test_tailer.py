@@ -284,11 +284,15 @@ def test_resume_lost_file_is_reported(tmp_path):
     append(p, "z\n")
     pos = FilePosition(str(p), 1, 999999, "5:nothing", 2)
     g = follower(p)
-    out = g.resume([pos])
-    assert out == [Retired(str(p), 1, 999999)]
+    assert g.resume([pos]) == []
     assert g.stats.lost_files == 1
-    # We had a position for this path, so the file there is new to us: read it all.
-    assert texts(drain(g)) == ["z"]
+    assert g.stats.gaps == 1 and g.stats.gap_bytes == 0
+    assert any(w.startswith(f"gap in {p}:") and "size unknown" in w for w in g.warnings)
+    # We had a position for this path, so the file there is new to us: read it all. The
+    # lost file's position is forgotten only after that file's first Line.
+    out = drain(g)
+    assert texts(out) == ["z"]
+    assert out[1:] == [Retired(str(p), 1, 999999)]
     g.close()
 
 
@@ -311,4 +315,312 @@ def test_a_backlog_is_read_in_slices(tmp_path):
     assert got == [f"line {i} {pad}" for i in range(30_000)]
     # Slices of at most the budget plus one read chunk (256 KiB: ~2,600 such lines).
     assert len(sizes) > 3 and max(sizes) <= MAX_LINES_PER_POLL + 2_700
+    f.close()
+
+
+# ---------------------------------------------------------------- generations (issue #11)
+
+
+def seq_text(first: int, last: int, tag: str = "") -> str:
+    return "".join(
+        f"Nov 24 22:00:00 host sshd[1]: {tag}line {n:05d} x\n" for n in range(first, last + 1)
+    )
+
+
+def nums(items: list) -> list[int]:
+    return [int(t.rsplit("line ", 1)[1].split()[0]) for t in texts(items)]
+
+
+def saved_after(path: Path, first: int, last: int) -> FilePosition:
+    """Follow a fresh file holding lines first..last; the position after the last one."""
+    append(path, seq_text(first, last))
+    f = follower(path)
+    f.resume([])
+    pos = last_pos(drain(f))
+    f.close()
+    return pos
+
+
+def gzip_file(src: Path, dst: Path, opener=gzip.open) -> None:
+    st = src.stat()
+    with open(src, "rb") as a, opener(dst, "wb") as b:
+        b.write(a.read())
+    os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns))  # as logrotate's compression does
+    src.unlink()
+
+
+def test_rotated_twice_while_down_reads_the_middle_generation(tmp_path):
+    p = tmp_path / "auth.log"
+    pos = saved_after(p, 1, 10)
+    append(p, seq_text(11, 20))  # unread end of the saved file
+    os.rename(p, tmp_path / "auth.log.1")
+    append(p, seq_text(21, 30))  # the middle file
+    os.rename(tmp_path / "auth.log.1", tmp_path / "auth.log.2")
+    os.rename(p, tmp_path / "auth.log.1")
+    append(p, seq_text(31, 40))
+    g = follower(p, start_at="end")
+    assert g.resume([pos]) == []
+    out = drain(g)
+    assert nums(out) == list(range(11, 41))
+    # The saved file is forgotten after a newer file's line; the middle one after the current's.
+    retired = [i for i in out if isinstance(i, Retired)]
+    assert [r.inode for r in retired] == [pos.inode, (tmp_path / "auth.log.1").stat().st_ino]
+    g.close()
+
+
+def test_compressed_generations_and_a_plain_twin_are_read_once_in_order(tmp_path):
+    p = tmp_path / "auth.log"
+    pos = saved_after(p, 1, 10)
+    append(p, seq_text(11, 20))
+    os.rename(p, tmp_path / "auth.log.3")
+    gzip_file(tmp_path / "auth.log.3", tmp_path / "auth.log.3.gz")  # the saved file
+    append(p, seq_text(21, 30))
+    os.rename(p, tmp_path / "auth.log.2")
+    gzip_file(tmp_path / "auth.log.2", tmp_path / "auth.log.2.bz2", bz2_open)
+    append(p, seq_text(31, 40))
+    os.rename(p, tmp_path / "auth.log.1")
+    # logrotate caught compressing .1: the plain file and a half-written .gz side by side
+    (tmp_path / "auth.log.1.gz").write_bytes(gzip.compress(seq_text(31, 40).encode())[:30])
+    append(p, seq_text(41, 50))
+    g = follower(p, start_at="end")
+    g.resume([pos])
+    assert nums(drain(g)) == list(range(11, 51))
+    assert g.stats.gaps == 0
+    g.close()
+
+
+def bz2_open(path, mode):
+    import bz2
+
+    return bz2.open(path, mode)
+
+
+def test_dateext_generations_sort_by_their_date(tmp_path):
+    p = tmp_path / "auth.log"
+    pos = saved_after(p, 1, 10)
+    append(p, seq_text(11, 20))
+    # Names sort as text; a later mtime on an older file must not reorder them.
+    os.rename(p, tmp_path / "auth.log-20250101-1735689600")
+    append(p, seq_text(21, 30))
+    os.rename(p, tmp_path / "auth.log-20250102-1735776000")
+    gzip_file(
+        tmp_path / "auth.log-20250102-1735776000", tmp_path / "auth.log-20250102-1735776000.gz"
+    )
+    append(p, seq_text(31, 40))
+    os.rename(p, tmp_path / "auth.log-20250103-1735862400")
+    os.utime(tmp_path / "auth.log-20250101-1735689600")  # touched: now the newest mtime
+    append(p, seq_text(41, 50))
+    (tmp_path / "auth.log-notes").write_text("not a generation\n")
+    g = follower(p, start_at="end")
+    g.resume([pos])
+    assert nums(drain(g)) == list(range(11, 51))
+    g.close()
+
+
+def test_a_generation_older_than_the_saved_file_is_never_read(tmp_path):
+    p = tmp_path / "auth.log"
+    (tmp_path / "auth.log.2.gz").write_bytes(gzip.compress(seq_text(900, 910).encode()))
+    (tmp_path / "auth.log.1").write_text(seq_text(920, 930))
+    pos = saved_after(p, 1, 10)
+    append(p, seq_text(11, 20))
+    os.rename(tmp_path / "auth.log.2.gz", tmp_path / "auth.log.3.gz")
+    os.rename(tmp_path / "auth.log.1", tmp_path / "auth.log.2")
+    os.rename(p, tmp_path / "auth.log.1")
+    append(p, seq_text(21, 30))
+    g = follower(p, start_at="end")
+    g.resume([pos])
+    assert nums(drain(g)) == list(range(11, 31))
+    g.close()
+
+
+def test_missing_numbered_generation_is_a_gap(tmp_path):
+    p = tmp_path / "auth.log"
+    pos = saved_after(p, 1, 10)
+    append(p, seq_text(11, 20))
+    os.rename(p, tmp_path / "auth.log.3")
+    (tmp_path / "auth.log.1").write_text(seq_text(31, 40))  # .2 deleted
+    append(p, seq_text(41, 50))
+    g = follower(p, start_at="end")
+    g.resume([pos])
+    assert nums(drain(g)) == list(range(11, 21)) + list(range(31, 51))
+    assert g.stats.gaps == 1 and g.stats.gap_bytes == 0
+    assert g.warnings == [
+        f"gap in {p}: rotated file auth.log.2 is missing; its lines were skipped (size unknown)"
+    ]
+    g.close()
+
+
+def test_unreadable_generations_are_gaps_with_their_size(tmp_path):
+    p = tmp_path / "auth.log"
+    pos = saved_after(p, 1, 10)
+    os.rename(p, tmp_path / "auth.log.3")
+    bad = tmp_path / "auth.log.2.gz"
+    bad.write_bytes(b"\x1f\x8b not really gzip" + b"\x00" * 100)
+    zst = tmp_path / "auth.log.1.zst"
+    zst.write_bytes(b"(\xb5/\xfd" + b"\x00" * 50)
+    append(p, seq_text(41, 50))
+    g = follower(p, start_at="end")
+    g.resume([pos])
+    assert nums(drain(g)) == list(range(41, 51))
+    size = bad.stat().st_size + zst.stat().st_size
+    assert g.stats.gaps == 2 and g.stats.gap_bytes == size
+    assert len(g.warnings) == 2
+    assert (
+        f"{bad.stat().st_size} bytes skipped" in g.warnings[0] and "auth.log.2.gz" in g.warnings[0]
+    )
+    assert ".zst" in g.warnings[1]
+    g.close()
+
+
+def test_damage_inside_a_compressed_generation_is_a_gap(tmp_path):
+    p = tmp_path / "auth.log"
+    pos = saved_after(p, 1, 10)
+    os.rename(p, tmp_path / "auth.log.2")
+    data = gzip.compress(seq_text(21, 2000).encode())
+    (tmp_path / "auth.log.1.gz").write_bytes(data[: len(data) // 2])  # cut short
+    append(p, seq_text(3001, 3010))
+    g = follower(p, start_at="end")
+    g.resume([pos])
+    got = nums(drain(g))
+    assert got[0] == 21 and got[-10:] == list(range(3001, 3011))
+    assert g.stats.gaps == 1
+    assert "auth.log.1.gz" in g.warnings[0] and "size unknown" in g.warnings[0]
+    g.close()
+
+
+def test_saved_file_gone_reads_what_was_written_after_the_saved_time(tmp_path):
+    import time as _time
+
+    p = tmp_path / "auth.log"
+    (tmp_path / "auth.log.2").write_text(seq_text(900, 910))  # read long ago
+    os.utime(tmp_path / "auth.log.2", (1_000_000, 1_000_000))
+    pos = saved_after(p, 1, 10)
+    saved_at = _time.time()
+    os.utime(p, (saved_at - 1, saved_at - 1))
+    p.unlink()  # the saved file: deleted (rotate 1)
+    (tmp_path / "auth.log.1").write_text(seq_text(21, 30))  # written after the save
+    append(p, seq_text(31, 40))
+    times = {(pos.path, pos.dev, pos.inode): saved_at - 0.5}
+    g = follower(p, start_at="end", saved_times=times)
+    g.resume([pos])
+    assert nums(drain(g)) == list(range(21, 41))
+    assert g.stats.gaps == 1 and g.stats.lost_files == 1
+    # Without the times we cannot know which generations are unread: the current file only.
+    h = follower(p, start_at="end")
+    h.resume([pos])
+    assert nums(drain(h)) == list(range(31, 41))
+    g.close()
+    h.close()
+
+
+def test_retired_waits_for_a_line_of_the_newer_file(tmp_path):
+    p = tmp_path / "auth.log"
+    append(p, "a1\n")
+    f = follower(p)
+    f.resume([])
+    assert texts(drain(f)) == ["a1"]
+    old_inode = p.stat().st_ino
+    os.rename(p, tmp_path / "auth.log.1")
+    p.touch()  # logrotate `create`: the new file is empty
+    out = drain(f) + drain(f)
+    # Forgetting the old file now would leave the path with no position: a stop before the
+    # new file's first line would then start at `start_at` and skip what it holds.
+    assert not any(isinstance(i, Retired) for i in out)
+    append(p, "b1\n")
+    out = drain(f)
+    assert texts(out) == ["b1"]
+    assert out[1:] == [Retired(str(p), out[0].position.dev, old_inode)]
+    f.close()
+
+
+def test_two_rotations_between_two_polls_read_the_middle_file(tmp_path):
+    p = tmp_path / "auth.log"
+    append(p, "a1\n")
+    f = follower(p)
+    f.resume([])
+    assert texts(drain(f)) == ["a1"]
+    append(p, "a2\n")
+    os.rename(p, tmp_path / "auth.log.1")
+    append(p, "b1\nb2\n")  # never seen as the current file
+    os.rename(tmp_path / "auth.log.1", tmp_path / "auth.log.2")
+    os.rename(p, tmp_path / "auth.log.1")
+    append(p, "c1\n")
+    assert texts(drain(f)) == ["a2", "b1", "b2", "c1"]
+    f.close()
+
+
+def test_file_first_seen_empty_saves_a_fingerprint_that_covers_its_offset(tmp_path):
+    from sshmonitord.sources.tailer import trusted
+
+    p = tmp_path / "auth.log"
+    p.touch()
+    f = follower(p, start_at="end")
+    f.resume([])
+    assert drain(f) == []
+    append(p, seq_text(1, 40))  # one burst, read in one go
+    out = drain(f)
+    assert nums(out) == list(range(1, 41))
+    for line in out:
+        assert trusted(line.position), line.position
+    f.close()
+
+
+def test_untrusted_saved_position_rereads_from_the_start(tmp_path):
+    p = tmp_path / "auth.log"
+    append(p, seq_text(1, 40))
+    st = p.stat()
+    # As the old code saved it for a file first seen empty: offset past an empty fingerprint.
+    legacy = FilePosition(str(p), st.st_dev, st.st_ino, "0:", 1000)
+    with open(p, "r+b") as fh:  # rewritten in place, same inode (copytruncate, by hand)
+        fh.truncate(0)
+    append(p, seq_text(101, 140))
+    g = follower(p, start_at="end")
+    g.resume([legacy])
+    assert nums(drain(g)) == list(range(101, 141))
+    assert g.stats.unverified == 1
+    assert "could not be verified" in g.warnings[0]
+    g.close()
+
+
+def test_copytruncate_while_down_reads_the_copy_then_the_file(tmp_path):
+    p = tmp_path / "auth.log"
+    pos = saved_after(p, 1, 20)
+    append(p, seq_text(21, 30))
+    shutil.copy(p, tmp_path / "auth.log.1")
+    with open(p, "r+b") as fh:
+        fh.truncate(0)
+    append(p, seq_text(31, 80))  # longer than the saved offset, other content
+    g = follower(p, start_at="end")
+    g.resume([pos])
+    out = drain(g)
+    assert nums(out) == list(range(21, 81))
+    # The copy continued the saved position; the file on that inode now owns it: no Retired
+    # may delete the position its Lines just saved.
+    assert not [i for i in out if isinstance(i, Retired) and i.inode == pos.inode]
+    assert g.stats.gaps == 0
+    g.close()
+
+
+def test_copytruncate_while_running_reads_the_unread_end_from_the_copy(tmp_path):
+    from sshmonitord.sources.tailer import Tailer
+
+    p = tmp_path / "auth.log"
+    append(p, seq_text(1, 10))
+    t = Tailer([str(p)], emit=None, start_at="beginning")  # type: ignore[arg-type]
+    f = t.followers[0]
+    f.resume([])
+    assert nums(drain(f)) == list(range(1, 11))
+    append(p, seq_text(11, 15))  # written after our last read, before the copy
+    shutil.copy(p, tmp_path / "auth.log.1")
+    with open(p, "r+b") as fh:
+        fh.truncate(0)
+    append(p, seq_text(16, 20))
+    assert nums(drain(f)) == list(range(11, 21))
+    assert f.stats.copytruncates == 1
+    d = t.describe()
+    assert d["mode"] == "file" and d["forgeable"] is True
+    assert d["warnings"] == [
+        f"copytruncate rotation detected on {p}: lines written during the copy can be lost; "
+        "use `create` (docs/rotation.md)"
+    ]
     f.close()

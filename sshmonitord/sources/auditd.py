@@ -52,6 +52,7 @@ class AuditSource:
         use_inotify: bool = True,
         end_of_event_timeout: float = END_OF_EVENT_TIMEOUT,
         max_pending: int = MAX_PENDING,
+        saved_times: dict[tuple[str, int, int], float] | None = None,
     ) -> None:
         self.path = path
         self.emit = emit
@@ -65,6 +66,7 @@ class AuditSource:
             poll_interval,
             max_line_length,
             use_inotify=use_inotify,
+            saved_times=saved_times,
         )
         # One batch at a time through the grouper and onto the queue, so the idle flush
         # can never overtake a batch the tailer is still handing over.
@@ -109,7 +111,7 @@ class AuditSource:
                 continue
             try:
                 async with self._lock:
-                    out = self.grouper.flush()
+                    out: list[Line | Retired] = [*self.grouper.flush()]
                     if out:
                         await self.emit(out)
             except asyncio.CancelledError:
@@ -139,7 +141,15 @@ class AuditSource:
         stats = dict(d["stats"])
         stats.update({f"audit_{k}": v for k, v in self.grouper.stats.as_dict().items()})
         stats["audit_open_events"] = len(self.grouper.pending)
-        return {"name": self.name, "summary": f"audit: {d['summary']}", "stats": stats}
+        return {
+            "name": self.name,
+            "summary": f"audit: {d['summary']}",
+            "stats": stats,
+            "mode": "file",
+            # Only auditd (root) writes audit.log: no local user can put a record in it.
+            "forgeable": False,
+            "warnings": d["warnings"],  # gaps, copytruncate (docs/rotation.md)
+        }
 
     def healthy(self) -> bool:
         if self._task is not None and self._task.done():

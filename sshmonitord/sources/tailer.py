@@ -6,6 +6,16 @@ keep one *current* file open, plus any *draining* ones: files rotated away (rena
 that a writer may still append to for a moment. A draining file is read to its end and closed
 only once it has stopped growing for ``drain_grace`` seconds.
 
+Rotated files are *generations*: ``auth.log.1``, ``auth.log.2.gz``, ``auth.log-20240101``...,
+ordered oldest first (a higher number is older; dateext names sort by their date, as logrotate
+itself sorts them). On start, the saved file is found among them wherever it went (renamed,
+copied by copytruncate, compressed) and read from its saved offset, then every newer
+generation whole, then the current file: each exactly once. What cannot be read (a generation
+deleted, or damaged) is a *gap*: a WARNING with the bytes skipped, counted and shown in
+``sshmonitor status``. A position is trusted only if its fingerprint covers the bytes before
+its offset (or FP_BYTES of them): a file first seen empty cannot vouch for anything.
+docs/rotation.md has the whole story.
+
 Wake-ups come from inotify (through watchdog) **and** a ``stat()`` every ``poll_interval``, so
 following still works where inotify does not (NFS, some containers, queue overflow). With no
 writes nothing is read: an idle file costs one stat() per interval.
@@ -13,18 +23,23 @@ writes nothing is read: an idle file costs one stat() per interval.
 The tailer never writes positions itself. Each :class:`Line` carries the position after it;
 the pipeline commits that position in the same transaction as the line's results, so a crash
 replays nothing already handled and loses nothing not yet handled. When a draining file is
-closed, a :class:`Retired` marker follows its last line so the pipeline can forget it.
+done, a :class:`Retired` marker lets the pipeline forget it; the marker waits until a newer
+file has produced a Line, so the path always keeps a saved position to resume from.
 """
 
 from __future__ import annotations
 
 import asyncio
+import bz2
 import contextlib
 import gzip
 import hashlib
+import lzma
 import os
+import re
 import stat
 import time
+import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,8 +56,25 @@ MAX_LINES_PER_POLL = 5000
 DRAIN_GRACE = 5.0  # a rotated-away file that stopped growing for this long is done
 PARTIAL_GRACE = 2.0  # a partial last line of a rotated-away file is emitted after this
 COALESCE = 0.005  # seconds to wait after an inotify wake-up before reading
+MAX_WARNINGS = 20  # distinct warnings kept for `sshmonitor status`
 
 Emit = Callable[[list[Line | Retired]], Any]
+Key = tuple[str, int, int]  # (configured path, dev, inode): how the store keys a position
+
+# Rotated generations as logrotate names them: auth.log.N or auth.log<dateext>, then maybe a
+# compression suffix. A dateext suffix needs six digits or more, so auth.log.1 is numbered.
+_NUMBERED = re.compile(r"\.(\d{1,5})")
+_DATED = re.compile(r"[-._]\d[\d._-]*")
+# The readers stay open while a file is drained (closed by _Open.close), hence no `with`.
+_OPENERS: dict[str, Callable[[str], Any]] = {
+    ".gz": lambda p: gzip.open(p, "rb"),  # noqa: SIM115
+    ".bz2": lambda p: bz2.open(p, "rb"),  # noqa: SIM115
+    ".xz": lambda p: lzma.open(p, "rb"),  # noqa: SIM115
+    ".lzma": lambda p: lzma.open(p, "rb"),  # noqa: SIM115
+}
+# Compressed with a tool the standard library cannot read: recognised, reported as a gap.
+_UNREADABLE = (".zst", ".lz4", ".lzo", ".lz", ".br", ".Z")
+_DECODE_ERRORS = (OSError, EOFError, lzma.LZMAError, zlib.error, ValueError)
 
 
 def fingerprint_bytes(head: bytes) -> str:
@@ -70,12 +102,27 @@ def read_head(fd: int, n: int) -> bytes:
 
 
 def matches_fingerprint(head_reader: Callable[[int], bytes], fp: str) -> bool:
-    """Does the file whose first bytes ``head_reader(n)`` returns carry fingerprint ``fp``?"""
+    """Does the file whose first bytes ``head_reader(n)`` returns carry fingerprint ``fp``?
+
+    The empty fingerprint matches anything: use :func:`trusted` before relying on a match.
+    """
     n = _fp_len(fp)
     if n == 0:
-        return True  # we knew it empty: any content could have followed
+        return True
     head = head_reader(n)
     return len(head) == n and fingerprint_bytes(head) == fp
+
+
+def trusted(pos: FilePosition) -> bool:
+    """Can this position's fingerprint tell its file from another one?
+
+    Only if it covers the bytes before the offset (or FP_BYTES of them): then a file holding
+    the same first bytes holds what we read. A fingerprint taken while the file was empty
+    (``0:``), or shorter than what was read after it, vouches for nothing: logrotate's
+    ``create`` makes an empty file, and copytruncate puts other content on the same inode.
+    """
+    n = _fp_len(pos.fingerprint)
+    return n > 0 and n >= min(pos.offset, FP_BYTES)
 
 
 @dataclass
@@ -87,6 +134,10 @@ class TailStats:
     truncations: int = 0
     nul_bytes: int = 0
     lost_files: int = 0
+    gaps: int = 0  # stretches of log we know we skipped (docs/rotation.md)
+    gap_bytes: int = 0  # their size, where it is known
+    copytruncates: int = 0  # the followed file was truncated in place while we read it
+    unverified: int = 0  # saved positions too weak to trust: their file was read again
 
     def as_dict(self) -> dict[str, int]:
         return dict(self.__dict__)
@@ -98,25 +149,74 @@ class _Open:
 
     path: str  # the configured path this file was (or is) at
     fd: int
-    dev: int
+    dev: int  # the identity its Lines carry: its own, or the saved one it continues
     inode: int
     fp: str
     offset: int  # bytes consumed through the last complete line
     buf: bytearray = field(default_factory=bytearray)
     skipping: bool = False  # inside an over-long line, dropping bytes until its newline
     last_growth: float = field(default_factory=time.monotonic)
-    gz: Any = None  # a gzip stream when resuming a rotated-and-compressed file
+    stream: Any = None  # a decompressing reader for a rotated-and-compressed file
     finished: bool = False  # rotated while we were down: no writer left, retire at EOF
-
-    def position(self) -> FilePosition:
-        return FilePosition(self.path, self.dev, self.inode, self.fp, self.offset)
+    seq: int = 0  # age order: a newer file has a higher seq
+    name: str = ""  # where it is on disk (for messages)
+    retire: set[Key] = field(default_factory=set)  # further saved positions it supersedes
+    broken: bool = False  # a damaged compressed file: nothing more can be read
+    anchored: bool = False  # the store has a position in it (saved before, or Lines out)
 
     def close(self) -> None:
-        if self.gz is not None:
+        if self.stream is not None:
             with contextlib.suppress(Exception):
-                self.gz.close()
+                self.stream.close()
         with contextlib.suppress(OSError):
             os.close(self.fd)
+
+
+@dataclass
+class _Gen:
+    """One rotated generation on disk (or the current file: ``current``), before opening."""
+
+    path: str
+    st: os.stat_result
+    comp: str = ""  # compression suffix (".gz"), "" for a plain file
+    number: int | None = None  # auth.log.N
+    stamp: str = ""  # the dateext suffix
+    current: bool = False
+    _head: bytes | None = None
+    _head_done: bool = False
+
+    def head(self) -> bytes | None:
+        """The first FP_BYTES of its content (decompressed), or None if unreadable."""
+        if not self._head_done:
+            self._head_done = True
+            try:
+                if self.comp:
+                    opener = _OPENERS.get(self.comp)
+                    if opener is not None:
+                        with opener(self.path) as fh:
+                            self._head = fh.read(FP_BYTES)
+                else:
+                    fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+                    try:
+                        self._head = read_head(fd, FP_BYTES)
+                    finally:
+                        os.close(fd)
+            except _DECODE_ERRORS:
+                self._head = None
+        return self._head
+
+    def holds(self, pos: FilePosition) -> bool:
+        """Is this the file ``pos`` was saved in (same first bytes, long enough)?"""
+        n = _fp_len(pos.fingerprint)
+        head = self.head()
+        if n == 0 or head is None or len(head) < n:
+            return False
+        if fingerprint_bytes(head[:n]) != pos.fingerprint:
+            return False
+        return bool(self.comp) or self.st.st_size >= pos.offset
+
+    def same_inode(self, dev: int, inode: int) -> bool:
+        return not self.comp and (self.st.st_dev, self.st.st_ino) == (dev, inode)
 
 
 class FileFollower:
@@ -130,6 +230,7 @@ class FileFollower:
         stats: TailStats | None = None,
         drain_grace: float = DRAIN_GRACE,
         partial_grace: float = PARTIAL_GRACE,
+        saved_times: dict[Key, float] | None = None,
     ) -> None:
         self.path = path
         self.start_at = start_at
@@ -137,6 +238,7 @@ class FileFollower:
         self.stats = stats or TailStats()
         self.drain_grace = drain_grace
         self.partial_grace = partial_grace
+        self.saved_times = saved_times or {}
         self.current: _Open | None = None
         self.draining: list[_Open] = []
         self.started = False
@@ -144,70 +246,194 @@ class FileFollower:
         self.missing_logged = False
         self.more = False  # the last poll stopped at its line budget: poll again at once
         self._hit_limit = False
+        self._seq = 0
+        # Retired markers waiting for a Line of a newer file (see _release).
+        self._held: list[tuple[int, Retired]] = []
+        self.warnings: list[str] = []
 
     # ------------------------------------------------------------------ start / resume
 
     def resume(self, saved: Iterable[FilePosition]) -> list[Line | Retired]:
-        """Open the path, first draining any saved files that were rotated while we were down.
+        """Open the path and plan what was written while we were down, oldest first.
 
-        Rotated files found by fingerprint are queued for draining by :meth:`poll` (before the
-        current file). Returns Retired markers for saved files that exist nowhere any more.
+        Each saved position is looked for among the rotated generations and the current
+        file. The oldest file holding one is read from its saved offset, files between two
+        saved ones are skipped (read and retired before we stopped), every generation newer
+        than the newest saved file is read whole, then the current file. With no saved file
+        left, ``saved_times`` says which generations were written after the last save.
+        Reading happens in :meth:`poll`, in slices; this returns nothing to emit.
         """
-        out: list[Line | Retired] = []
-        saved = list(saved)  # oldest first, as the store returns them
-        at_path = self._stat_path()
-        current_pos: FilePosition | None = None
+        saved = list(saved)
+        self.started = True
+        if not saved:
+            self._open_current(offset=None)  # first start: start_at decides
+            return []
+        cands = self._generations()
+        cur = self._current_gen()
+        if cur is not None:
+            cands.append(cur)
+        where: dict[int, int] = {}  # candidate index -> offset to read it from
+        keys: dict[int, list[tuple[int, Key]]] = {}  # candidate -> (offset, saved key)
+        gone: list[FilePosition] = []
         for pos in saved:
-            if at_path and (at_path.st_dev, at_path.st_ino) == (pos.dev, pos.inode):
-                fd = self._open_fd()
-                if fd is not None and matches_fingerprint(
-                    lambda n, fd=fd: read_head(fd, n), pos.fingerprint
-                ):
-                    current_pos = pos
-                    os.close(fd)
-                    continue
-                if fd is not None:
-                    os.close(fd)
-                # Same inode, other content: the inode was reused by a new file.
-            found = self._find_rotated(pos)
-            if found is None:
-                self.stats.lost_files += 1
-                self.log.warning(
-                    "saved file position not found; its unread tail (if any) is lost",
-                    path=self.path,
-                    inode=pos.inode,
-                    offset=pos.offset,
-                )
-                out.append(Retired(pos.path, pos.dev, pos.inode))
+            hit = self._locate(pos, cands)
+            if not trusted(pos):
+                self._unverified(pos)
+            if hit is None:
+                gone.append(pos)
                 continue
-            self.log.info(
-                "draining file rotated while we were stopped",
-                path=self.path,
-                found=found.gz.name if found.gz else "(by inode)",
+            i, off = hit
+            where[i] = max(where.get(i, 0), off)
+            keys.setdefault(i, []).append((off, (pos.path, pos.dev, pos.inode)))
+        plan: list[tuple[int, int]] = []
+        if where:
+            newest = max(where)
+            for i in range(min(where), len(cands)):
+                if i in where:
+                    plan.append((i, where[i]))
+                elif i > newest:
+                    plan.append((i, 0))
+                # else: between two saved files, so read and retired before we stopped
+            self._check_numbering(cands, newest)
+        else:
+            since = self._saved_since(saved)
+            plan = [
+                (i, 0)
+                for i, g in enumerate(cands)
+                if g.current or (since is not None and g.st.st_mtime > since)
+            ]
+        for pos in gone:
+            self.stats.lost_files += 1
+            self._gap(
+                f"the file read up to byte {pos.offset} (inode {pos.inode}) is gone; "
+                "what was written to it after that was skipped",
+                None,
+                file=f"inode {pos.inode}",
                 offset=pos.offset,
             )
+            self._held.append((-1, Retired(pos.path, pos.dev, pos.inode)))
+        newest_rotated = max((i for i, _ in plan if not cands[i].current), default=-1)
+        current_offset = 0
+        for i, off in plan:
+            g = cands[i]
+            ident = max(keys[i]) if i in keys else None  # the furthest saved position in it
+            if g.current:
+                current_offset = off
+                continue
+            # The newest rotated file may still get a line or two from a writer that has
+            # not reopened yet: give it the drain grace; older ones are finished.
+            o = self._open_gen(g, off, ident[1] if ident else None, finished=i != newest_rotated)
+            if o is None:
+                continue
+            o.retire |= {k for _, k in keys.get(i, [])}
+            o.anchored = ident is not None
+            self.log.info(
+                "reading a file rotated while we were stopped",
+                path=self.path,
+                file=g.path,
+                offset=off,
+            )
             self.stats.rotations += 1
-            found.finished = True
-            self.draining.append(found)  # drained by poll(), in slices, before the current file
-        self.started = True
-        if current_pos is not None:
-            self._open_current(offset=current_pos.offset, fp=current_pos.fingerprint)
-        elif saved:
-            # We had a position for this path, so whatever is there now is new to us.
-            self._open_current(offset=0)
-        else:
-            self._open_current(offset=None)  # first start: start_at decides
-        return out
+            self.draining.append(o)  # read by poll(), in slices, before the current file
+        # We had a position for this path, so whatever is there now is new to us.
+        self._open_current(offset=current_offset if cur is not None else 0)
+        c = self.current
+        if c is not None and cur is not None and len(cands) - 1 in keys:
+            c.anchored = True
+            # Saved under another identity (the file was replaced by a copy of itself):
+            # forget those once the current file has a position of its own.
+            own = (self.path, c.dev, c.inode)
+            self._held += [(c.seq - 1, Retired(*k)) for _, k in keys[len(cands) - 1] if k != own]
+        return []
 
-    def _find_rotated(self, pos: FilePosition) -> _Open | None:
-        """Find a saved file by identity among its rotated siblings (``auth.log.1``, ``.gz``)."""
-        directory = os.path.dirname(os.path.abspath(self.path)) or "."
-        base = os.path.basename(self.path)
-        try:
-            names = sorted(n for n in os.listdir(directory) if n.startswith(base) and n != base)
-        except OSError:
+    def _locate(self, pos: FilePosition, cands: list[_Gen]) -> tuple[int, int] | None:
+        """(index of the candidate file holding ``pos``, offset to read it from), or None."""
+        if not trusted(pos):
+            # Nothing to recognise it by: re-read what is on its inode from the start.
+            for i, g in enumerate(cands):
+                if g.same_inode(pos.dev, pos.inode):
+                    return i, 0
             return None
+        for i, g in enumerate(cands):  # renamed: same inode, same first bytes
+            if g.same_inode(pos.dev, pos.inode) and g.holds(pos):
+                return i, pos.offset
+        for i in range(len(cands) - 1, -1, -1):  # copied (copytruncate) or compressed
+            if cands[i].holds(pos):
+                return i, pos.offset
+        return None
+
+    def _saved_since(self, saved: list[FilePosition]) -> float | None:
+        times = [self.saved_times.get((p.path, p.dev, p.inode)) for p in saved]
+        known = [t for t in times if t is not None]
+        return max(known) if known else None
+
+    def _check_numbering(self, cands: list[_Gen], newest: int) -> None:
+        """auth.log.3 was ours and auth.log.1 is there, so auth.log.2 must be too."""
+        top = cands[newest].number
+        if cands[newest].current or top is None:
+            return
+        have = {g.number for g in cands if g.number is not None}
+        directory, base = os.path.split(os.path.realpath(self.path))
+        for k in range(1, top):
+            if k not in have:
+                self._gap(
+                    f"rotated file {base}.{k} is missing; its lines were skipped",
+                    None,
+                    file=os.path.join(directory, f"{base}.{k}"),
+                )
+
+    def _unverified(self, pos: FilePosition) -> None:
+        self.stats.unverified += 1
+        self.log.warning(
+            "saved position cannot be verified (its fingerprint is too short); "
+            "reading its file again from the start: some lines may be handled twice",
+            path=self.path,
+            inode=pos.inode,
+            offset=pos.offset,
+            fingerprint_bytes=_fp_len(pos.fingerprint),
+        )
+        self._warn(
+            f"{self.path}: a saved position (byte {pos.offset}) could not be verified; "
+            "its file was read again from the start, so some lines may have been handled twice"
+        )
+
+    def _gap(self, what: str, size: int | None, **kw: Any) -> None:
+        """Lines we know we skipped: WARNING, counted, and shown in `sshmonitor status`."""
+        self.stats.gaps += 1
+        if size:
+            self.stats.gap_bytes += size
+        self.log.warning(
+            f"gap: {what}",
+            path=self.path,
+            bytes_skipped=size if size is not None else "unknown",
+            **kw,
+        )
+        amount = f"{size} bytes skipped" if size is not None else "size unknown"
+        self._warn(f"gap in {self.path}: {what} ({amount})")
+
+    def _warn(self, text: str) -> None:
+        if text in self.warnings:
+            return
+        self.warnings.append(text)
+        del self.warnings[:-MAX_WARNINGS]
+
+    def _generations(self) -> list[_Gen]:
+        """The rotated generations beside the (real) path, oldest first, one per generation."""
+        directory, base = os.path.split(os.path.realpath(self.path))
+        try:
+            names = os.listdir(directory or ".")
+        except OSError:
+            return []
+        by_stem: dict[str, _Gen] = {}
         for name in names:
+            if not name.startswith(base) or name == base:
+                continue
+            rest = name[len(base) :]
+            comp = next((c for c in (*_OPENERS, *_UNREADABLE) if rest.endswith(c)), "")
+            stem = rest[: len(rest) - len(comp)]
+            m = _NUMBERED.fullmatch(stem)
+            if m is None and not (_DATED.fullmatch(stem) and sum(c.isdigit() for c in stem) >= 6):
+                continue
             full = os.path.join(directory, name)
             try:
                 st = os.stat(full)
@@ -215,37 +441,64 @@ class FileFollower:
                 continue
             if not stat.S_ISREG(st.st_mode):
                 continue
-            if name.endswith(".gz"):
-                found = self._match_gz(full, pos, st)
-                if found is not None:
-                    return found
-                continue
-            if (st.st_dev, st.st_ino) != (pos.dev, pos.inode):
-                continue
-            try:
-                fd = os.open(full, os.O_RDONLY | os.O_CLOEXEC)
-            except OSError:
-                continue
-            if matches_fingerprint(lambda n, fd=fd: read_head(fd, n), pos.fingerprint):
-                return _Open(pos.path, fd, st.st_dev, st.st_ino, pos.fingerprint, pos.offset)
-            os.close(fd)
-        return None
+            g = _Gen(full, st, comp, int(m.group(1)) if m else None, "" if m else stem)
+            old = by_stem.get(stem)
+            # auth.log.1 beside auth.log.1.gz: logrotate is compressing it; the plain file
+            # is complete, the compressed one may not be yet.
+            if old is None or (old.comp and not comp):
+                by_stem[stem] = g
+        gens = list(by_stem.values())
+        if all(g.number is not None for g in gens):
+            gens.sort(key=lambda g: -(g.number or 0))  # auth.log.2 is older than .1
+        elif all(g.number is None for g in gens):
+            gens.sort(key=lambda g: g.stamp)  # dateext: logrotate's own (lexical) order
+        else:
+            # Both kinds (the config changed): the modification times decide. Compression
+            # keeps a file's mtime; a copytruncate copy has the rotation's time.
+            gens.sort(key=lambda g: (g.st.st_mtime, -(g.number or 0), g.stamp))
+        return gens
 
-    def _match_gz(self, full: str, pos: FilePosition, st: os.stat_result) -> _Open | None:
-        if _fp_len(pos.fingerprint) == 0:
-            return None  # nothing to recognise it by
+    def _current_gen(self) -> _Gen | None:
+        st = self._stat_path()
+        return None if st is None else _Gen(self.path, st, current=True)
+
+    def _next_seq(self) -> int:
+        self._seq += 1
+        return self._seq
+
+    def _open_gen(self, g: _Gen, offset: int, ident: Key | None, finished: bool) -> _Open | None:
+        """Open a rotated generation to read from ``offset``; a gap if it cannot be read.
+
+        Its Lines carry ``ident`` (the saved position it continues) or its own identity.
+        """
+        stream: Any = None
         try:
-            gz = gzip.open(full, "rb")  # noqa: SIM115 - kept open in _Open, closed there
-            head = gz.read(_fp_len(pos.fingerprint))
-            if fingerprint_bytes(head) != pos.fingerprint:
-                gz.close()
-                return None
-            gz.seek(pos.offset)
-        except (OSError, EOFError, gzip.BadGzipFile):
+            if g.comp and g.comp not in _OPENERS:
+                raise OSError(f"{g.comp} files cannot be read (no decompressor)")
+            fd = os.open(g.path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+        except OSError as exc:
+            self._gap(f"cannot read rotated file {g.path}: {exc}", g.st.st_size, file=g.path)
             return None
-        fd = os.open(full, os.O_RDONLY | os.O_CLOEXEC)
-        o = _Open(pos.path, fd, pos.dev, pos.inode, pos.fingerprint, pos.offset)
-        o.gz = gz
+        try:
+            st = os.fstat(fd)
+            if g.comp:
+                stream = _OPENERS[g.comp](g.path)
+                head = stream.read(FP_BYTES)
+                stream.seek(offset)
+            else:
+                head = read_head(fd, FP_BYTES)
+        except _DECODE_ERRORS as exc:
+            if stream is not None:
+                with contextlib.suppress(Exception):
+                    stream.close()
+            os.close(fd)
+            self._gap(f"cannot read rotated file {g.path}: {exc}", g.st.st_size, file=g.path)
+            return None
+        dev, inode = (ident[1], ident[2]) if ident else (st.st_dev, st.st_ino)
+        o = _Open(self.path, fd, dev, inode, fingerprint_bytes(head), offset, stream=stream)
+        o.finished = finished
+        o.seq = self._next_seq()
+        o.name = g.path
         return o
 
     def _stat_path(self) -> os.stat_result | None:
@@ -283,6 +536,8 @@ class FileFollower:
             self.stats.truncations += 1
             offset = 0
         self.current = _Open(self.path, fd, st.st_dev, st.st_ino, fp, offset)
+        self.current.seq = self._next_seq()
+        self.current.name = self.path
 
     # ------------------------------------------------------------------ polling
 
@@ -294,30 +549,33 @@ class FileFollower:
         now = time.monotonic()
         # Rotated-away files first: their lines are older than the current file's.
         for d in list(self.draining):
-            out.extend(self._read_all(d, limit=MAX_LINES_PER_POLL - len(out)))
+            self._take(out, d, self._read_all(d, limit=MAX_LINES_PER_POLL - len(out)))
             if self._hit_limit:
                 self.more = True
                 return out  # finish the older file before reading the newer one
             idle = time.monotonic() - d.last_growth
             if d.finished or idle >= self.drain_grace:
-                out.extend(self._read_all(d, final=True))
-                out.append(Retired(d.path, d.dev, d.inode))
+                self._take(out, d, self._read_all(d, final=True))
+                self._retire(out, d)
                 d.close()
                 self.draining.remove(d)
             elif d.buf and idle >= self.partial_grace:
-                out.extend(self._flush_partial(d))
+                self._take(out, d, self._flush_partial(d))
         cur = self.current
         if cur is None:
             if self._stat_path() is not None:
                 self._open_current(offset=0)  # appeared after we started: read all of it
                 if self.current is not None:
                     self.log.info("log file appeared", path=self.path)
-                    out.extend(self._read_all(self.current, limit=MAX_LINES_PER_POLL - len(out)))
+                    lines = self._read_all(self.current, limit=MAX_LINES_PER_POLL - len(out))
+                    self._take(out, self.current, lines)
                     self.more = self._hit_limit
             return out
         # Check for truncation before reading, so we never read past a shrink.
-        self._check_truncation(cur)
-        out.extend(self._read_all(cur, limit=MAX_LINES_PER_POLL - len(out)))
+        if self._check_truncation(cur):
+            self.more = True
+            return out  # the copy's unread end first (next round), then the new content
+        self._take(out, cur, self._read_all(cur, limit=MAX_LINES_PER_POLL - len(out)))
         if self._hit_limit:
             self.more = True
             return out  # not at EOF yet: rotation is checked once the file is drained
@@ -326,18 +584,85 @@ class FileFollower:
             # Renamed or deleted (and perhaps replaced): keep the old fd to drain it.
             self.stats.rotations += 1
             cur.last_growth = now
+            cur.name = f"{self.path} (rotated, inode {cur.inode})"
             self.draining.append(cur)
             self.current = None
             if st is not None:
                 self._open_current(offset=0)
+            # Rotated twice since we last looked: the files in between are read too.
+            self._queue_skipped(cur)
+            if self.current is not None:
+                self.current.seq = self._next_seq()  # newer than those
                 self.more = True  # read the new file on the next round, after the old one
         return out
 
-    def _check_truncation(self, o: _Open) -> None:
+    def _take(self, out: list[Line | Retired], o: _Open, lines: list[Line | Retired]) -> None:
+        out.extend(lines)
+        if lines:
+            o.anchored = True
+            self._release(out, o.seq)
+
+    def _retire(self, out: list[Line | Retired], o: _Open) -> None:
+        """``o`` is done: its positions may be forgotten, once a newer file has one."""
+        markers = [Retired(o.path, o.dev, o.inode)]
+        markers += [Retired(*k) for k in sorted(o.retire) if k != (o.path, o.dev, o.inode)]
+        self._held += [(o.seq, m) for m in markers]
+        # A newer file with a saved position of its own: release now.
+        newer = [d for d in self.draining if d.seq > o.seq and d.anchored]
+        if self.current is not None and self.current.anchored:
+            newer.append(self.current)
+        if newer:
+            self._release(out, max(d.seq for d in newer))
+
+    def _release(self, out: list[Line | Retired], seq: int) -> None:
+        """A Line of the file with age ``seq`` is in ``out``: older files' markers follow it.
+
+        Until then the path keeps the older file's position, so a stop before the newer file
+        has any Line still resumes there (and reads the newer file whole), never at start_at.
+        """
+        if not self._held:
+            return
+        cur = self.current
+        keep: list[tuple[int, Retired]] = []
+        for s, marker in self._held:
+            if s >= seq:
+                keep.append((s, marker))
+            elif cur is None or (marker.dev, marker.inode) != (cur.dev, cur.inode):
+                out.append(marker)
+            # else: the current file now owns that key (copytruncate, a reused inode): its
+            # Lines replace the old position, and forgetting it would forget the current one.
+        self._held = keep
+
+    def _queue_skipped(self, old: _Open) -> None:
+        """Generations newer than ``old`` that we never opened: read them whole, in order."""
+        gens = self._generations()
+        idx = next((i for i, g in enumerate(gens) if g.same_inode(old.dev, old.inode)), None)
+        probe = FilePosition(self.path, old.dev, old.inode, old.fp, old.offset)
+        if idx is None and trusted(probe):
+            # Compressed already: find it by content (a short scan, newest first).
+            idx = next((i for i in range(len(gens) - 1, -1, -1) if gens[i].holds(probe)), None)
+        if idx is None:
+            return  # deleted, or not where logrotate puts rotated files: nothing to order by
+        held = {(d.dev, d.inode) for d in self.draining}
+        if self.current is not None:
+            held.add((self.current.dev, self.current.inode))
+        for g in gens[idx + 1 :]:
+            if (g.st.st_dev, g.st.st_ino) in held:
+                continue
+            o = self._open_gen(g, 0, None, finished=False)
+            if o is None:
+                continue
+            self.log.info("reading a rotated file we never saw as current", file=g.path)
+            self.stats.rotations += 1
+            o.last_growth = time.monotonic()
+            self.draining.append(o)
+
+    def _check_truncation(self, o: _Open) -> bool:
+        """Handle a truncation of the current file; True if a copy of it is queued to read."""
         try:
             size = os.fstat(o.fd).st_size
         except OSError:
-            return
+            return False
         # Log files only shrink by truncation: below our offset, or below the bytes we
         # fingerprinted, the content is new.
         truncated = size < o.offset or size < _fp_len(o.fp)
@@ -345,18 +670,54 @@ class FileFollower:
             # Same inode, but are the first bytes still the ones we fingerprinted? A file
             # truncated and rewritten past our offset between two polls is caught here.
             truncated = not matches_fingerprint(lambda n: read_head(o.fd, n), o.fp)
-        if truncated:
-            self.stats.truncations += 1
-            self.log.info(
-                "log file truncated; reading it from the start",
-                path=self.path,
-                old_offset=o.offset,
-                size=size,
-            )
-            o.offset = 0
-            o.buf.clear()
-            o.skipping = False
-            o.fp = fingerprint_bytes(read_head(o.fd, FP_BYTES))
+        if not truncated:
+            return False
+        # We count every truncation of the followed file as a copytruncate rotation: it is
+        # the routine cause, and whatever the cause, lines written between the copy and the
+        # truncation are gone (docs/rotation.md).
+        self.stats.truncations += 1
+        self.stats.copytruncates += 1
+        # What we had not read yet is in the copy logrotate just made: read it from there.
+        copy = self._find_copy(o)
+        self.log.warning(
+            "copytruncate rotation detected (file truncated in place): lines written "
+            "during the copy can be lost; use `create` (docs/rotation.md)",
+            path=self.path,
+            old_offset=o.offset,
+            size=size,
+            unread_end_from=copy.name if copy is not None else None,
+        )
+        self._warn(
+            f"copytruncate rotation detected on {self.path}: lines written during the copy "
+            "can be lost; use `create` (docs/rotation.md)"
+        )
+        o.offset = 0
+        o.buf.clear()
+        o.skipping = False
+        o.fp = fingerprint_bytes(read_head(o.fd, FP_BYTES))
+        if copy is None:
+            return False
+        copy.seq = self._next_seq()
+        o.seq = self._next_seq()  # the new content is newer than the copy
+        self.draining.append(copy)
+        return True
+
+    def _find_copy(self, o: _Open) -> _Open | None:
+        """The rotated copy of ``o`` as it was before the truncation, opened at our offset.
+
+        Its Lines carry ``o``'s identity: they continue that saved position, and the new
+        content (same inode) takes the position over after them.
+        """
+        probe = FilePosition(self.path, o.dev, o.inode, o.fp, o.offset)
+        if not trusted(probe):
+            return None
+        for g in reversed(self._generations()):  # the copy is the newest generation
+            if not g.same_inode(o.dev, o.inode) and g.holds(probe):
+                copy = self._open_gen(g, o.offset, (o.path, o.dev, o.inode), finished=True)
+                if copy is not None:
+                    copy.anchored = True
+                return copy
+        return None
 
     def _read_all(
         self, o: _Open, final: bool = False, limit: int | None = None
@@ -366,30 +727,42 @@ class FileFollower:
         if limit is not None and limit <= 0:
             self._hit_limit = True
             return out
-        while True:
+        while not o.broken:
             try:
-                if o.gz is not None:
-                    chunk = o.gz.read(READ_CHUNK)
+                if o.stream is not None:
+                    # read1: what decompresses before damage is returned, not lost with it.
+                    chunk = o.stream.read1(READ_CHUNK)
                 else:
                     chunk = os.pread(o.fd, READ_CHUNK, o.offset + len(o.buf))
-            except (OSError, EOFError, gzip.BadGzipFile) as exc:
-                self.log.warning("read failed", path=self.path, error=str(exc))
+            except _DECODE_ERRORS as exc:
+                if o.stream is None:
+                    self.log.warning("read failed", path=self.path, error=str(exc))
+                    break
+                # Damaged compressed data: nothing after it can be read.
+                o.broken = o.finished = True
+                self._gap(
+                    f"cannot read rotated file {o.name} past byte {o.offset}: {exc}",
+                    None,
+                    file=o.name,
+                )
                 break
             if not chunk:
                 break
             o.last_growth = time.monotonic()
             self.stats.bytes += len(chunk)
+            if o.stream is None and _fp_len(o.fp) < FP_BYTES:
+                # Seen shorter than the fingerprint length (empty, even): strengthen the
+                # fingerprint *before* these Lines carry it, so every saved position can
+                # tell its file from another one on the same inode (see trusted()).
+                head = read_head(o.fd, FP_BYTES)
+                if len(head) > _fp_len(o.fp):
+                    o.fp = fingerprint_bytes(head)
             out.extend(self._split(o, chunk))
-            if len(chunk) < READ_CHUNK:
-                break
+            if len(chunk) < READ_CHUNK and o.stream is None:
+                break  # at the end of a plain file; a stream says so with b""
             if limit is not None and len(out) >= limit:
                 self._hit_limit = True
                 return out
-        if _fp_len(o.fp) < FP_BYTES and o.gz is None:
-            # The file was shorter than the fingerprint length when first seen; strengthen it.
-            head = read_head(o.fd, FP_BYTES)
-            if len(head) > _fp_len(o.fp):
-                o.fp = fingerprint_bytes(head)
         if final and o.buf:
             out.extend(self._flush_partial(o))
         return out
@@ -493,9 +866,15 @@ class Tailer:
         poll_interval: float = 1.0,
         max_line_length: int = 16384,
         use_inotify: bool = True,
+        saved_times: dict[tuple[str, int, int], float] | None = None,
     ) -> None:
         self.stats = TailStats()
-        self.followers = [FileFollower(p, start_at, max_line_length, self.stats) for p in paths]
+        # saved_times: when each saved position was last written (Store.file_position_times);
+        # what was rotated after that is unread when the saved file itself is gone.
+        self.followers = [
+            FileFollower(p, start_at, max_line_length, self.stats, saved_times=saved_times)
+            for p in paths
+        ]
         self.emit = emit
         self.saved = saved or {}
         self.poll_interval = poll_interval
@@ -573,6 +952,10 @@ class Tailer:
             "name": "tailer",
             "summary": "; ".join(f.describe() for f in self.followers),
             "stats": self.stats.as_dict(),
+            "mode": "file",
+            # Any local user can put a line in a syslog file (`logger -t sshd ...`).
+            "forgeable": True,
+            "warnings": [w for f in self.followers for w in f.warnings],
         }
 
     def healthy(self) -> bool:
@@ -583,7 +966,7 @@ class Tailer:
         return time.monotonic() - self.last_loop < max(30.0, 10 * self.poll_interval)
 
 
-def _start_observer(paths: list[str], wake: Callable[[], None]) -> Any:
+def _start_observer(paths: list[str], wake: Callable[[], object]) -> Any:
     """inotify through watchdog on each path's directory (and a symlink target's)."""
     try:
         from watchdog.events import FileSystemEventHandler
