@@ -362,6 +362,7 @@ def test_rotated_twice_while_down_reads_the_middle_generation(tmp_path):
     assert g.resume([pos]) == []
     out = drain(g)
     assert nums(out) == list(range(11, 41))
+    assert all(store_rows(out)), "the path was left without any saved position"
     # The saved file is forgotten after a newer file's line; the middle one after the current's.
     retired = [i for i in out if isinstance(i, Retired)]
     assert [r.inode for r in retired] == [pos.inode, (tmp_path / "auth.log.1").stat().st_ino]
@@ -594,6 +595,7 @@ def test_copytruncate_while_down_reads_the_copy_then_the_file(tmp_path):
     g.resume([pos])
     out = drain(g)
     assert nums(out) == list(range(21, 81))
+    assert all(store_rows(out)), "the path was left without any saved position"
     # The copy continued the saved position; the file on that inode now owns it: no Retired
     # may delete the position its Lines just saved.
     assert not [i for i in out if isinstance(i, Retired) and i.inode == pos.inode]
@@ -624,3 +626,43 @@ def test_copytruncate_while_running_reads_the_unread_end_from_the_copy(tmp_path)
         "use `create` (docs/rotation.md)"
     ]
     f.close()
+
+
+def store_rows(stream: list) -> list[dict]:
+    """What the store's file_positions hold after each item (the pipeline's upsert/delete)."""
+    rows: dict = {}
+    after = []
+    for item in stream:
+        key = (item.path, item.dev, item.inode) if isinstance(item, Retired) else None
+        if key is not None:
+            rows.pop(key, None)
+        else:
+            pos = item.position
+            rows[(pos.path, pos.dev, pos.inode)] = pos
+        after.append(dict(rows))
+    return after
+
+
+def test_saved_key_reused_by_a_newer_generation_keeps_its_position(tmp_path):
+    # create+compress, three rotations while down: the saved file was compressed (its inode
+    # freed) and a newer file got that inode. Lines of the compressed saved file carry the
+    # saved key, the newer file's Lines the same key: no Retired may delete the newer one's.
+    p = tmp_path / "auth.log"
+    pos = saved_after(p, 1, 10)
+    append(p, seq_text(11, 20))
+    os.rename(p, tmp_path / "auth.log.2")
+    gzip_file(tmp_path / "auth.log.2", tmp_path / "auth.log.2.gz")
+    middle = tmp_path / "auth.log.1"
+    middle.write_text(seq_text(21, 30))
+    st = middle.stat()
+    reused = FilePosition(pos.path, st.st_dev, st.st_ino, pos.fingerprint, pos.offset)
+    append(p, seq_text(31, 40))
+    g = follower(p, start_at="end")
+    g.resume([reused])
+    out = drain(g)
+    assert nums(out) == list(range(11, 41))
+    rows = store_rows(out)
+    assert all(rows), "the path was left without any saved position"
+    final = rows[-1]
+    assert [k[2] for k in final] == [p.stat().st_ino]  # only the current file's position
+    g.close()

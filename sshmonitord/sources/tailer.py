@@ -556,9 +556,9 @@ class FileFollower:
             idle = time.monotonic() - d.last_growth
             if d.finished or idle >= self.drain_grace:
                 self._take(out, d, self._read_all(d, final=True))
-                self._retire(out, d)
                 d.close()
                 self.draining.remove(d)
+                self._retire(out, d)
             elif d.buf and idle >= self.partial_grace:
                 self._take(out, d, self._flush_partial(d))
         cur = self.current
@@ -622,15 +622,17 @@ class FileFollower:
         """
         if not self._held:
             return
-        cur = self.current
+        in_use = {(d.dev, d.inode) for d in self.draining}
+        if self.current is not None:
+            in_use.add((self.current.dev, self.current.inode))
         keep: list[tuple[int, Retired]] = []
         for s, marker in self._held:
             if s >= seq:
                 keep.append((s, marker))
-            elif cur is None or (marker.dev, marker.inode) != (cur.dev, cur.inode):
+            elif (marker.dev, marker.inode) not in in_use:
                 out.append(marker)
-            # else: the current file now owns that key (copytruncate, a reused inode): its
-            # Lines replace the old position, and forgetting it would forget the current one.
+            # else: a file still open owns that key now (copytruncate, a reused inode): its
+            # Lines replace the old position, and forgetting the key would forget its own.
         self._held = keep
 
     def _queue_skipped(self, old: _Open) -> None:
