@@ -19,11 +19,22 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
+from . import log
 from .events import Event, FilePosition, Finding
 
 T = TypeVar("T")
 
 DB_NAME = "sshmonitor.db"
+# The database and its WAL/shared-memory files hold user names, addresses and commands.
+FILE_MODE = 0o600
+SIDE_FILES = ("-wal", "-shm", "-journal")
+# After an unclean shutdown the database is checked before use. A check that would take longer
+# is cut short (and says so): start-up must stay well inside the unit's TimeoutStartSec=30.
+QUICK_CHECK_SECONDS = 10.0
+# SQLite's primary result codes meaning "this file is damaged" (sqlite3 exposes the code of
+# the error on the exception; a locked or full database is a different code and not damage).
+SQLITE_CORRUPT = 11
+SQLITE_NOTADB = 26
 
 # (version, what it adds, SQL). Append only: a released migration is never edited.
 MIGRATIONS: list[tuple[int, str, str]] = [
@@ -294,6 +305,58 @@ class StoreError(Exception):
     """The database cannot be opened or migrated."""
 
 
+class CorruptDatabase(StoreError):
+    """The database file is damaged (not a database, or a malformed page)."""
+
+
+def is_corruption(exc: BaseException) -> bool:
+    """Does this error say the file is damaged (as opposed to locked, full or read-only)?"""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if isinstance(code, int):
+        return (code & 0xFF) in (SQLITE_CORRUPT, SQLITE_NOTADB)
+    return isinstance(exc, sqlite3.DatabaseError) and (
+        "malformed" in str(exc) or "not a database" in str(exc)
+    )
+
+
+def make_private(path: Path) -> None:
+    """Create the database file owner-only, and take group/other access away from it and its
+    side files whatever the umask or the directory's mode (SQLite gives the WAL and
+    shared-memory files the database file's mode when it creates them)."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
+    try:
+        if os.fstat(fd).st_mode & 0o077:
+            os.fchmod(fd, FILE_MODE)
+    finally:
+        os.close(fd)
+    for suffix in SIDE_FILES:
+        side = Path(f"{path}{suffix}")
+        with contextlib.suppress(FileNotFoundError):
+            if side.stat().st_mode & 0o077:
+                side.chmod(FILE_MODE)
+
+
+def quick_check(conn: sqlite3.Connection, seconds: float = QUICK_CHECK_SECONDS) -> str | None:
+    """``PRAGMA quick_check`` bounded in time. Returns the first problem found, or None when
+    the database is sound or the check ran out of time (logged; a big database is checked as
+    far as the time allows rather than delaying start-up past systemd's timeout)."""
+    deadline = time.monotonic() + seconds
+    conn.set_progress_handler(lambda: 1 if time.monotonic() > deadline else 0, 20_000)
+    try:
+        rows = conn.execute("PRAGMA quick_check(3)").fetchall()
+    except sqlite3.OperationalError as exc:
+        if "interrupt" not in str(exc):
+            raise
+        log.get("store").warning(
+            "database check cut short; carrying on", seconds=seconds, database=str(conn)
+        )
+        return None
+    finally:
+        conn.set_progress_handler(None, 0)
+    problems = [str(r[0]) for r in rows if str(r[0]) != "ok"]
+    return "; ".join(problems) if problems else None
+
+
 def db_path(state_dir: str | os.PathLike[str]) -> Path:
     return Path(state_dir) / DB_NAME
 
@@ -361,16 +424,90 @@ class Store:
         self._conn: sqlite3.Connection | None = None
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
         self.schema_version = 0
+        # Set when a damaged database was moved aside at open: {moved_to, error, at}.
+        self.recovered: dict[str, str] | None = None
+        # A write failed because the file is damaged: the next start checks it (and an
+        # unhealthy daemon gets restarted by the watchdog, which then moves it aside).
+        self.corruption_seen = False
+        self.log = log.get("store")
 
     def open(self) -> None:
-        """Create the state directory and database, and bring the schema up to date."""
+        """Create the state directory and database, and bring the schema up to date.
+
+        A damaged database (random bytes, a malformed page found on open or by the bounded
+        check after an unclean shutdown) is moved aside with a timestamp and a fresh one is
+        started: a crash loop would leave the host with no protection at all."""
         try:
             self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-            conn = connect(self.path)
-            _before, self.schema_version = migrate(conn)
+            try:
+                conn = self._open_checked()
+            except CorruptDatabase as exc:
+                moved = self._move_aside()
+                self.log.error(
+                    "database is damaged; moved it aside and started a fresh one",
+                    database=str(self.path),
+                    moved_to=str(moved),
+                    error=str(exc),
+                )
+                self.recovered = {
+                    "moved_to": str(moved),
+                    "error": str(exc),
+                    "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                }
+                conn = self._open_checked()
+        except CorruptDatabase as exc:
+            raise StoreError(f"cannot open database {self.path}: {exc}") from exc
         except (OSError, sqlite3.Error) as exc:
             raise StoreError(f"cannot open database {self.path}: {exc}") from exc
         self._conn = conn
+
+    def _open_checked(self) -> sqlite3.Connection:
+        make_private(self.path)
+        conn: sqlite3.Connection | None = None
+        try:
+            conn = connect(self.path)
+            _before, self.schema_version = migrate(conn)
+            row = conn.execute("SELECT value FROM meta WHERE key = 'clean_shutdown'").fetchone()
+            if row is not None and row[0] == "0":
+                # The last run did not close the store: it may have died mid-write.
+                problem = quick_check(conn)
+                if problem is not None:
+                    raise CorruptDatabase(f"integrity check failed: {problem}")
+            try:
+                conn.execute(
+                    "INSERT INTO meta(key, value) VALUES ('clean_shutdown', '0') "
+                    "ON CONFLICT(key) DO UPDATE SET value = excluded.value"
+                )
+            except sqlite3.OperationalError as exc:
+                if is_corruption(exc):
+                    raise
+                # Another process holds the write lock: start anyway (the pipeline retries
+                # its writes); only the next start's check after a crash is lost.
+                self.log.warning("cannot mark the store in use", error=str(exc))
+            make_private(self.path)  # the WAL and shm files now exist too
+            return conn
+        except sqlite3.DatabaseError as exc:
+            if conn is not None:
+                conn.close()
+            if is_corruption(exc):
+                raise CorruptDatabase(str(exc)) from exc
+            raise
+        except CorruptDatabase:
+            if conn is not None:
+                conn.close()
+            raise
+
+    def _move_aside(self) -> Path:
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        moved = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
+        n = 1
+        while moved.exists():
+            n += 1
+            moved = self.path.with_name(f"{self.path.name}.corrupt-{stamp}-{n}")
+        for suffix in ("", *SIDE_FILES):
+            with contextlib.suppress(FileNotFoundError):
+                os.rename(f"{self.path}{suffix}", f"{moved}{suffix}")
+        return moved
 
     @property
     def conn(self) -> sqlite3.Connection:
@@ -381,7 +518,15 @@ class Store:
     async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn(conn)`` on the store thread and return its result."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, fn, self.conn)
+        try:
+            return await loop.run_in_executor(self._pool, fn, self.conn)
+        except sqlite3.DatabaseError as exc:
+            if is_corruption(exc) and not self.corruption_seen:
+                self.corruption_seen = True
+                self.log.error(
+                    "database is damaged; restart to move it aside", database=str(self.path)
+                )
+            raise
 
     def set_meta(self, key: str, value: str) -> None:
         self.conn.execute(
@@ -454,6 +599,9 @@ class Store:
         """Finish queued work, checkpoint the WAL and close."""
         self._pool.shutdown(wait=True)
         if self._conn is not None:
+            if not self.corruption_seen:
+                with contextlib.suppress(sqlite3.Error):
+                    self.set_meta("clean_shutdown", "1")
             with contextlib.suppress(sqlite3.Error):
                 self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             self._conn.close()
