@@ -86,7 +86,7 @@ def test_digest_throttle_and_fold(tmp_path):
     async def go():
         rec = Recorder()
         q = await _queue(tmp_path, [rec], throttle=config.Duration(1.0))
-        q.submit([finding(), finding(subject="198.51.100.1/32"), finding()])
+        await q.submit([finding(), finding(subject="198.51.100.1/32"), finding()])
         assert await _until(lambda: rec.messages)
         await asyncio.sleep(0.5)
         assert len(rec.messages) == 1  # one digest for the window
@@ -95,7 +95,7 @@ def test_digest_throttle_and_fold(tmp_path):
         assert q.stats["folded"] == 1
         # After the throttle, the next one carries the folded count.
         await asyncio.sleep(0.8)
-        q.submit([finding()])
+        await q.submit([finding()])
         assert await _until(lambda: len(rec.messages) == 2)
         a = rec.messages[1].alerts[0]
         assert a.count == 2 and a.folded_since is not None
@@ -110,8 +110,8 @@ def test_critical_is_not_held_by_a_lower_severity_throttle(tmp_path):
     async def go():
         rec = Recorder()
         q = await _queue(tmp_path, [rec], digest_window=config.Duration(60))
-        q.submit([finding(rule="x", sev=Severity.WARNING)])
-        q.submit([finding(rule="x", sev=Severity.CRITICAL)])
+        await q.submit([finding(rule="x", sev=Severity.WARNING)])
+        await q.submit([finding(rule="x", sev=Severity.CRITICAL)])
         # The critical one goes out at once, without waiting for the 60 s digest window,
         # and takes the waiting warning along.
         assert await _until(lambda: rec.messages, timeout=5)
@@ -133,7 +133,7 @@ def test_retries_with_backoff_then_delivers_exactly_once(tmp_path):
             ]
         )
         q = await _queue(tmp_path, [rec])
-        q.submit([finding()])
+        await q.submit([finding()])
         assert await _until(lambda: rec.messages, timeout=15)
         await asyncio.sleep(1.0)
         assert len(rec.messages) == 1 and len(rec.attempts) == 4
@@ -153,7 +153,7 @@ def test_permanent_failure_drops_and_counts(tmp_path):
     async def go():
         rec = Recorder(fail=[DeliveryError("535 bad credentials", permanent=True)])
         q = await _queue(tmp_path, [rec])
-        q.submit([finding()])
+        await q.submit([finding()])
         assert await _until(lambda: q.stats["dropped_permanent"] == 1)
         await asyncio.sleep(0.5)
         assert rec.messages == []
@@ -169,7 +169,7 @@ def test_spool_survives_restart(tmp_path):
     async def go():
         down = Recorder(fail=[DeliveryError("connection refused")] * 100)
         q = await _queue(tmp_path, [down], retry_initial=config.Duration(30))
-        q.submit([finding(), finding(subject="198.51.100.1/32")])
+        await q.submit([finding(), finding(subject="198.51.100.1/32")])
         assert await _until(lambda: q.stats["delivery_failures"] >= 1)
         await q.stop()
         q.store.close()
@@ -197,7 +197,7 @@ def test_flood_is_bounded_with_correct_counts(tmp_path):
         q = await _queue(tmp_path, [rec], hourly_cap=5, digest_window=config.Duration(0.2))
         total = 10_000
         for i in range(total):
-            q.submit([finding(subject=f"10.{i // 65536}.{(i // 256) % 256}.{i % 256}/32")])
+            await q.submit([finding(subject=f"10.{i // 65536}.{(i // 256) % 256}.{i % 256}/32")])
             if i % 500 == 0:
                 await asyncio.sleep(0.05)
         assert await _until(lambda: q.stats["alerts"] == total, timeout=30)
@@ -207,12 +207,61 @@ def test_flood_is_bounded_with_correct_counts(tmp_path):
         assert delivered + q.stats["suppressed_by_cap"] == total
         # The next message after the cap tells how many were suppressed.
         q.sent_times["rec"].clear()
-        q.submit([finding(subject="192.0.2.1/32", sev=Severity.CRITICAL)])
+        await q.submit([finding(subject="192.0.2.1/32", sev=Severity.CRITICAL)])
         assert await _until(
             lambda: len(rec.messages) > 5 or any(m.suppressed for m in rec.messages)
         )
         last = rec.messages[-1]
         assert last.suppressed == q.stats["suppressed_by_cap"]
+        await q.stop()
+        q.store.close()
+
+    asyncio.run(go())
+
+
+HOLD_LOCK = """
+import sqlite3, sys, time
+c = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=30)
+c.execute("BEGIN EXCLUSIVE")
+print("locked", flush=True)
+time.sleep(float(sys.argv[2]))
+c.execute("ROLLBACK")
+"""
+
+
+def test_a_foreign_lock_delays_alerts_but_loses_none_and_keeps_the_throttle(tmp_path):
+    """Another process holds the database's write lock for 8 s (longer than the store's 5 s
+    busy timeout): every alert is still spooled and delivered once, and the throttle folds
+    only what a successful write recorded (no repeats held back by a write that failed)."""
+    import subprocess
+    import sys
+
+    async def go():
+        rec = Recorder()
+        q = await _queue(tmp_path, [rec], digest_window=config.Duration(0.1))
+        holder = subprocess.Popen(
+            [sys.executable, "-c", HOLD_LOCK, str(q.store.path), "8"],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert holder.stdout is not None
+            assert holder.stdout.readline().strip() == "locked"
+            subjects = [f"198.51.100.{i}/32" for i in range(1, 41)]
+            for s in subjects:
+                await q.submit([finding(subject=s)])
+            assert await _until(lambda: q.stats["spool_failures"] >= 1, timeout=15)
+            assert not rec.messages  # nothing could be spooled, so nothing went out
+            assert q.throttle == {}, "throttle advanced by a write that failed"
+            assert await _until(
+                lambda: sum(len(m.alerts) for m in rec.messages) >= 40, timeout=30
+            )
+            got = sorted(a.subject for m in rec.messages for a in m.alerts)
+            assert got == sorted(subjects)  # each once: none lost, none doubled
+            assert q.stats["spooled"] == 40 and q.stats["folded"] == 0
+        finally:
+            holder.kill()
+            holder.wait()
         await q.stop()
         q.store.close()
 

@@ -14,14 +14,18 @@
   older than ``max_age`` are dropped with an error. Both are counted.
 * **Cap**: at most ``hourly_cap`` messages per channel per hour; the excess is summarised as
   "N more suppressed" in the next message (critical alerts are never suppressed).
-* **Bounded**: findings enter through a bounded in-memory queue; when it is full they are
-  dropped and counted. A dead mail server never slows parsing, detection or bans.
+* **Bounded, never dropped**: findings enter through a bounded in-memory queue. Spooling is
+  retried until the store takes it (the throttle moves only with that write); while it
+  cannot, a full queue makes ``submit`` wait, which holds the pipeline and so the sources
+  (back-pressure). A dead mail server never slows parsing, detection or bans: the spool is
+  on disk.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import random
 import sqlite3
@@ -36,7 +40,8 @@ from ..events import Finding
 from .alert import Alert, DeliveryError, Message, severity_rank
 from .render import render
 
-INBOX = 10_000  # findings waiting to be spooled, at most
+INBOX = 10_000  # findings waiting to be spooled, at most (then submit() waits)
+SPOOL_RETRY_MIN, SPOOL_RETRY_MAX = 0.2, 5.0  # seconds between attempts to spool a batch
 SEND_TIMEOUT = 120.0  # a channel call that hangs longer than this is a transient failure
 BATCH_ROWS = 200  # alerts per message at most (more wait for the next one)
 
@@ -74,32 +79,26 @@ class AlertQueue:
             "delivery_failures": 0,
             "dropped_permanent": 0,
             "dropped_too_old": 0,
-            "dropped_inbox_full": 0,
+            "spool_failures": 0,
             "suppressed_by_cap": 0,
         }
         self.last_error: dict[str, str] = {}
+        self._in_hand: list[Alert] = []  # the batch being spooled (retried until it is)
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self.log = log.get("alerts")
 
     # ------------------------------------------------------------------ intake
 
-    def submit(
+    async def submit(
         self, findings: list[Finding], bans: dict[str, dict[str, Any]] | None = None
     ) -> None:
-        """Queue findings as alerts; never blocks (a full inbox drops and counts)."""
+        """Queue findings as alerts. Waits while the inbox is full, which happens only while
+        the store refuses writes: the pipeline then slows its sources (back-pressure) rather
+        than anything being dropped. A slow channel never fills it (the spool is on disk)."""
         for f in findings:
             ban = (bans or {}).get(f.ban_net or "")
-            alert = Alert.from_finding(f, self.host, ban)
-            try:
-                self.inbox.put_nowait(alert)
-            except asyncio.QueueFull:
-                self.stats["dropped_inbox_full"] += 1
-                if self.stats["dropped_inbox_full"] in (1, 100, 10_000):
-                    self.log.error(
-                        "alert inbox full: dropping alerts",
-                        dropped=self.stats["dropped_inbox_full"],
-                    )
+            await self.inbox.put(Alert.from_finding(f, self.host, ban))
 
     async def start(self) -> None:
         await self.store.run(self._load)
@@ -127,7 +126,7 @@ class AlertQueue:
     async def stop(self) -> None:
         # Spool what is in the inbox (it is only in memory); delivery resumes after restart.
         with contextlib.suppress(Exception):
-            batch = []
+            batch = list(self._in_hand)
             while not self.inbox.empty():
                 batch.append(self.inbox.get_nowait())
             if batch:
@@ -146,42 +145,64 @@ class AlertQueue:
             batch = [await self.inbox.get()]
             while not self.inbox.empty() and len(batch) < 1000:
                 batch.append(self.inbox.get_nowait())
-            try:
-                await self._spool(batch)
-            except Exception:
-                self.log.exception("cannot spool alerts", count=len(batch))
+            self._in_hand = batch
+            delay = SPOOL_RETRY_MIN
+            while True:
+                try:
+                    await self._spool(batch)
+                    break
+                except Exception as exc:
+                    # Locked by another process, disk full, I/O error: an alert is never
+                    # given up; nothing (throttle included) moved, so the retry is exact.
+                    self.stats["spool_failures"] += 1
+                    self.last_error["spool"] = str(exc)
+                    self.log.error(
+                        "cannot spool alerts; retrying",
+                        count=len(batch),
+                        error=str(exc),
+                        in_seconds=delay,
+                    )
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, SPOOL_RETRY_MAX)
+            self._in_hand = []
+            self.last_error.pop("spool", None)
             self._wake.set()
 
     async def _spool(self, alerts: list[Alert]) -> None:
+        """Fold or spool ``alerts`` in one transaction. The in-memory throttle changes only
+        after that transaction commits: a failed write leaves no trace to be retried over."""
         now = time.time()
         rows: list[tuple[str, str, float, float, int]] = []
         changed: dict[str, Throttle] = {}
+        folded = 0
         for a in alerts:
-            self.stats["alerts"] += 1
             key = f"{a.rule}\x00{a.subject}"
-            st = self.throttle.get(key)
-            if st is not None and now - st.last_sent < self.cfg.throttle and a.rank <= st.severity:
-                st.folded += a.count
-                if st.folded_since is None:
-                    st.folded_since = a.first_seen
-                changed[key] = st
-                self.stats["folded"] += 1
+            prev = changed.get(key) or self.throttle.get(key)
+            if (
+                prev is not None
+                and now - prev.last_sent < self.cfg.throttle
+                and a.rank <= prev.severity
+            ):
+                changed[key] = Throttle(
+                    prev.last_sent,
+                    prev.severity,
+                    prev.folded + a.count,
+                    prev.folded_since if prev.folded_since is not None else a.first_seen,
+                )
+                folded += 1
                 continue
-            if st is not None and st.folded:
-                a.count += st.folded
-                a.folded_since = st.folded_since
-            self.throttle[key] = changed[key] = Throttle(now, a.rank)
+            if prev is not None and prev.folded:
+                a = dataclasses.replace(
+                    a, count=a.count + prev.folded, folded_since=prev.folded_since
+                )
+            changed[key] = Throttle(now, a.rank)
             if self.dry_run:
-                self.log.warning("DRY RUN: alert not sent", rule=a.rule, subject=a.subject)
                 continue
             due = now if a.rank >= severity_rank("critical") else now + self.cfg.digest_window
             doc = json.dumps(a.to_dict(), ensure_ascii=False)
             for name, ch in self.channels.items():
                 if ch.accepts(a):
                     rows.append((name, doc, now, due, a.rank))
-        if len(self.throttle) > 100_000:
-            cutoff = now - self.cfg.throttle
-            self.throttle = {k: v for k, v in self.throttle.items() if v.last_sent >= cutoff}
 
         def go(conn: sqlite3.Connection) -> None:
             with self.store.transaction():
@@ -202,7 +223,16 @@ class AlertQueue:
                 )
 
         await self.store.run(go)
+        self.throttle.update(changed)
+        if len(self.throttle) > 100_000:
+            cutoff = now - self.cfg.throttle
+            self.throttle = {k: v for k, v in self.throttle.items() if v.last_sent >= cutoff}
+        self.stats["alerts"] += len(alerts)
+        self.stats["folded"] += folded
         self.stats["spooled"] += len(rows)
+        if self.dry_run:
+            for a in alerts:
+                self.log.warning("DRY RUN: alert not sent", rule=a.rule, subject=a.subject)
 
     # ------------------------------------------------------------------ delivery
 
