@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import gc
 import os
 import signal
@@ -21,10 +22,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from . import __version__, config, log, sources
+from . import __version__, config, control, log, sources
+from .addresses import parse_network
 from .control import ControlError, ControlServer
 from .detect.engine import Engine, load_history
-from .events import Event, Finding
+from .events import Action, Event, Finding, Severity
 from .notify.channels import build_channels
 from .notify.queue import AlertQueue
 from .notify.report import ReportScheduler
@@ -32,7 +34,7 @@ from .parse import Parser
 from .parse.prefix import load_zone
 from .pipeline import Pipeline
 from .respond.backend import Backend, make_backend
-from .respond.bans import BanManager
+from .respond.bans import BanManager, BanRefused, NotCompleted
 from .sessions import SessionStage, SessionTracker, settings_from
 from .store import Store, StoreError
 from .systemd import Notifier
@@ -101,11 +103,9 @@ def resolve_state_dir(cli_value: str | None, cfg: config.Config) -> str:
 
 
 def resolve_socket(cfg: config.Config) -> str:
-    """control.socket, moved into systemd's RUNTIME_DIRECTORY when left at the default."""
-    env = os.environ.get("RUNTIME_DIRECTORY")
-    if env and cfg.control.socket == config.ControlConfig().socket:
-        return os.path.join(env.split(":")[0], "control.sock")
-    return cfg.control.socket
+    """control.socket, moved into systemd's RUNTIME_DIRECTORY when left at the default (one
+    rule for the daemon and the CLI: control.resolve_socket)."""
+    return control.resolve_socket(cfg.control.socket)
 
 
 class Daemon:
@@ -213,6 +213,7 @@ class Daemon:
         )
         await self.control.start()
         saved_files = await self.store.run(lambda _c: self.store.load_file_positions())
+        saved_times = await self.store.run(lambda _c: self.store.file_position_times())
         saved_cursor = await self.store.run(lambda _c: self.store.load_journal_cursor())
         zone = load_zone(self.config.sources.timezone)
         history = await self.store.run(load_history)
@@ -268,10 +269,38 @@ class Daemon:
             self.alerts,
             self.report,
             *([self.session_stage] if self.session_stage is not None else []),
-            *sources.build(self.config, self.pipeline.emit, saved_files, saved_cursor),
+            *sources.build(
+                self._sources_config(), self.pipeline.emit, saved_files, saved_cursor, saved_times
+            ),
         ]
         for stage in self.stages:
             await stage.start()
+        if self.store.recovered is not None:
+            await self._alert_store_recovered(self.store.recovered)
+
+    def _sources_config(self) -> config.Config:
+        """The config the sources start with. A store started fresh after damage has no
+        positions: start at the end of the logs, whatever ``start_at`` says, rather than
+        alert again on the history the old store had already handled."""
+        cfg = self.config
+        if self.store.recovered is None or cfg.sources.start_at == "end":
+            return cfg
+        return dataclasses.replace(
+            cfg, sources=dataclasses.replace(cfg.sources, start_at="end")
+        )
+
+    async def _alert_store_recovered(self, info: dict[str, str]) -> None:
+        finding = Finding(
+            "store_recovered",
+            Severity.HIGH,
+            socket.gethostname(),
+            (),
+            Action.ALERT,
+            f"the state database was damaged ({info['error']}); it was moved to "
+            f"{info['moved_to']} and a fresh one started: ban history, login history and the "
+            "audit trail before this start are in the moved file only",
+        )
+        await self._on_findings([finding])
 
     def _backend(self, cfg: config.Config) -> Backend:
         r = cfg.response
@@ -303,7 +332,7 @@ class Daemon:
                             "offence": r.offence,
                             "dry_run": r.dry_run,
                         }
-            self.alerts.submit(findings, bans)
+            await self.alerts.submit(findings, bans)
         for f in findings:
             self.counters.inc(f"findings.{f.rule}")
             level = self.log.error if f.severity == "critical" else self.log.warning
@@ -463,6 +492,10 @@ class Daemon:
         parts.append(f"{_human(self.rate.per_hour())} events/h")
         if self.bans is not None:
             parts.append(self.bans.describe()["summary"])
+        if self.pipeline is not None and self.pipeline.store_error is not None:
+            parts.append(f"STORE FAILING, {_human(self.pipeline.unstored_lines)} lines held")
+        if self.store.recovered is not None:
+            parts.append("damaged database moved aside at start")
         if self.dry_run:
             parts.append("dry run")
         if self.last_reload_error:
@@ -478,8 +511,33 @@ class Daemon:
                 last = line
             await asyncio.sleep(5)
 
+    def _store_status(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"path": str(self.store.path)}
+        if self.store.recovered is not None:
+            out["recovered"] = dict(self.store.recovered)
+        if self.store.corruption_seen:
+            out["damaged"] = True
+        if self.pipeline is not None and self.pipeline.store_error is not None:
+            out["error"] = self.pipeline.store_error
+            out["unstored_lines"] = self.pipeline.unstored_lines
+        return out
+
+    def _warnings(self) -> list[str]:
+        out: list[str] = []
+        rec = self.store.recovered
+        if rec is not None:
+            out.append(
+                f"the database was damaged and moved to {rec['moved_to']} at {rec['at']}; "
+                "this store started empty"
+            )
+        if self.store.corruption_seen:
+            out.append("the database is damaged: restart the service to move it aside")
+        return out
+
     async def _cmd_status(self, _req: dict[str, Any]) -> dict[str, Any]:
         return {
+            "warnings": self._warnings(),
+            "store": self._store_status(),
             "version": __version__,
             "pid": os.getpid(),
             "host": socket.gethostname(),
@@ -524,12 +582,19 @@ class Daemon:
 
     async def _cmd_ban(self, req: dict[str, Any]) -> dict[str, Any]:
         if self.bans is None:
-            raise RuntimeError("bans are not running")
-        seconds = req.get("seconds")
+            raise NotCompleted("bans are not running yet; try again in a moment")
+        net = req.get("net")
+        if not isinstance(net, str):
+            raise BanRefused("ban: 'net' (an address or network) is missing")
+        try:
+            seconds = int(req["seconds"]) if req.get("seconds") else None
+        except (TypeError, ValueError):
+            raise BanRefused(f"ban: bad 'seconds' {req.get('seconds')!r}") from None
         rec = await self.bans.ban(
-            str(req["net"]),
-            int(seconds) if seconds else None,
-            str(req.get("reason") or "operator ban"),
+            net,
+            seconds,
+            str(req.get("reason") or "operator ban")[:200],
+            force=bool(req.get("force", False)),
         )
         return {
             "net": rec.net,
@@ -541,8 +606,16 @@ class Daemon:
 
     async def _cmd_unban(self, req: dict[str, Any]) -> dict[str, Any]:
         if self.bans is None:
-            raise RuntimeError("bans are not running")
-        return {"unbanned": await self.bans.unban(str(req["net"]))}
+            raise NotCompleted("bans are not running yet; try again in a moment")
+        net = req.get("net")
+        if not isinstance(net, str):
+            raise BanRefused("unban: 'net' (an address or network) is missing")
+        unbanned = await self.bans.unban(net)  # raises BanRefused on a bad address
+        return {
+            "unbanned": unbanned,
+            "net": str(parse_network(net)[0]),
+            "covered_by": None if unbanned else self.bans.covered_by(net),
+        }
 
 
 def run(

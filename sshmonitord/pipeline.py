@@ -1,18 +1,29 @@
 """The handling stage between sources and the store.
 
 Sources put batches of :class:`Line` (and :class:`Retired` markers) on one bounded queue; a
-single consumer handles them in order and, in **one SQLite transaction per batch**, writes the
-batch's results together with the positions after it. A crash therefore loses nothing that
-was not committed and repeats nothing that was: on restart the sources resume exactly at the
-committed positions.
+single consumer handles them in order: parse, detect, **act** (firewall bans, alerts), then,
+in **one SQLite transaction per batch**, store the batch's results together with the
+positions after it. A crash therefore loses nothing that was not stored and repeats nothing
+that was: on restart the sources resume exactly at the stored positions.
+
+Acting comes before storing so that protection fails closed: when the store cannot write
+(disk full, another process holding the lock, I/O errors) bans are still placed and alerts
+still queued. The batches not yet stored are kept in memory, in order, and stored as soon as
+the store takes them, without going through detection again. They are bounded: at
+``MAX_UNSTORED_LINES`` the consumer stops taking batches until the store recovers, the
+queue fills and the sources wait (back-pressure, never a drop), and since positions only
+advance with stored batches, a restart in between re-reads exactly what was not stored.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
+from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -29,10 +40,30 @@ if TYPE_CHECKING:
 
 QUEUE_BATCHES = 64  # bounded: a stuck consumer pushes back on the sources, never grows memory
 MAX_BATCH_LINES = 5000
+# Lines handled (acted on) but not yet stored, at most; then the sources wait for the store.
+MAX_UNSTORED_LINES = 20_000
+STORE_RETRY_MIN, STORE_RETRY_MAX = 0.5, 30.0  # seconds between attempts while it fails
+
+
+@dataclass
+class Handled:
+    """One batch, parsed, detected and acted on: what its transaction will store."""
+
+    lines: int
+    rows: list[tuple[Any, ...]]
+    events: list[Event]
+    findings: list[Finding]
+    bans: list[BanRecord]
+    tracked: list[Event]
+    trace: list[tuple[str, str]]
+    files: dict[tuple[str, int, int], FilePosition] = field(default_factory=dict)
+    retired: list[tuple[str, int, int]] = field(default_factory=list)
+    cursors: dict[str, str] = field(default_factory=dict)
+    now: float = 0.0
 
 
 class Pipeline:
-    """Consumes source batches; commits results and positions atomically."""
+    """Consumes source batches; acts on them at once; stores results and positions atomically."""
 
     name = "pipeline"
 
@@ -47,6 +78,7 @@ class Pipeline:
         trace: bool = False,
         maxsize: int = QUEUE_BATCHES,
         sessions: SessionTracker | None = None,
+        max_unstored_lines: int = MAX_UNSTORED_LINES,
     ) -> None:
         self.store = store
         # The audit trail: joins events into sessions inside the batch's transaction.
@@ -65,7 +97,16 @@ class Pipeline:
         self.events = 0
         self.batches = 0
         self.commit_failures = 0
+        self.audit_only = 0  # lines trusted for their user's sessions only
         self.last_progress = time.monotonic()
+        # Handled but not yet stored, oldest first (the store refused the write).
+        self.unstored: deque[Handled] = deque()
+        self.unstored_lines = 0
+        self.max_unstored_lines = max_unstored_lines
+        self.store_error: str | None = None
+        self.paused_for_store = False
+        self._retry_at = 0.0
+        self._retry_delay = STORE_RETRY_MIN
         self.log = log.get("pipeline")
 
     async def emit(self, batch: list[Line | Retired]) -> None:
@@ -78,7 +119,16 @@ class Pipeline:
 
     async def _run(self) -> None:
         while True:
-            first = await self.queue.get()
+            if self.unstored:
+                # Something waits to be stored: come back to it even if no line arrives.
+                wait = max(0.0, self._retry_at - time.monotonic())
+                try:
+                    first = await asyncio.wait_for(self.queue.get(), wait)
+                except TimeoutError:
+                    await self._store_pending()
+                    continue
+            else:
+                first = await self.queue.get()
             items = list(first)
             taken = 1
             while len(items) < MAX_BATCH_LINES and not self.queue.empty():
@@ -90,6 +140,25 @@ class Pipeline:
             self.last_progress = time.monotonic()
 
     async def _handle(self, items: list[Line | Retired]) -> None:
+        batch = self._process(items)
+        # Act first: the firewall and the operator never wait for the store (fail closed).
+        if batch.bans and self.bans is not None:
+            await self.bans.enforce(batch.bans)
+        self.lines += batch.lines
+        self.batches += 1
+        self.events += len(batch.events)
+        if self.on_events is not None and batch.events:
+            self.on_events(batch.events)
+        if batch.findings:
+            self.findings += len(batch.findings)
+            if self.on_findings is not None:
+                await self.on_findings(batch.findings)
+        self.unstored.append(batch)
+        self.unstored_lines += batch.lines
+        await self._store_pending()
+
+    def _process(self, items: list[Line | Retired]) -> Handled:
+        """Parse and detect (pure: no I/O); decide the bans the findings call for."""
         files: dict[tuple[str, int, int], FilePosition] = {}
         retired: list[tuple[str, int, int]] = []
         cursors: dict[str, str] = {}
@@ -111,66 +180,117 @@ class Pipeline:
             n += 1
             pos = item.position
             if isinstance(pos, FilePosition):
-                files[(pos.path, pos.dev, pos.inode)] = pos
+                key = (pos.path, pos.dev, pos.inode)
+                files[key] = pos
+                if key in retired:
+                    retired.remove(key)  # a new file on that inode, after the old one ended
             elif isinstance(pos, JournalPosition):
                 cursors[item.source] = pos.cursor
             if self.trace:
                 trace_rows.append((item.source, item.text))
             ev = parse(item)  # never raises: the parser counts its own failures
-            if ev is not None and ev.kind is not Kind.IGNORED:
+            if ev is None:
+                continue
+            if item.audit_user is not None:
+                # Proven only to come from that user's own session process: it may join
+                # that user's sessions, never count as an event or toward a finding.
+                self.audit_only += 1
+                if (
+                    sessions is not None
+                    and ev.user in (None, item.audit_user)
+                    and (ev.kind is not Kind.IGNORED or sessions.wants(ev))
+                ):
+                    tracked.append(ev)
+                continue
+            if ev.kind is not Kind.IGNORED:
                 events.append(ev)
                 if sessions is not None:
                     tracked.append(ev)
-            elif ev is not None and sessions is not None and sessions.wants(ev):
+            elif sessions is not None and sessions.wants(ev):
                 tracked.append(ev)
-        rows = [event_row(ev) for ev in events]
         findings = self._detect(events)
         now = time.time()
-        planned: list[BanRecord] = []
+        bans = self.bans.decide(findings, now) if self.bans is not None and findings else []
+        return Handled(
+            n,
+            [event_row(ev) for ev in events],
+            events,
+            findings,
+            bans,
+            tracked,
+            trace_rows,
+            files,
+            retired,
+            cursors,
+            now,
+        )
 
-        def commit(conn: Any) -> None:
-            planned.clear()
-            with self.store.transaction():
-                if rows:
-                    conn.executemany(INSERT_EVENT, rows)
-                    save_history(conn, events, self.engine)
-                if findings:
-                    conn.executemany(INSERT_FINDING, [finding_row(f, now) for f in findings])
-                    if self.bans is not None:
-                        planned.extend(self.bans.plan(conn, findings, now))
-                if trace_rows:
-                    conn.executemany(
-                        "INSERT INTO line_trace(source, text) VALUES (?, ?)", trace_rows
+    def _commit(self, conn: Any, b: Handled) -> None:
+        """One batch's transaction (store thread): results and the positions after them."""
+        with self.store.transaction():
+            if b.rows:
+                conn.executemany(INSERT_EVENT, b.rows)
+                save_history(conn, b.events, self.engine)
+            if b.findings:
+                conn.executemany(INSERT_FINDING, [finding_row(f, b.now) for f in b.findings])
+            if b.bans and self.bans is not None:
+                self.bans.record(conn, b.bans)
+            if b.trace:
+                conn.executemany("INSERT INTO line_trace(source, text) VALUES (?, ?)", b.trace)
+            if self.sessions is not None and b.tracked:
+                self.sessions.apply(conn, b.tracked)
+            self.store.save_positions(b.files.values(), b.retired, b.cursors)
+
+    async def _store_pending(self) -> None:
+        """Store the handled batches in order. While the store refuses, keep them (bounded)
+        and return so the next batch is acted on; at the bound, wait here for the store."""
+        while self.unstored:
+            full = self.unstored_lines >= self.max_unstored_lines
+            wait = self._retry_at - time.monotonic()
+            if wait > 0:
+                if not full:
+                    return
+                if not self.paused_for_store:
+                    self.paused_for_store = True
+                    self.log.error(
+                        "store still failing and unstored lines at their bound: "
+                        "pausing the sources until it recovers",
+                        unstored_lines=self.unstored_lines,
+                        error=self.store_error,
                     )
-                if sessions is not None and tracked:
-                    sessions.apply(conn, tracked)
-                self.store.save_positions(files.values(), retired, cursors)
-
-        delay = 0.5
-        while True:
+                await asyncio.sleep(wait)
+                self.last_progress = time.monotonic()
+            b = self.unstored[0]
             try:
-                await self.store.run(commit)
-                break
+                await self.store.run(functools.partial(self._commit, b=b))
             except Exception as exc:
-                # Disk full, I/O error: keep the batch and retry; sources wait behind us and
-                # the watchdog notices if this never clears.
+                # Disk full, locked by another process, I/O error: keep the batch.
                 self.commit_failures += 1
-                if sessions is not None:
-                    sessions.invalidate()  # rolled back: rebuild its index from the store
-                self.log.error("cannot commit batch; retrying", error=str(exc), in_seconds=delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 30)
-        self.lines += n
-        self.batches += 1
-        self.events += len(events)
-        if self.on_events is not None and events:
-            self.on_events(events)
-        if planned and self.bans is not None:
-            await self.bans.enforce(planned)
-        if findings:
-            self.findings += len(findings)
-            if self.on_findings is not None:
-                await self.on_findings(findings)
+                if self.sessions is not None:
+                    self.sessions.invalidate()  # rolled back: rebuild its index from the store
+                if self.store_error is None:
+                    self.log.error(
+                        "cannot store handled lines; acting on them anyway and retrying",
+                        error=str(exc),
+                        unstored_lines=self.unstored_lines,
+                    )
+                self.store_error = str(exc)
+                self._retry_at = time.monotonic() + self._retry_delay
+                self._retry_delay = min(self._retry_delay * 2, STORE_RETRY_MAX)
+                continue
+            self.unstored.popleft()
+            self.unstored_lines -= b.lines
+            if b.bans and self.bans is not None:
+                self.bans.committed(b.bans)
+            if self.store_error is not None and not self.unstored:
+                self.log.warning(
+                    "store writable again; every held line is stored",
+                    failed_attempts=self.commit_failures,
+                )
+                self.store_error = None
+                self.paused_for_store = False
+                self._retry_delay = STORE_RETRY_MIN
+                self._retry_at = 0.0
 
     def _detect(self, events: list[Event]) -> list[Finding]:
         if self.engine is None:
@@ -186,9 +306,12 @@ class Pipeline:
         return out
 
     async def drain(self, timeout: float) -> bool:
-        """Wait until every queued batch is handled; False on timeout."""
+        """Wait until every queued batch is handled and stored; False on timeout."""
         try:
-            await asyncio.wait_for(self.queue.join(), timeout)
+            async with asyncio.timeout(timeout):
+                await self.queue.join()
+                while self.unstored:
+                    await asyncio.sleep(0.05)
             return True
         except TimeoutError:
             return False
@@ -196,8 +319,9 @@ class Pipeline:
     async def stop(self) -> None:
         if not await self.drain(5):
             self.log.warning(
-                "stopping with unhandled lines queued; they will be re-read",
-                batches=self.queue.qsize(),
+                "stopping with lines not stored; they will be re-read at the next start",
+                batches=self.queue.qsize() + len(self.unstored),
+                unstored_lines=self.unstored_lines,
             )
         if self._task is not None:
             self._task.cancel()
@@ -211,7 +335,7 @@ class Pipeline:
 
     def describe(self) -> dict[str, Any]:
         ps = self.parser.stats
-        return {
+        out: dict[str, Any] = {
             "name": "pipeline",
             "summary": f"{self.lines} lines, {self.events} events",
             "stats": {
@@ -222,6 +346,8 @@ class Pipeline:
                 "findings": self.findings,
                 "engine_errors": self.engine_errors,
                 "commit_failures": self.commit_failures,
+                "unstored_lines": self.unstored_lines,
+                "audit_only_lines": self.audit_only,
                 "other_programs": ps.other_programs,
                 "malformed": ps.malformed,
                 "unrecognized": ps.kinds.get(Kind.UNRECOGNIZED, 0),
@@ -229,9 +355,27 @@ class Pipeline:
             },
             "unrecognized_samples": ps.unrecognized_samples[-5:],
         }
+        if self.store_error is not None:
+            state = (
+                "sources paused until it recovers"
+                if self.paused_for_store
+                else "acting on them, storing when it can"
+            )
+            out["warnings"] = [
+                f"cannot write the store ({self.store_error}): {self.unstored_lines} lines "
+                f"held in memory, {state}"
+            ]
+        return out
 
     def healthy(self) -> bool:
         if self._task is not None and self._task.done():
             return False
-        # Work is waiting but nothing moved for a long time: stuck.
-        return self.queue.empty() or time.monotonic() - self.last_progress < 60
+        if self.store.corruption_seen:
+            return False  # a restart moves the damaged database aside
+        # Waiting on a full or locked store is not stuck (a restart would not help); work
+        # waiting while nothing moved for a long time is.
+        return (
+            self.queue.empty()
+            or bool(self.unstored)
+            or time.monotonic() - self.last_progress < 60
+        )

@@ -617,7 +617,19 @@ class _Transaction:
         return self.conn
 
     def __exit__(self, exc_type: object, *_: object) -> None:
-        self.conn.execute("ROLLBACK" if exc_type else "COMMIT")
+        if not exc_type:
+            try:
+                self.conn.execute("COMMIT")
+            except sqlite3.Error:
+                # A COMMIT that fails (disk full while writing the WAL) can leave the
+                # transaction open: end it, or every later BEGIN fails too.
+                if self.conn.in_transaction:
+                    self.conn.execute("ROLLBACK")
+                raise
+        elif self.conn.in_transaction:
+            # SQLite rolls back by itself on some errors (SQLITE_FULL, SQLITE_IOERR): a second
+            # ROLLBACK would raise and hide the error that matters.
+            self.conn.execute("ROLLBACK")
 
 
 def query(conn: sqlite3.Connection, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:

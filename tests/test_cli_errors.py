@@ -127,11 +127,6 @@ def test_ban_normalises_and_unban_of_nothing_is_quiet(daemon):
     no_traceback(d)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="daemon.py's _cmd_ban must pass force=req.get('force', False) to BanManager.ban "
-    "(then remove this marker: strict, so it fails once that is done)",
-)
 def test_force_bans_a_wide_network(daemon):
     d = daemon
     sock = str(d.socket_path)

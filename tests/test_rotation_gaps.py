@@ -153,11 +153,6 @@ def test_missing_or_unreadable_middle_generation_is_a_reported_gap(
         assert "bytes_skipped=unknown" in gap_logs[0]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="daemon.py must pass saved_times=Store.file_position_times() to sources.build "
-    "(verified in a patched copy; then remove this marker: strict, so it fails once done)",
-)
 def test_saved_file_deleted_by_rotate_1_is_a_reported_gap(tmp_path, daemon_factory):
     r = Run(tmp_path, daemon_factory)
     opts = "rotate 1\ncreate 0640"

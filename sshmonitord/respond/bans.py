@@ -350,19 +350,6 @@ class BanManager:
             out.append(self._new(key, f.rule, f.summary, now, None))
         return out
 
-    def plan(
-        self, conn: sqlite3.Connection, findings: Iterable[Finding], now: float
-    ) -> list[BanRecord]:
-        """decide() and record() in one, inside the caller's transaction: the pipeline's way
-        before bans failed closed. Kept until the pipeline calls decide/enforce/record."""
-        recs = self.decide(findings, now)
-        for r in recs:
-            # The caller's transaction holds these rows, or rolls back and decides again:
-            # persist() must never write a ban that was never enforced.
-            self._unsaved.pop(r.key, None)
-        self.record(conn, recs)
-        return recs
-
     # ------------------------------------------------------------------ storing (store thread)
 
     def record(self, conn: sqlite3.Connection, records: Iterable[BanRecord]) -> None:
