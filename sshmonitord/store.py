@@ -252,6 +252,15 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         CREATE INDEX transfers_ts ON transfers(ts);
         """,
     ),
+    (
+        7,
+        "alert spool: the message a row was last sent in",
+        # A retry (or the re-delivery after a crash mid-send) sends the same rows again as the
+        # same message, so its id (Message-ID, Idempotency-Key) marks the duplicate.
+        """
+        ALTER TABLE alert_spool ADD COLUMN batch TEXT;
+        """,
+    ),
 ]
 
 

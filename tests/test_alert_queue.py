@@ -266,3 +266,36 @@ def test_a_foreign_lock_delays_alerts_but_loses_none_and_keeps_the_throttle(tmp_
         q.store.close()
 
     asyncio.run(go())
+
+
+def test_a_retried_digest_is_the_same_message_even_when_more_alerts_arrived(tmp_path):
+    """A message that failed (or may have got through before a crash) goes out again with the
+    same members and so the same id; alerts raised meanwhile go in a message of their own."""
+
+    async def go():
+        tried: list[str] = []
+
+        class Tracing(Recorder):
+            async def send(self, message):
+                tried.append(message.id)
+                return await super().send(message)
+
+        rec = Tracing(fail=[DeliveryError("500 boom")])
+        # The newcomer's own window (2 s) ends after the retry (~0.2 s): unpinned, it would
+        # ride along in the retry and change the retried message's id.
+        q = await _queue(tmp_path, [rec], digest_window=config.Duration(2.0))
+        await q.submit([finding(subject="198.51.100.1/32"), finding(subject="198.51.100.2/32")])
+        assert await _until(lambda: len(rec.attempts) == 1, timeout=5)
+        await q.submit([finding(subject="198.51.100.3/32")])
+        assert await _until(lambda: len(rec.messages) == 2, timeout=15)
+        by_members = {tuple(a.subject for a in m.alerts): m for m in rec.messages}
+        retried = by_members[("198.51.100.1/32", "198.51.100.2/32")]
+        alone = by_members[("198.51.100.3/32",)]
+        assert retried.id == tried[0]  # the failed attempt's id, sent again
+        assert alone.id != retried.id
+        rows = await q.store.run(lambda c: c.execute("SELECT COUNT(*) FROM alert_spool").fetchone())
+        assert rows[0] == 0
+        await q.stop()
+        q.store.close()
+
+    asyncio.run(go())

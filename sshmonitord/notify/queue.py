@@ -291,28 +291,44 @@ class AlertQueue:
 
     def _due(
         self, conn: sqlite3.Connection, channel: str, now: float
-    ) -> list[tuple[int, str, int]]:
+    ) -> list[tuple[int, str, int, str | None]]:
+        first = conn.execute(
+            "SELECT batch FROM alert_spool WHERE channel = ? AND next_attempt <= ? "
+            "ORDER BY batch IS NULL, id LIMIT 1",
+            (channel, now),
+        ).fetchone()
+        if first is None:
+            return []
+        if first[0] is not None:
+            # Tried before (maybe delivered before a crash): send exactly that message again,
+            # so the receiver sees the same message id.
+            return [
+                tuple(r)
+                for r in conn.execute(
+                    "SELECT id, alert, attempts, batch FROM alert_spool "
+                    "WHERE channel = ? AND batch = ? ORDER BY id",
+                    (channel, first[0]),
+                )
+            ]
         # Anything due, plus fresh rows that would otherwise wait for their own window:
         # they ride along in the same message.
-        if (
-            conn.execute(
-                "SELECT 1 FROM alert_spool WHERE channel = ? AND next_attempt <= ? LIMIT 1",
-                (channel, now),
-            ).fetchone()
-            is None
-        ):
-            return []
         return [
             tuple(r)
             for r in conn.execute(
-                "SELECT id, alert, attempts FROM alert_spool WHERE channel = ? AND "
-                "(next_attempt <= ? OR attempts = 0) ORDER BY id LIMIT ?",
+                "SELECT id, alert, attempts, batch FROM alert_spool WHERE channel = ? AND "
+                "batch IS NULL AND (next_attempt <= ? OR attempts = 0) ORDER BY id LIMIT ?",
                 (channel, now, BATCH_ROWS),
             )
         ]
 
-    async def _deliver(self, ch: Any, rows: list[tuple[int, str, int]]) -> None:
-        alerts = [Alert.from_dict(json.loads(doc)) for _id, doc, _n in rows]
+    def _pin(self, conn: sqlite3.Connection, ids: list[int], batch: str) -> None:
+        with self.store.transaction():
+            conn.executemany(
+                "UPDATE alert_spool SET batch = ? WHERE id = ?", [(batch, i) for i in ids]
+            )
+
+    async def _deliver(self, ch: Any, rows: list[tuple[int, str, int, str | None]]) -> None:
+        alerts = [Alert.from_dict(json.loads(doc)) for _id, doc, _n, _b in rows]
         ids = [r[0] for r in rows]
         now = time.time()
         sent = self.sent_times.setdefault(ch.name, deque())
@@ -332,6 +348,9 @@ class AlertQueue:
                 return
         suppressed = self.suppressed.get(ch.name, 0)
         msg: Message = render(alerts, self.host, suppressed=suppressed, now=now)
+        if any(b != msg.id for i, _d, _n, b in rows if i in set(ids)):
+            # Recorded before sending: a crash mid-send re-sends this very message.
+            await self.store.run(lambda c: self._pin(c, ids, msg.id))
         try:
             answer = await asyncio.wait_for(ch.send(msg), SEND_TIMEOUT)
         except (DeliveryError, TimeoutError, OSError) as exc:
@@ -374,7 +393,11 @@ class AlertQueue:
             conn.executemany("DELETE FROM alert_spool WHERE id = ?", [(i,) for i in ids])
 
     async def _failed(
-        self, channel: str, ids: list[int], rows: list[tuple[int, str, int]], err: DeliveryError
+        self,
+        channel: str,
+        ids: list[int],
+        rows: list[tuple[int, str, int, str | None]],
+        err: DeliveryError,
     ) -> None:
         self.stats["delivery_failures"] += 1
         self.last_error[channel] = str(err)
@@ -388,7 +411,7 @@ class AlertQueue:
             )
             await self.store.run(lambda c: self._delete(c, ids))
             return
-        attempts = max((n for i, _d, n in rows if i in set(ids)), default=0) + 1
+        attempts = max((n for i, _d, n, _b in rows if i in set(ids)), default=0) + 1
         delay = self.backoff(attempts, err.retry_after)
         self.log.warning(
             "alert delivery failed; will retry",
