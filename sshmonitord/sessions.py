@@ -999,7 +999,7 @@ class SessionTracker:
                 s = None  # the pid is the session's monitor or child, not an sftp server
         how = entry.get("how", BY_PID) if entry is not None else None
         if op == "session_close":
-            if s is not None and entry is not None:
+            if s is not None and entry is not None and pid is not None:
                 entry["end"] = ts
                 entry["end_seq"] = self._next_seq()
                 self._unmap_pid(s, pid)
@@ -1032,9 +1032,9 @@ class SessionTracker:
                 self._touch(s, ts)
             return
         else:
-            for k in ("mode", "what"):
-                if d.get(k) is not None:
-                    extra[k] = d[k]
+            for name in ("mode", "what"):
+                if d.get(name) is not None:
+                    extra[name] = d[name]
         self._transfers.append(
             (
                 None if s is None else s.id,

@@ -234,7 +234,8 @@ def build_report(
             if n:
                 events_by_kind[str(kind)] = int(n)
         buckets = f"CAST((ts - {origin!r}) / {bucket!r} AS INTEGER)"
-        queries = []
+        # (what, sql, params): params are (since, until) plus the window for 'invalid'.
+        queries: list[tuple[str, str, tuple[float, ...]]] = []
         if events_by_kind.get("auth_failure"):
             queries.append(
                 (
@@ -1063,7 +1064,7 @@ _NOTE = "font-size:12px;color:#757575;margin:4px 0 0 0"
 _BAR_H = 60  # px, the tallest bar
 
 
-def _h_table(head: Sequence[str], rows: list[Sequence[str]], right: set[int]) -> str:
+def _h_table(head: Sequence[str], rows: Sequence[Sequence[str]], right: set[int]) -> str:
     """``rows`` are already-escaped HTML cells."""
     th = "".join(
         f'<th style="{_TH}{";text-align:right" if i in right else ""}">{h(x)}</th>'
@@ -1128,7 +1129,7 @@ def _html_chart(r: dict[str, Any]) -> str:
             f'<td style="font-size:10px;color:#757575;padding:2px 0 0 1px;'
             f'white-space:nowrap;overflow:visible">{h(text)}</td>'
         )
-    rows = []
+    rows: list[str] = []
     for label, values, colour in (
         ("failures", c["failures"], "#e65100"),
         ("bans", c["bans"], "#1565c0"),
@@ -1316,15 +1317,15 @@ def _html(r: dict[str, Any], host: str, subject: str) -> str:
     al = r["alerts"]
     sec = [f'<h2 style="{_H2}">Alerts raised ({_n(al["total"])})</h2>']
     if al["by_rule"]:
-        rows = []
+        rule_rows = []
         for a in al["by_rule"]:
             accent, fg = COLOURS.get(str(a["severity"]).lower(), COLOURS["warning"])
             badge = (
                 f'<span style="background:{accent};color:{fg};font-size:11px;font-weight:bold;'
                 f'padding:1px 5px;border-radius:3px">{_hn(str(a["severity"]).upper(), 10)}</span>'
             )
-            rows.append((_hn(a["rule"], 30), badge, _n(a["count"]), _n(a["subjects"])))
-        sec.append(_h_table(("Rule", "Severity", "Count", "Subjects"), rows, {2, 3}))
+            rule_rows.append((_hn(a["rule"], 30), badge, _n(a["count"]), _n(a["subjects"])))
+        sec.append(_h_table(("Rule", "Severity", "Count", "Subjects"), rule_rows, {2, 3}))
     else:
         sec.append('<p style="margin:0">none</p>')
     if al["notable"]:

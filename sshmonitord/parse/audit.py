@@ -337,9 +337,9 @@ class AuditGrouper:
             return []
         st.records += 1
         t = rec.time
-        for p in self.pending.values():
-            if not p.done and p.time + self.timeout <= t:
-                p.done = True
+        for old in self.pending.values():
+            if not old.done and old.time + self.timeout <= t:
+                old.done = True
                 st.timed_out += 1
         key = (rec.node, rec.stamp)
         p = self.pending.get(key)

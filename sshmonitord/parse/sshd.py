@@ -369,7 +369,7 @@ simple("error:", r"error: Protocol major versions differ: .*$", Kind.PROTOCOL_ER
     r"drop connection #\d+ from \[(?P<addr>[^\]]+)\]:(?P<port>\d+) on "
     r"\[(?P<laddr>[^\]]+)\]:(?P<lport>\d+) penalty: (?P<reason>.*)$",
 )
-def _drop(pre: Prefix, m: re.Match[str], d: dict[str, Any]) -> Event:
+def _drop(pre: Prefix, m: re.Match[str], d: dict[str, Any]) -> Event | None:
     d["reason"] = m.group("reason")
     d["local"] = f"{m.group('laddr')}:{m.group('lport')}"
     return _ev(pre, Kind.PENALTY, m, detail=d)
@@ -446,7 +446,7 @@ def _disconnected(pre: Prefix, m: re.Match[str], d: dict[str, Any]) -> Event | N
     "Received",
     r"Received disconnect from " + A + "(?: port " + P + r")?: ?(?P<code>\d+): (?P<reason>.*)$",
 )
-def _received(pre: Prefix, m: re.Match[str], d: dict[str, Any]) -> Event:
+def _received(pre: Prefix, m: re.Match[str], d: dict[str, Any]) -> Event | None:
     # Before authentication it is a scanner or a failed client; after it, a normal logout.
     d["reason"] = m.group("reason")
     d["code"] = int(m.group("code"))
@@ -559,7 +559,7 @@ simple(
     r"pam_unix\(sshd:session\): session opened for user "
     r"(?P<user>.*?)(?:\(uid=(?P<uid>\d+)\))? by (?P<by>.*)$",
 )
-def _sess_open(pre: Prefix, m: re.Match[str], d: dict[str, Any]) -> Event:
+def _sess_open(pre: Prefix, m: re.Match[str], d: dict[str, Any]) -> Event | None:
     if m.group("uid"):
         d["uid"] = int(m.group("uid"))
     return _ev(pre, Kind.SESSION_OPEN, None, user=m.group("user"), detail=d)
@@ -570,7 +570,7 @@ def _sess_open(pre: Prefix, m: re.Match[str], d: dict[str, Any]) -> Event:
     r"pam_unix\(sshd:session\): session closed for user "
     r"(?P<user>.*)$",
 )
-def _sess_close(pre: Prefix, m: re.Match[str], d: dict[str, Any]) -> Event:
+def _sess_close(pre: Prefix, m: re.Match[str], d: dict[str, Any]) -> Event | None:
     return _ev(pre, Kind.SESSION_CLOSE, None, user=m.group("user"), detail=d)
 
 

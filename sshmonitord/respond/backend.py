@@ -35,7 +35,7 @@ import os
 import shlex
 import signal
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -290,6 +290,8 @@ KINDS = ("nftables", "ipset", "command", "none")
 
 def make_backend(kind: str, **options: Any) -> Backend:
     """Build a backend by name: "nftables", "ipset", "command" or "none"."""
+    # Each backend's constructor takes its own options; what they share is the Protocol.
+    cls: Callable[..., Backend]
     if kind == "nftables":
         from .nftables import NftBackend as cls
     elif kind == "ipset":

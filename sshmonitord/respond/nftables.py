@@ -78,7 +78,7 @@ Remaining = float | None
 
 def kernel_at_least(major: int, minor: int, release: str | None = None) -> bool:
     m = re.match(r"(\d+)\.(\d+)", release if release is not None else os.uname().release)
-    return bool(m) and (int(m[1]), int(m[2])) >= (major, minor)
+    return m is not None and (int(m[1]), int(m[2])) >= (major, minor)
 
 
 Timeout = int | None
@@ -156,7 +156,7 @@ def _parse_value(val: Any) -> list[IPNetwork]:
         return [ipaddress.ip_network(f"{p['addr']}/{p['len']}", strict=False)]
     if isinstance(val, dict) and "range" in val:
         lo, hi = (ipaddress.ip_address(x) for x in val["range"])
-        return list(ipaddress.summarize_address_range(lo, hi))  # type: ignore[arg-type]
+        return list(ipaddress.summarize_address_range(lo, hi))
     raise ValueError(f"unexpected set element {val!r}")
 
 
@@ -394,7 +394,7 @@ class NftBackend:
                 upserts: dict[int, dict[IPNetwork, int | None]] = {}
                 for version, group in by_family.items():
                     remove, upsert = plan_ban(current[version], group)
-                    removes[version] = sorted(remove)  # type: ignore[type-var]
+                    removes[version] = sorted(remove)
                     upserts[version] = upsert
                 try:
                     # Absorbed elements go first, in their own transaction: nft checks
