@@ -76,25 +76,73 @@ JOURNAL_MATCHES: tuple[str, ...] = (
 
 
 # Where distributions install sshd and the helpers it runs (OpenSSH 9.8+ splits the
-# per-connection work into sshd-session and sshd-auth).
+# per-connection work into sshd-session and sshd-auth). journald records the resolved
+# /proc/PID/exe, so on merged-/usr systems /sbin/sshd shows as /usr/sbin/sshd.
 SSHD_EXES: tuple[str, ...] = (
     "/usr/sbin/sshd",
-    "/usr/lib/openssh/sshd-session",
+    "/usr/bin/sshd",  # Arch
+    "/usr/lib/openssh/sshd-session",  # Debian, Ubuntu
     "/usr/lib/openssh/sshd-auth",
-    "/usr/libexec/openssh/sshd-session",
+    "/usr/libexec/openssh/sshd-session",  # Fedora, RHEL
     "/usr/libexec/openssh/sshd-auth",
+    "/usr/lib/ssh/sshd-session",  # Arch, Alpine
+    "/usr/lib/ssh/sshd-auth",
+    "/usr/libexec/ssh/sshd-session",  # openSUSE
+    "/usr/libexec/ssh/sshd-auth",
     "/usr/libexec/sshd-session",
     "/usr/libexec/sshd-auth",
+    "/usr/local/sbin/sshd",  # built from source
+    "/usr/local/libexec/sshd-session",
+    "/usr/local/libexec/sshd-auth",
+)
+
+# The other programs whose records the audit trail reads: sudo (classic, Ubuntu's sudo.ws,
+# sudo-rs), su (util-linux, shadow, sudo-rs), the external sftp-server, systemd-logind.
+AUDIT_EXES: tuple[str, ...] = (
+    "/usr/bin/sudo",
+    "/usr/bin/sudo.ws",
+    "/usr/lib/cargo/bin/sudo",
+    "/usr/bin/su",
+    "/bin/su",
+    "/usr/lib/cargo/bin/su",
+    "/usr/lib/openssh/sftp-server",
+    "/usr/libexec/openssh/sftp-server",
+    "/usr/lib/ssh/sftp-server",
+    "/usr/libexec/ssh/sftp-server",
+    "/usr/libexec/sftp-server",
+    "/usr/local/libexec/sftp-server",
+    "/usr/lib/systemd/systemd-logind",
+    "/lib/systemd/systemd-logind",
 )
 
 
 @dataclass(frozen=True)
 class JournalTrustConfig:
-    """Which journal records count (docs/security.md). Only fields journald itself sets."""
+    """Which journal records count (docs/configuration.md, docs/security.md).
 
-    sshd_exe: tuple[str, ...] = _f(SSHD_EXES, help="sshd binaries (_EXE) whose records count")
+    Only fields journald itself sets (``_EXE``, ``_UID``, ``_TRANSPORT``, ``_SYSTEMD_UNIT``),
+    never the ones a sender chooses (``SYSLOG_IDENTIFIER``, ``SYSLOG_PID``; ``_COMM`` is a
+    program name anyone can give a copy of any program)."""
+
+    sshd_exe: tuple[str, ...] = _f(
+        SSHD_EXES, help="sshd binaries (_EXE) whose records may count toward bans and findings"
+    )
     sshd_users: tuple[str, ...] = _f(
-        ("root", "sshd"), help="users (_UID) sshd's records may come from: root and privsep"
+        ("root", "sshd"),
+        help="users (_UID; names or numbers) such records must run as: root and privsep",
+    )
+    sshd_exited: bool = _f(
+        True,
+        help="also count sshd's last words (no _EXE: it exited first) sent as sshd_users",
+    )
+    audit_exe: tuple[str, ...] = _f(
+        AUDIT_EXES, help="sudo, su, sftp-server and logind binaries (_EXE): audit trail only"
+    )
+    transports: tuple[str, ...] = _f(
+        ("syslog", "journal", "stdout"), help="_TRANSPORT values a counted record may arrive by"
+    )
+    sshd_units: tuple[str, ...] = _f(
+        (), help="if set, units (_SYSTEMD_UNIT, shell patterns) counted sshd records come from"
     )
 
 
@@ -103,8 +151,12 @@ class JournalConfig:
     journalctl: str = _f("journalctl", help="journalctl binary to run")
     directory: str | None = _f(None, help="read journal files from this directory")
     files: tuple[str, ...] = _f((), help="read these journal files instead of the system journal")
-    matches: tuple[str, ...] = _f(JOURNAL_MATCHES, help="journalctl match arguments (OR-ed)")
-    trusted: JournalTrustConfig = _f(JournalTrustConfig())
+    matches: tuple[str, ...] = _f(
+        JOURNAL_MATCHES, help="journalctl match arguments (OR-ed): which records are read"
+    )
+    trusted: JournalTrustConfig = _f(
+        JournalTrustConfig(), help="which of the records read count (never `matches`)"
+    )
 
 
 @dataclass(frozen=True)

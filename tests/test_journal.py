@@ -38,6 +38,8 @@ def _export(seqs: range, comm: str = "sshd") -> bytes:
             f"_BOOT_ID={BOOT}\n"
             "_TRANSPORT=syslog\nPRIORITY=6\n"
             f"SYSLOG_IDENTIFIER={comm}\n_COMM={comm}\nSYSLOG_PID=4242\n_PID=4242\n"
+            # What journald sets for sshd's own records: they count (test_journal_trust.py).
+            f"_UID=0\n_GID=0\n_EXE=/usr/sbin/{comm}\n"
             f"_HOSTNAME=jhost\n_SYSTEMD_UNIT={'ssh' if comm == 'sshd' else comm}.service\n"
             f"MESSAGE=Failed password for root from 192.0.2.1 port {n} ssh2 seq={n:07d}\n"
         )

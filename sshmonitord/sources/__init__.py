@@ -4,22 +4,32 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from .. import log
 from ..config import Config
 from ..events import FilePosition
 from .auditd import AuditSource
-from .journal import JournalSource, journalctl_available
+from .journal import JOURNALD_SOCKET, JournalSource, journalctl_available, journald_running
 from .tailer import Tailer
 
 
-def choose(cfg: Config) -> tuple[str, list[str]]:
-    """Resolve ``sources.mode``: ("file", paths) or ("journal", [])."""
+def choose(cfg: Config, journald_socket: str = JOURNALD_SOCKET) -> tuple[str, list[str]]:
+    """Resolve ``sources.mode``: ("file", paths) or ("journal", []).
+
+    ``auto`` prefers the journal wherever journald runs: in a text log file, a line written
+    with ``logger -t sshd`` by any local user looks exactly like sshd's own, while the
+    journal records who really sent each line (docs/security.md)."""
     s = cfg.sources
     if s.mode == "file":
         return "file", list(s.files)
     if s.mode == "journal":
+        return "journal", []
+    j = s.journal
+    if j.files or j.directory:
+        return "journal", []
+    if journald_running(journald_socket) and journalctl_available(j.journalctl):
         return "journal", []
     present = [p for p in s.files if os.path.exists(p)]
     readable = [p for p in present if os.access(p, os.R_OK)]
@@ -32,12 +42,17 @@ def choose(cfg: Config) -> tuple[str, list[str]]:
                 hint="add the service user to the file's group, or grant CAP_DAC_READ_SEARCH "
                 "(see docs/systemd.md)",
             )
-    if readable:
-        return "file", readable
-    if s.journal.files or s.journal.directory or journalctl_available(s.journal.journalctl):
-        return "journal", []
-    # Neither: wait for the files (rsyslog may not have created them yet).
-    return "file", list(s.files)
+    # Readable files, or none yet: wait for them (rsyslog may not have created them yet).
+    return "file", readable or list(s.files)
+
+
+def journal_start_time(
+    saved_times: dict[tuple[str, int, int], float] | None, exclude: set[str]
+) -> float | None:
+    """Where the journal takes over from files: the newest time a file position was saved.
+    What sshd logged after it was never read from the files; what came before was."""
+    times = [t for (path, _dev, _ino), t in (saved_times or {}).items() if path not in exclude]
+    return max(times) if times else None
 
 
 def build(
@@ -45,13 +60,30 @@ def build(
     emit: Callable[[list[Any]], Any],
     saved_files: dict[str, list[FilePosition]],
     saved_cursor: str | None,
+    saved_times: dict[tuple[str, int, int], float] | None = None,
+    journald_socket: str = JOURNALD_SOCKET,
 ) -> list[Any]:
-    """The source stages for this config."""
-    mode, paths = choose(cfg)
+    """The source stages for this config.
+
+    ``saved_times``: when each saved file position was written (Store.file_position_times).
+    A host that followed files and now follows the journal, with no journal cursor yet,
+    starts the journal there: no gap, and no history read (and alerted on) twice."""
+    mode, paths = choose(cfg, journald_socket)
     s = cfg.sources
-    log.get("sources").info("sources chosen", mode=mode, configured=s.mode, paths=paths or None)
+    logger = log.get("sources")
+    logger.info("sources chosen", mode=mode, configured=s.mode, paths=paths or None)
     stages: list[Any]
     if mode == "journal":
+        since = None
+        if saved_cursor is None:
+            # auditd's log is followed in journal mode too: its position says nothing of
+            # where sshd's lines were read to.
+            since = journal_start_time(saved_times, {s.audit.path})
+            if since is not None:
+                logger.info(
+                    "switching from log files to the journal: starting where the files left off",
+                    since=datetime.fromtimestamp(since, UTC).isoformat(),
+                )
         stages = [
             JournalSource(
                 emit,
@@ -61,12 +93,29 @@ def build(
                 s.start_at,
                 s.journal.directory,
                 s.journal.files,
+                trust=s.journal.trusted,
+                since=since,
             )
         ]
     else:
+        # Said loudly where the journal was there to use; without journald there is no choice.
+        say = logger.warning if journald_running(journald_socket) else logger.info
+        say(
+            "following text log files: any local user can write lines that look like sshd's "
+            "(logger -t sshd) and get an address banned; the journal is not forgeable so "
+            "(docs/security.md)"
+        )
         paths = [p for p in paths if not (s.audit.enabled and p == s.audit.path)]
         stages = [
-            Tailer(paths, emit, saved_files, s.start_at, float(s.poll_interval), s.max_line_length)
+            Tailer(
+                paths,
+                emit,
+                saved_files,
+                s.start_at,
+                float(s.poll_interval),
+                s.max_line_length,
+                saved_times=saved_times,
+            )
         ]
     if s.audit.enabled:
         # auditd's log beside sshd's: commands run in each session (docs/auditd.md).
