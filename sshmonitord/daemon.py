@@ -398,7 +398,9 @@ class Daemon:
                     if stage is self.alerts:
                         chans = self._channels(new)
                         self.alerts.apply_config(new, chans)
-                        self.report.apply_config(new, chans)
+                        # Built together with the alert queue in _open(): never None here.
+                        if self.report is not None:
+                            self.report.apply_config(new, chans)
                     elif stage is self.report:
                         continue
                     else:
