@@ -235,8 +235,11 @@ def print_status(st: dict[str, Any]) -> None:
             )
         elif mode is not None:
             print(f"            sources: {mode} mode (trusted fields only)")
-        if stage.get("rejected"):
-            print(f"            {stage['rejected']} journal record(s) refused (untrusted sender)")
+        rej = stage.get("rejected") or {}
+        if rej:
+            total = sum(rej.values()) if isinstance(rej, dict) else rej
+            why = ", ".join(f"{k} {v}" for k, v in rej.items()) if isinstance(rej, dict) else ""
+            print(f"            {total} journal record(s) rejected (untrusted sender: {why})")
             for sample in _lines(stage.get("rejected_samples"))[:3]:
                 print(f"              e.g. {sample}")
         for w in _lines(stage.get("warnings")):

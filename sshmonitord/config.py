@@ -23,6 +23,8 @@ from typing import Any, Literal
 
 import yaml
 
+from . import addresses
+
 DEFAULT_CONFIG_PATH = "/etc/sshmonitor.yaml"
 DEFAULT_STATE_DIR = "/var/lib/sshmonitor"
 DEFAULT_RUNTIME_DIR = "/run/sshmonitor"
@@ -170,7 +172,9 @@ class AuditConfig:
 
 @dataclass(frozen=True)
 class SourcesConfig:
-    mode: Literal["auto", "file", "journal"] = _f("auto", help="auto: a log file if one exists")
+    mode: Literal["auto", "file", "journal"] = _f(
+        "auto", help="auto: the journal where journald runs, else the log files"
+    )
     files: tuple[str, ...] = _f(("/var/log/auth.log", "/var/log/secure"), help="files to follow")
     start_at: Literal["end", "beginning"] = _f("end", help="where to start with no saved position")
     poll_interval: Duration = _f(Duration(1.0), min=0.05, max=60, help="stat() re-check period")
@@ -608,7 +612,7 @@ class _Walker:
                     raise _Bad
                 out_d[k] = str(v)
             return out_d
-        if dataclasses.is_dataclass(tp):
+        if isinstance(tp, type) and dataclasses.is_dataclass(tp):
             return self.section(tp, value, key)
         if tp is bool:
             if not isinstance(value, bool):
@@ -727,10 +731,8 @@ class _Walker:
                 raise _Bad from exc
             self.fail(key, f"{value!r} has host bits set (did you mean {fixed}?)")
             raise _Bad from exc
-        if isinstance(net, ipaddress.IPv6Network) and net.network_address.ipv4_mapped:
-            mapped = net.network_address.ipv4_mapped
-            net = ipaddress.ip_network(f"{mapped}/{max(0, net.prefixlen - 96)}")
-        return net
+        # The one normalisation every other path uses (IPv4-mapped, zone ids).
+        return addresses.normalize_network(net)
 
     def expand_env(self, value: str, key: str) -> str:
         def sub(m: re.Match[str]) -> str:
@@ -890,6 +892,19 @@ def parse_config(text: str, path: str | None = None) -> Config:
         cfg = walker.section(Config, data, "")
     except _Bad:
         raise ConfigError(path, walker.problems) from None
+    widest = cfg.response.max_ban_prefix.ipv6
+    if cfg.detection.ipv6_prefix < widest:
+        raise ConfigError(
+            path,
+            [
+                Problem(
+                    "detection.ipv6_prefix",
+                    f"counts IPv6 attackers per /{cfg.detection.ipv6_prefix}, wider than "
+                    f"response.max_ban_prefix.ipv6 (/{widest}): every such ban would be "
+                    f"refused; use {widest} or more",
+                )
+            ],
+        )
     return dataclasses.replace(cfg, path=path, warnings=tuple(walker.warnings))
 
 

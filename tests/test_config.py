@@ -256,12 +256,22 @@ def test_secret_from_file_env_and_warning(tmp_path, monkeypatch):
 def test_allowlist_normalises():
     cfg = config.parse_config(
         "allowlist:\n  - 192.0.2.7\n  - 2001:db8::/32\n  - ::ffff:10.0.0.0/104\n"
+        "  - fe80::1%eth0\n"
     )
     assert cfg.allowlist == (
         ipaddress.ip_network("192.0.2.7/32"),
         ipaddress.ip_network("2001:db8::/32"),
         ipaddress.ip_network("10.0.0.0/8"),
+        ipaddress.ip_network("fe80::1/128"),  # the zone id says nothing about who it is
     )
+
+
+def test_ipv6_counting_prefix_must_fit_the_widest_ban():
+    with pytest.raises(config.ConfigError) as exc:
+        config.parse_config("detection: {ipv6_prefix: 40}\nresponse: {max_ban_prefix: {ipv6: 48}}")
+    (line,) = exc.value.lines()[-1:]
+    assert "detection.ipv6_prefix" in line and "/40" in line and "/48" in line
+    assert config.parse_config("detection: {ipv6_prefix: 48}\nresponse: {max_ban_prefix: {ipv6: 48}}")
 
 
 @pytest.mark.parametrize(
