@@ -210,16 +210,19 @@ def print_status(st: dict[str, Any]) -> None:
     print(f"  state:    {g('database', '?')} (schema v{g('schema_version', '?')})")
     store = g("store")
     if isinstance(store, dict):
-        if store.get("recovered_from"):
-            print(f"    the database was damaged and moved aside to {store['recovered_from']}")
-        if store.get("unstored_batches"):
+        rec = store.get("recovered")
+        if isinstance(rec, dict):
             print(
-                f"    {store['unstored_batches']} batch(es) of events not stored yet "
-                "(bans are in force all the same)"
+                f"    the database was damaged ({rec.get('error', '?')}) and moved aside to "
+                f"{rec.get('moved_to', '?')} at {rec.get('at', '?')}; this store started empty"
             )
-        for k, v in store.items():
-            if k not in ("recovered_from", "unstored_batches") and v not in (None, "", 0):
-                print(f"    {k}: {v}")
+        if store.get("damaged"):
+            print("    the database is damaged: restart the service to move it aside")
+        if store.get("error"):
+            print(
+                f"    CANNOT WRITE: {store['error']}; {store.get('unstored_lines', '?')} lines "
+                "held in memory (bans and alerts act on them all the same)"
+            )
     if g("dry_run"):
         print("  mode:     DRY RUN (no bans, no alerts sent)")
     for w in _lines(g("warnings")):

@@ -16,6 +16,7 @@ import gc
 import os
 import signal
 import socket
+import sqlite3
 import sys
 import time
 from dataclasses import dataclass, field
@@ -208,9 +209,12 @@ class Daemon:
 
     async def _open(self) -> None:
         await asyncio.to_thread(self.store.open)
-        await self.store.run(
-            lambda _c: self.store.set_meta("last_start", self.started_at.isoformat())
-        )
+        try:
+            await self.store.run(
+                lambda _c: self.store.set_meta("last_start", self.started_at.isoformat())
+            )
+        except sqlite3.Error as exc:
+            self.log.warning("cannot record the start in the store", error=str(exc))
         await self.control.start()
         saved_files = await self.store.run(lambda _c: self.store.load_file_positions())
         saved_times = await self.store.run(lambda _c: self.store.file_position_times())
@@ -275,6 +279,14 @@ class Daemon:
         ]
         for stage in self.stages:
             await stage.start()
+        # Where a first start begins (start_at: end), stored before any line is: a crash
+        # before the first batch is stored must not move it past lines never handled.
+        initial = [p for st in self.stages for p in getattr(st, "initial", [])]
+        if initial:
+            try:
+                await self.store.run(lambda _c: self.store.save_initial_positions(initial))
+            except sqlite3.Error as exc:
+                self.log.warning("cannot store where the sources start", error=str(exc))
         if self.store.recovered is not None:
             await self._alert_store_recovered(self.store.recovered)
 

@@ -33,6 +33,7 @@ SIDE_FILES = ("-wal", "-shm", "-journal")
 QUICK_CHECK_SECONDS = 10.0
 # SQLite's primary result codes meaning "this file is damaged" (sqlite3 exposes the code of
 # the error on the exception; a locked or full database is a different code and not damage).
+WRITE_BUSY_TIMEOUT = 0.25  # seconds a write waits for another process's lock
 SQLITE_CORRUPT = 11
 SQLITE_NOTADB = 26
 
@@ -332,12 +333,12 @@ def make_private(path: Path) -> None:
     """Create the database file owner-only, and take group/other access away from it and its
     side files whatever the umask or the directory's mode (SQLite gives the WAL and
     shared-memory files the database file's mode when it creates them)."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
-    try:
-        if os.fstat(fd).st_mode & 0o077:
-            os.fchmod(fd, FILE_MODE)
-    finally:
-        os.close(fd)
+    # Never open (and so close) a descriptor of a database this process may have open in
+    # SQLite: closing any descriptor of a file drops every POSIX lock the process holds on it.
+    if not path.exists():
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, FILE_MODE))
+    if path.stat().st_mode & 0o077:
+        os.chmod(path, FILE_MODE)
     for suffix in SIDE_FILES:
         side = Path(f"{path}{suffix}")
         with contextlib.suppress(FileNotFoundError):
@@ -375,8 +376,12 @@ def connect(path: str | os.PathLike[str], readonly: bool = False) -> sqlite3.Con
     if readonly:
         conn = sqlite3.connect(f"file:{os.fspath(path)}?mode=ro", uri=True, timeout=5)
     else:
+        # A short busy timeout: every writer retries with its own backoff, and a foreign
+        # write lock must not make the one store thread (bans, alerts, control commands
+        # queue behind it) wait seconds per attempt.
         conn = sqlite3.connect(
-            os.fspath(path), timeout=5, check_same_thread=False, isolation_level=None
+            os.fspath(path), timeout=WRITE_BUSY_TIMEOUT, check_same_thread=False,
+            isolation_level=None,
         )
         conn.execute("PRAGMA journal_mode=WAL")
         # NORMAL in WAL mode is durable against process crashes; only an OS crash can
@@ -598,6 +603,17 @@ class Store:
                 "ON CONFLICT(name) DO UPDATE SET cursor = excluded.cursor, "
                 "updated_at = excluded.updated_at",
                 (name, cursor, now),
+            )
+
+    def save_initial_positions(self, files: Iterable[FilePosition]) -> None:
+        """Store where sources start reading files they had no position for. A position the
+        pipeline has stored meanwhile (it is later) wins."""
+        now = time.time()
+        with self.transaction():
+            self.conn.executemany(
+                "INSERT INTO file_positions(path, dev, inode, fingerprint, offset, updated_at) "
+                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(path, dev, inode) DO NOTHING",
+                [(p.path, p.dev, p.inode, p.fingerprint, p.offset, now) for p in files],
             )
 
     def transaction(self) -> _Transaction:

@@ -220,7 +220,16 @@ def test_print_status_shows_warnings_modes_and_store(capsys):
             "database": "/var/lib/sshmonitor/sshmonitor.db",
             "schema_version": 7,
             "warnings": ["journal: 3 records from untrusted senders refused"],
-            "store": {"recovered_from": "/var/lib/x.corrupt-1", "unstored_batches": 2},
+            "store": {
+                "path": "/var/lib/sshmonitor/sshmonitor.db",
+                "recovered": {
+                    "moved_to": "/var/lib/x.corrupt-1",
+                    "error": "file is not a database",
+                    "at": "2026-01-01T00:00:00Z",
+                },
+                "error": "database or disk is full",
+                "unstored_lines": 1200,
+            },
             "stages": [
                 {"name": "tailer", "summary": "following /var/log/auth.log", "mode": "file"},
                 {
@@ -228,7 +237,7 @@ def test_print_status_shows_warnings_modes_and_store(capsys):
                     "summary": "following the system journal",
                     "mode": "journal",
                     "forgeable": False,
-                    "rejected": 3,
+                    "rejected": {"untrusted_exe": 2, "missing_exe": 1},
                     "rejected_samples": ["evil\nAccepted password for root from 6.6.6.6"],
                     "warnings": ["sshd unit not found"],
                 },
@@ -240,10 +249,11 @@ def test_print_status_shows_warnings_modes_and_store(capsys):
     assert "warning: journal: 3 records from untrusted senders refused" in out
     assert "sources: file mode (forgeable by local users: see docs/security.md)" in out
     assert "sources: journal mode (trusted fields only)" in out
-    assert "3 journal record(s) refused" in out
+    assert "3 journal record(s) rejected (untrusted sender: untrusted_exe 2, missing_exe 1)" in out
     assert "evil\\x0aAccepted" in out  # attacker text stays on its line
     assert "warning: sshd unit not found" in out
-    assert "moved aside to /var/lib/x.corrupt-1" in out and "2 batch(es)" in out
+    assert "moved aside to /var/lib/x.corrupt-1" in out and "file is not a database" in out
+    assert "CANNOT WRITE: database or disk is full; 1200 lines held" in out
 
 
 def test_print_status_tolerates_missing_keys(capsys):

@@ -116,11 +116,15 @@ class AlertQueue:
         if pending:
             # A restart is a fresh chance (the channel may have been fixed with it): retry
             # what is pending now rather than after its backoff.
-            with self.store.transaction():
-                conn.execute(
-                    "UPDATE alert_spool SET next_attempt = ? WHERE next_attempt > ?",
-                    (time.time(), time.time()),
-                )
+            try:
+                with self.store.transaction():
+                    conn.execute(
+                        "UPDATE alert_spool SET next_attempt = ? WHERE next_attempt > ?",
+                        (time.time(), time.time()),
+                    )
+            except sqlite3.Error as exc:
+                # A full disk: the rows are retried at their own time instead.
+                self.log.warning("cannot reschedule pending alerts", error=str(exc))
             self.log.info("pending alerts from before the restart", count=pending)
 
     async def stop(self) -> None:

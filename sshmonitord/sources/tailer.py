@@ -890,8 +890,14 @@ class Tailer:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
+        self.initial: list[FilePosition] = []
         for f in self.followers:
             out = f.resume(self.saved.get(f.path, []))
+            o = f.current
+            if not self.saved.get(f.path) and o is not None:
+                # Where a first start begins (start_at), before anything is read: stored at
+                # once, so a crash before the first batch is stored does not move it.
+                self.initial.append(FilePosition(o.path, o.dev, o.inode, o.fp, o.offset))
             if out:
                 await self.emit(out)
         if self.use_inotify:
