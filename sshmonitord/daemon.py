@@ -109,6 +109,15 @@ def resolve_socket(cfg: config.Config) -> str:
     return control.resolve_socket(cfg.control.socket)
 
 
+def shutdown_order(stages: list[Stage], last: list[Any]) -> list[Stage]:
+    """The order to stop stages in: the reverse of their start (sources first, so no new
+    lines come), except that ``last`` (pipeline, alerts, bans) stop at the very end, in that
+    order: the pipeline drains its queue, and the findings and bans of those last batches
+    must still reach a running alert queue and ban manager."""
+    late = [s for s in last if s is not None]
+    return [s for s in reversed(stages) if all(s is not x for x in late)] + late
+
+
 class Daemon:
     """One running sshmonitord."""
 
@@ -366,7 +375,7 @@ class Daemon:
     async def _shutdown(self) -> None:
         for t in self._tasks:
             t.cancel()
-        for stage in reversed(self.stages):
+        for stage in shutdown_order(self.stages, [self.pipeline, self.alerts, self.bans]):
             try:
                 await stage.stop()
             except Exception:

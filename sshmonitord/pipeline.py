@@ -33,7 +33,7 @@ from .events import Event, FilePosition, Finding, JournalPosition, Kind, Line, R
 from .parse import Parser
 from .parse.prefix import load_zone
 from .respond.bans import BanManager, BanRecord
-from .store import INSERT_EVENT, INSERT_FINDING, Store, event_row, finding_row
+from .store import INSERT_EVENT, INSERT_FINDING, Store, event_row, finding_row, is_transient
 
 if TYPE_CHECKING:
     from .sessions import SessionTracker
@@ -60,6 +60,8 @@ class Handled:
     retired: list[tuple[str, int, int]] = field(default_factory=list)
     cursors: dict[str, str] = field(default_factory=dict)
     now: float = 0.0
+    # Some value in it cannot be written: store row by row, skipping the rows that fail.
+    salvage: bool = False
 
 
 class Pipeline:
@@ -97,6 +99,8 @@ class Pipeline:
         self.events = 0
         self.batches = 0
         self.commit_failures = 0
+        self.unstorable_batches = 0  # data no retry could store (see _give_up_rows)
+        self.unstorable_rows = 0
         self.audit_only = 0  # lines trusted for their user's sessions only
         self.last_progress = time.monotonic()
         # Handled but not yet stored, oldest first (the store refused the write).
@@ -227,19 +231,33 @@ class Pipeline:
 
     def _commit(self, conn: Any, b: Handled) -> None:
         """One batch's transaction (store thread): results and the positions after them."""
+        insert = self._insert_each if b.salvage else conn.executemany
         with self.store.transaction():
             if b.rows:
-                conn.executemany(INSERT_EVENT, b.rows)
+                insert(INSERT_EVENT, b.rows)
                 save_history(conn, b.events, self.engine)
             if b.findings:
-                conn.executemany(INSERT_FINDING, [finding_row(f, b.now) for f in b.findings])
+                insert(INSERT_FINDING, [finding_row(f, b.now) for f in b.findings])
             if b.bans and self.bans is not None:
                 self.bans.record(conn, b.bans)
             if b.trace:
-                conn.executemany("INSERT INTO line_trace(source, text) VALUES (?, ?)", b.trace)
+                insert("INSERT INTO line_trace(source, text) VALUES (?, ?)", b.trace)
             if self.sessions is not None and b.tracked:
                 self.sessions.apply(conn, b.tracked)
             self.store.save_positions(b.files.values(), b.retired, b.cursors)
+
+    def _insert_each(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
+        """Insert row by row (store thread), skipping rows no retry could store: a failed
+        statement leaves the rest of SQLite's transaction intact."""
+        conn = self.store.conn
+        for row in rows:
+            try:
+                conn.execute(sql, row)
+            except Exception as exc:
+                if is_transient(exc):
+                    raise
+                self.unstorable_rows += 1
+                self.log.error("a row cannot be stored; skipping it", error=str(exc))
 
     async def _store_pending(self) -> None:
         """Store the handled batches in order. While the store refuses, keep them (bounded)
@@ -264,6 +282,11 @@ class Pipeline:
             try:
                 await self.store.run(functools.partial(self._commit, b=b))
             except Exception as exc:
+                if not is_transient(exc):
+                    # This batch's data can never be written (a value no column takes):
+                    # retrying would stall every batch behind it. Keep what matters most.
+                    self._give_up_rows(b, exc)
+                    continue
                 # Disk full, locked by another process, I/O error: keep the batch.
                 self.commit_failures += 1
                 if self.sessions is not None:
@@ -291,6 +314,29 @@ class Pipeline:
                 self.paused_for_store = False
                 self._retry_delay = STORE_RETRY_MIN
                 self._retry_at = 0.0
+
+    def _give_up_rows(self, b: Handled, exc: BaseException) -> None:
+        """A batch failed in a way no retry fixes. Next try: row by row, skipping the rows
+        that fail; then positions and bans only (its events were acted on already); then
+        drop it (its lines are re-read at the next start)."""
+        if self.sessions is not None:
+            self.sessions.invalidate()
+        if not b.salvage:
+            b.salvage = True
+            return
+        self.unstorable_batches += 1
+        if not (b.rows or b.findings or b.tracked or b.trace):
+            self.unstored.popleft()
+            self.unstored_lines -= b.lines
+            self.log.error("cannot store a batch's positions; dropping it", error=str(exc))
+            return
+        self.log.error(
+            "a batch's events cannot be stored; storing its positions and bans only",
+            error=str(exc),
+            lines=b.lines,
+            events=len(b.rows),
+        )
+        b.rows, b.events, b.findings, b.tracked, b.trace = [], [], [], [], []
 
     def _detect(self, events: list[Event]) -> list[Finding]:
         if self.engine is None:
@@ -346,6 +392,8 @@ class Pipeline:
                 "findings": self.findings,
                 "engine_errors": self.engine_errors,
                 "commit_failures": self.commit_failures,
+                "unstorable_batches": self.unstorable_batches,
+                "unstorable_rows": self.unstorable_rows,
                 "unstored_lines": self.unstored_lines,
                 "audit_only_lines": self.audit_only,
                 "other_programs": ps.other_programs,

@@ -329,6 +329,15 @@ def is_corruption(exc: BaseException) -> bool:
     )
 
 
+def is_transient(exc: BaseException) -> bool:
+    """Can retrying the same write succeed later? Yes for a full disk, a lock, an I/O error
+    and a damaged file (the watchdog restart moves it aside); no for data that cannot be
+    bound or violates a constraint, which fails the same way every time."""
+    if isinstance(exc, sqlite3.OperationalError | sqlite3.InternalError):
+        return True
+    return is_corruption(exc)
+
+
 def make_private(path: Path) -> None:
     """Create the database file owner-only, and take group/other access away from it and its
     side files whatever the umask or the directory's mode (SQLite gives the WAL and

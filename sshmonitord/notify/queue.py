@@ -84,6 +84,7 @@ class AlertQueue:
         }
         self.last_error: dict[str, str] = {}
         self._in_hand: list[Alert] = []  # the batch being spooled (retried until it is)
+        self._spool_lock = asyncio.Lock()
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self.log = log.get("alerts")
@@ -129,14 +130,15 @@ class AlertQueue:
 
     async def stop(self) -> None:
         # Spool what is in the inbox (it is only in memory); delivery resumes after restart.
-        with contextlib.suppress(Exception):
-            batch = list(self._in_hand)
-            while not self.inbox.empty():
-                batch.append(self.inbox.get_nowait())
-            if batch:
-                await self._spool(batch)
-        for t in self._tasks:
-            t.cancel()
+        async with self._spool_lock:
+            for t in self._tasks:
+                t.cancel()
+            with contextlib.suppress(Exception):
+                batch = list(self._in_hand)
+                while not self.inbox.empty():
+                    batch.append(self.inbox.get_nowait())
+                if batch:
+                    await self._spool(batch)
         for t in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
@@ -153,7 +155,12 @@ class AlertQueue:
             delay = SPOOL_RETRY_MIN
             while True:
                 try:
-                    await self._spool(batch)
+                    # stop() takes the lock too: a write in flight on the store thread
+                    # finishes before stop() looks at what is left, so nothing is spooled
+                    # twice.
+                    async with self._spool_lock:
+                        await self._spool(batch)
+                        self._in_hand = []
                     break
                 except Exception as exc:
                     # Locked by another process, disk full, I/O error: an alert is never
@@ -168,7 +175,6 @@ class AlertQueue:
                     )
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, SPOOL_RETRY_MAX)
-            self._in_hand = []
             self.last_error.pop("spool", None)
             self._wake.set()
 

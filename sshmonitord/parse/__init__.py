@@ -73,7 +73,12 @@ def _repeated(pre: Prefix) -> tuple[Prefix, int]:
     msg = pre.message
     rest = msg[len(_REPEATED) :]
     n_s, _, tail = rest.partition(" ")
-    if not n_s.isdigit() or not tail.startswith("times: [") or not tail.endswith("]"):
+    # rsyslog's counts are small; a huge one is forged text (and would not fit a column).
+    if (
+        not (n_s.isascii() and n_s.isdigit() and len(n_s) <= 9)
+        or not tail.startswith("times: [")
+        or not tail.endswith("]")
+    ):
         return pre, 1
     inner = tail[len("times: [") : -1]
     if inner.startswith(" "):

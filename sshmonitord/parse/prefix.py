@@ -117,6 +117,15 @@ _ISO = re.compile(r"(\d{4}-\d\d-\d\dT\S+) (\S+) ([^\s\[:]+)(?:\[(\d*)\])?: ?")
 OTHER = Prefix(datetime.min.replace(tzinfo=UTC), "", "", None, "")
 
 
+
+def _pid(text: str | None) -> int | None:
+    """A process id, or None. Linux pids have at most 7 digits: a longer "pid" is a forged
+    tag (``logger -t 'sshd[99999999999999999999]'``), not a process, and must not reach an
+    INTEGER column it cannot fit."""
+    if text and len(text) <= 10 and text.isascii() and text.isdigit():
+        return int(text)
+    return None
+
 def split_syslog(
     text: str, tc: TimeContext, programs: frozenset[str] | None = None
 ) -> Prefix | None:
@@ -146,7 +155,7 @@ def split_syslog(
     if ts is None:
         return None
     pid_s = m.group(4)
-    return Prefix(ts, m.group(2), program, int(pid_s) if pid_s else None, text[m.end() :])
+    return Prefix(ts, m.group(2), program, _pid(pid_s), text[m.end() :])
 
 
 def parse_iso(stamp: str) -> datetime | None:
@@ -190,8 +199,7 @@ def _rfc5424(text: str, tc: TimeContext, programs: frozenset[str] | None) -> Pre
         return None
     if msg.startswith("\ufeff"):
         msg = msg[1:]
-    pid = int(procid) if procid.isdigit() else None
-    return Prefix(ts, host, app, pid, msg)
+    return Prefix(ts, host, app, _pid(procid), msg)
 
 
 def _sd_end(tail: str) -> int:
@@ -227,8 +235,7 @@ def split_journal(fields: dict[str, str], programs: frozenset[str] | None = None
         return None
     ts = datetime.fromtimestamp(usec / 1_000_000, UTC)
     pid_s = fields.get("SYSLOG_PID") or fields.get("_PID") or ""
-    pid = int(pid_s) if pid_s.isdigit() else None
-    return Prefix(ts, fields.get("_HOSTNAME", ""), program, pid, fields.get("MESSAGE", ""))
+    return Prefix(ts, fields.get("_HOSTNAME", ""), program, _pid(pid_s), fields.get("MESSAGE", ""))
 
 
 def load_zone(name: str) -> tzinfo:

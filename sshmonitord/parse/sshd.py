@@ -507,7 +507,7 @@ def _pam_auth_fail(pre: Prefix, m: re.Match[str], d: dict[str, Any]) -> Event:
     return _pam_event(pre, f, d, 1)
 
 
-@rule("PAM", r"PAM (?P<n>\d+) more authentication failures?; (?P<kv>.*)$")
+@rule("PAM", r"PAM (?P<n>[0-9]{1,9}) more authentication failures?; (?P<kv>.*)$")
 def _pam_more(pre: Prefix, m: re.Match[str], d: dict[str, Any]) -> Event:
     return _pam_event(pre, _pam_fields(m.group("kv")), d, int(m.group("n")))
 

@@ -196,7 +196,9 @@ class _Gen:
                         with opener(self.path) as fh:
                             self._head = fh.read(FP_BYTES)
                 else:
-                    fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+                    fd = os.open(
+                        self.path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOFOLLOW
+                    )
                     try:
                         self._head = read_head(fd, FP_BYTES)
                     finally:
@@ -436,7 +438,8 @@ class FileFollower:
                 continue
             full = os.path.join(directory, name)
             try:
-                st = os.stat(full)
+                # lstat: a symlink named like a generation (auth.log.1 -> /etc/...) is not one
+                st = os.lstat(full)
             except OSError:
                 continue
             if not stat.S_ISREG(st.st_mode):
@@ -475,7 +478,7 @@ class FileFollower:
         try:
             if g.comp and g.comp not in _OPENERS:
                 raise OSError(f"{g.comp} files cannot be read (no decompressor)")
-            fd = os.open(g.path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+            fd = os.open(g.path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOFOLLOW)
         except OSError as exc:
             self._gap(f"cannot read rotated file {g.path}: {exc}", g.st.st_size, file=g.path)
             return None
