@@ -28,6 +28,13 @@ def _line(text: str, off: int) -> Line:
     return Line(text=text, source="file", position=FilePosition("/x", 1, 2, "1024:ab", off))
 
 
+
+async def _settled(p: Pipeline, lines: int, timeout: float = 5.0) -> None:
+    """Until the pipeline has handled ``lines`` lines and holds nothing unstored."""
+    deadline = time.monotonic() + timeout
+    while (p.unstored or not p.queue.empty() or p.lines < lines) and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+
 def test_one_forged_line_must_not_stall_the_store_forever(tmp_path: Path) -> None:
     """File mode: `logger -t sshd 'message repeated 99999999999999999999 times: [ ...]'` makes
     a count SQLite cannot hold; the batch is retried forever and every later one waits."""
@@ -44,9 +51,7 @@ def test_one_forged_line_must_not_stall_the_store_forever(tmp_path: Path) -> Non
         await p.emit([_line(bad, 100)])
         for i in range(1, 10):
             await p.emit([_line(FAIL.format(s=i, pid=9, ip="203.0.113.9"), 100 + i * 100)])
-        deadline = time.monotonic() + 5
-        while (p.unstored or not p.queue.empty() or p.lines < 10) and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
+        await _settled(p, lines=10)
         stored = s.conn.execute("SELECT COUNT(*) FROM events").fetchone()[0]
         off = s.conn.execute("SELECT MAX(offset) FROM file_positions").fetchone()[0] or 0
         p._task.cancel()  # type: ignore[union-attr]
@@ -142,9 +147,7 @@ def test_a_value_no_column_takes_does_not_stall_the_batches_behind_it(tmp_path: 
         await p.emit([_line(FAIL.format(s=0, pid=7, ip="203.0.113.66"), 100)])
         for i in range(1, 10):
             await p.emit([_line(FAIL.format(s=i, pid=9, ip="203.0.113.9"), 100 + i * 100)])
-        deadline = time.monotonic() + 5
-        while (p.unstored or not p.queue.empty() or p.lines < 10) and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
+        await _settled(p, lines=10)
         stored = s.conn.execute("SELECT COUNT(*) FROM events").fetchone()[0]
         off = s.conn.execute("SELECT MAX(offset) FROM file_positions").fetchone()[0] or 0
         p._task.cancel()  # type: ignore[union-attr]

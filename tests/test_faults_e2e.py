@@ -241,6 +241,19 @@ def start_in_srv(
 # ------------------------------------------------------------------------- item 4: disk full
 
 
+
+def start_on_empty_log(daemon_factory: Any, tmp_path: Path) -> tuple[Any, Path]:
+    """The daemon following a new, empty auth.log (success_after_failures off: these tests
+    count bans and rows, not that rule's findings)."""
+    log = tmp_path / "auth.log"
+    log.write_text("")
+    d = daemon_factory(
+        f"sources: {{mode: file, files: [{log}], poll_interval: 100ms}}\n"
+        "detection: {rules: {success_after_failures: {enabled: false}}}\n"
+    )
+    d.wait_log("sshmonitord started", timeout=20)
+    return d, log
+
 def test_disk_full_bans_anyway_and_stores_everything_once_space_is_back(
     state_tmpfs: Path, netns_pair: NetnsPair, daemon_factory: Any, tmp_path: Path
 ) -> None:
@@ -332,13 +345,7 @@ def test_disk_full_holds_at_most_the_bound_then_pauses_the_sources(
     """Past ``MAX_UNSTORED_LINES`` (20k) handled-but-unstored lines the sources wait
     (back-pressure, never a drop); when space is back every line is stored once."""
     t_start = time.monotonic()
-    log = tmp_path / "auth.log"
-    log.write_text("")
-    d = daemon_factory(
-        f"sources: {{mode: file, files: [{log}], poll_interval: 100ms}}\n"
-        "detection: {rules: {success_after_failures: {enabled: false}}}\n"
-    )
-    d.wait_log("sshmonitord started", timeout=20)
+    d, log = start_on_empty_log(daemon_factory, tmp_path)
     db = state_tmpfs / "sshmonitor.db"
     fill(state_tmpfs)
     total = 30_000
@@ -614,13 +621,7 @@ def test_foreign_lock_does_not_delay_bans(daemon_factory: Any, tmp_path: Path) -
     """While another process holds the write lock, a ban must not wait for the store's 5 s
     busy timeout, again and again: pipeline.py promises the firewall never waits for it."""
     t_start = time.monotonic()
-    log = tmp_path / "auth.log"
-    log.write_text("")
-    d = daemon_factory(
-        f"sources: {{mode: file, files: [{log}], poll_interval: 100ms}}\n"
-        "detection: {rules: {success_after_failures: {enabled: false}}}\n"
-    )
-    d.wait_log("sshmonitord started", timeout=20)
+    d, log = start_on_empty_log(daemon_factory, tmp_path)
     db = d.state_dir / "sshmonitor.db"
     append(log, [failed("192.0.2.77", 99, user="bob")])
     assert poll(lambda: stored_offset(db, log) == log.stat().st_size, 10) is not None
