@@ -53,7 +53,7 @@ def test_failed_migration_rolls_back(tmp_path, monkeypatch):
         *store.MIGRATIONS,
         (len(store.MIGRATIONS) + 1, "broken", "CREATE TABLE ok_t(a); CREATE TABLE meta(x);"),
     ]
-    monkeypatch.setattr(store, "MIGRATIONS", bad)
+    monkeypatch.setattr(store.schema, "MIGRATIONS", bad)
     with pytest.raises(sqlite3.OperationalError):
         store.migrate(conn)
     assert conn.execute("PRAGMA user_version").fetchone()[0] == len(bad) - 1
