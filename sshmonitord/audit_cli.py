@@ -78,8 +78,7 @@ def db_path_for(args: argparse.Namespace) -> str:
     state_dir = getattr(args, "state_dir", None)
     if not state_dir:
         from . import config
-        from .cli import load_for_cli
-        from .daemon import resolve_state_dir
+        from .paths import load_for_cli, resolve_state_dir
 
         try:
             cfg = load_for_cli(getattr(args, "config", None))

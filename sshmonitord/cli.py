@@ -11,6 +11,7 @@ import sys
 from typing import Any
 
 from . import __version__, addresses, config, control, log
+from .paths import load_for_cli
 
 EX_CONFIG = 78  # sysexits(3); the unit file stops restarting on it
 
@@ -37,19 +38,6 @@ def _config_arg(p: argparse.ArgumentParser) -> None:
         default=None,
         help=f"config file (default: {config.DEFAULT_CONFIG_PATH})",
     )
-
-
-def load_for_cli(path: str | None) -> config.Config:
-    """The config at ``path``; with no path, the default file, or built-in defaults if absent."""
-    if path is None:
-        if not os.path.exists(config.DEFAULT_CONFIG_PATH):
-            return config.Config(
-                warnings=(
-                    f"{config.DEFAULT_CONFIG_PATH} does not exist; running on built-in defaults",
-                )
-            )
-        path = config.DEFAULT_CONFIG_PATH
-    return config.load_config(os.path.abspath(path))
 
 
 def tune_gc() -> None:

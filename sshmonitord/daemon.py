@@ -33,6 +33,7 @@ from .notify.queue import AlertQueue
 from .notify.report import ReportScheduler
 from .parse import Parser
 from .parse.prefix import load_zone
+from .paths import resolve_state_dir
 from .pipeline import Pipeline
 from .respond.backend import Backend, make_backend
 from .respond.bans import BanManager, BanRefused, NotCompleted
@@ -91,16 +92,6 @@ def _human(n: float) -> str:
     if n >= 1000:
         return f"{n / 1000:.1f}k"
     return str(int(n))
-
-
-def resolve_state_dir(cli_value: str | None, cfg: config.Config) -> str:
-    """--state-dir, else systemd's STATE_DIRECTORY, else store.dir from the config."""
-    if cli_value:
-        return cli_value
-    env = os.environ.get("STATE_DIRECTORY")
-    if env and cfg.store.dir == config.DEFAULT_STATE_DIR:
-        return env.split(":")[0]
-    return cfg.store.dir
 
 
 def resolve_socket(cfg: config.Config) -> str:

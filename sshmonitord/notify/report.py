@@ -1816,8 +1816,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         return 2
     state_dir = getattr(args, "state_dir", None)
     if state_dir is None or top is None:
-        from ..cli import load_for_cli
-        from ..daemon import resolve_state_dir
+        from ..paths import load_for_cli, resolve_state_dir
 
         try:
             cfg = load_for_cli(args.config)
