@@ -24,6 +24,7 @@ from typing import Any, Literal
 import yaml
 
 from . import addresses
+from .timefmt import parse_duration
 
 DEFAULT_CONFIG_PATH = "/etc/sshmonitor.yaml"
 DEFAULT_STATE_DIR = "/var/lib/sshmonitor"
@@ -492,8 +493,6 @@ class ConfigError(Exception):
 
 # --------------------------------------------------------------------------- loading
 
-_DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)")
-_UNIT = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
@@ -506,30 +505,6 @@ def parse_hours(text: str) -> tuple[int, int] | None:
     if h1 > 24 or h2 > 24 or m1 > 59 or m2 > 59:
         return None
     return h1 * 60 + m1, h2 * 60 + m2
-
-
-def parse_duration(value: Any) -> float:
-    """Parse ``90``, ``1.5``, ``"30s"``, ``"10m"``, ``"1h30m"``; raise ValueError otherwise."""
-    if isinstance(value, bool):
-        raise ValueError
-    if isinstance(value, int | float):
-        return float(value)
-    if not isinstance(value, str):
-        raise ValueError
-    text = value.strip().lower()
-    if re.fullmatch(r"-?\d+(\.\d+)?", text):
-        return float(text)
-    neg = text.startswith("-")
-    body = text[1:].lstrip() if neg else text
-    pos, total = 0, 0.0
-    for m in _DURATION_RE.finditer(body):
-        if m.start() != pos and body[pos : m.start()].strip():
-            raise ValueError
-        total += float(m.group(1)) * _UNIT[m.group(2)]
-        pos = m.end()
-    if pos == 0 or body[pos:].strip():
-        raise ValueError
-    return -total if neg else total
 
 
 def _describe(value: Any) -> str:

@@ -19,8 +19,8 @@ import html
 import shlex
 import time
 import unicodedata
-from datetime import datetime
 
+from ..timefmt import fmt_local
 from .alert import Alert, Message, make_id, message_id, severity_rank
 
 SUBJECT_PREFIX = "[sshmonitor]"
@@ -96,10 +96,7 @@ def h(text: object) -> str:
 
 def fmt_time(ts: float | None) -> str:
     """An epoch as the machine's local time, e.g. ``2024-05-01 14:03:10 CEST``."""
-    if ts is None:
-        return "?"
-    dt = datetime.fromtimestamp(float(ts)).astimezone()
-    return dt.strftime("%Y-%m-%d %H:%M:%S %Z").strip()
+    return fmt_local(ts, zone_name=True, missing="?")
 
 
 def ordinal(n: int) -> str:
