@@ -34,13 +34,12 @@ from hypothesis import strategies as st
 from sshmonitord.events import Event, FilePosition, Kind, Line, Retired
 from sshmonitord.parse.audit import (
     AUDIT_SOURCE_PREFIX,
-    AuditAssembler,
-    AuditGrouper,
     parse_audit,
     shell_join,
     split_record,
     untrusted,
 )
+from sshmonitord.sources.audit_records import AuditAssembler, AuditGrouper
 from sshmonitord.sources.auditd import AuditSource
 
 DATA = Path(__file__).parent / "data" / "audit"

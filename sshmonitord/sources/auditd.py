@@ -2,7 +2,7 @@
 
 ``/var/log/audit/audit.log`` is followed by the same :class:`~.tailer.Tailer` as auth.log
 (rotation by auditd's own ``max_log_file_action = ROTATE``, restarts, truncation). Its Lines
-go through :class:`~..parse.audit.AuditGrouper` before they reach the pipeline, so what the
+go through :class:`~.audit_records.AuditGrouper` before they reach the pipeline, so what the
 pipeline sees is one Line per audit *event* (its records joined by newlines) whose source is
 ``audit:<path>``; the parser routes those to :func:`~..parse.audit.parse_audit`.
 
@@ -30,7 +30,7 @@ from typing import Any
 
 from .. import log
 from ..events import FilePosition, Line, Retired
-from ..parse.audit import END_OF_EVENT_TIMEOUT, MAX_PENDING, AuditGrouper
+from .audit_records import END_OF_EVENT_TIMEOUT, MAX_PENDING, AuditGrouper
 from .tailer import Tailer
 
 DEFAULT_PATH = "/var/log/audit/audit.log"
