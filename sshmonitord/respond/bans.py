@@ -32,22 +32,27 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import Any
 
 from .. import log
-from ..addresses import (
-    IPNetwork,
-    OperatorError,
-    needs_force,
-    never_bannable,
-    normalize_network,
-    parse_network,
-)
+from ..addresses import IPNetwork, OperatorError, normalize_network, parse_network
 from ..config import ResponseConfig
-from ..events import Action, Finding
+from ..events import Finding
+from ..store import bans as bans_store
 from .backend import Backend, BackendError, NotSetUp
+from .policy import ALWAYS_ALLOWED, Ban, Policy, Skip, allowlisted, ban_seconds, decide, refusal
 
-ALWAYS_ALLOWED = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
+__all__ = [
+    "ALWAYS_ALLOWED",
+    "BanManager",
+    "BanRecord",
+    "BanRefused",
+    "NotCompleted",
+    "allowlisted",
+    "ban_seconds",
+]
+
 MAINTENANCE_EVERY = 30.0
 
 
@@ -85,27 +90,6 @@ class BanRecord:
         return (self.net, self.created)
 
 
-def ban_seconds(cfg: ResponseConfig, offence: int) -> int:
-    """How long the offence-th ban (1-based) of a network lasts."""
-    seconds = float(cfg.bantime) * (cfg.bantime_factor ** max(0, offence - 1))
-    return int(min(seconds, float(cfg.bantime_max)))
-
-
-def allowlisted(net: IPNetwork, allow: Iterable[IPNetwork]) -> IPNetwork | None:
-    """The allowlist entry covering (or overlapping) ``net``, if any. ``net`` is normalised
-    first (``::ffff:127.0.0.1`` is loopback); the entries are, by config and by
-    :class:`BanManager`."""
-    net = normalize_network(net)
-    n = int(net.network_address)
-    for a in (*ALWAYS_ALLOWED, *allow):
-        # CIDR blocks overlap only when one holds the other: equal in the shorter prefix.
-        if a.version == net.version:
-            shift = net.max_prefixlen - min(a.prefixlen, net.prefixlen)
-            if (int(a.network_address) ^ n) >> shift == 0:
-                return a
-    return None
-
-
 def _needs_push(net: IPNetwork, left: int, present: dict[IPNetwork, float | None]) -> bool:
     """Is ``net`` absent from the firewall (no element covers it), or about to run out there
     while our ban goes on (a backend that caps timeouts, like ipset's 24.8 days)?"""
@@ -115,12 +99,26 @@ def _needs_push(net: IPNetwork, left: int, present: dict[IPNetwork, float | None
     return True
 
 
-def _row(r: sqlite3.Row | tuple[Any, ...]) -> BanRecord:
-    return BanRecord(r[0], r[1], r[2], r[3], r[4], r[5], r[6], bool(r[7]))
+def _record(r: bans_store.BanRow) -> BanRecord:
+    return BanRecord(r.id, r.net, r.rule, r.reason, r.offence, r.created, r.expires, r.dry_run)
 
 
-_COLS = "id, net, rule, reason, offence, created, expires, dry_run"
-_LIFT = "UPDATE bans SET active = 0, lifted = ?, lifted_by = ? "
+class _ManagerHistory:
+    """The policy's view of the manager: offence counts, running bans, and the bans decided
+    earlier in the same batch (not active yet: enforce() comes after decide())."""
+
+    def __init__(self, m: BanManager, batch: dict[str, float]) -> None:
+        self.m = m
+        self.batch = batch
+
+    def offences(self, net: str) -> int:
+        return self.m._offences.get(net, 0)
+
+    def banned_until(self, net: str) -> float | None:
+        if net in self.batch:
+            return self.batch[net]
+        r = self.m.active.get(net)
+        return None if r is None else r.expires
 
 
 @dataclass
@@ -150,7 +148,7 @@ class BanManager:
         self.store = store
         self.backend = backend
         self.cfg = cfg
-        self.allow = tuple(normalize_network(a) for a in allowlist)
+        self.policy = Policy(cfg, tuple(allowlist))
         self.dry_run = dry_run or cfg.dry_run
         self.active: dict[str, BanRecord] = {}
         self.last_error: str | None = None
@@ -190,56 +188,44 @@ class BanManager:
 
     def _load(self, conn: sqlite3.Connection) -> _Loaded:
         now = time.time()
-        rows = [
-            _row(r)
-            for r in conn.execute(
-                f"SELECT {_COLS} FROM bans WHERE active = 1 AND expires > ? ORDER BY created",
-                (now,),
-            )
-        ]
-        offences = {
-            str(net): int(n)
-            for net, n in conn.execute(
-                "SELECT net, COUNT(*) FROM bans WHERE dry_run = ? GROUP BY net",
-                (int(self.dry_run),),
-            )
-        }
+        rows = [_record(r) for r in bans_store.active(conn, now)]
+        offences = bans_store.offence_counts(conn, self.dry_run)
         active: dict[str, BanRecord] = {}
         lifted: list[tuple[str, str]] = []
         renamed: list[tuple[str, str]] = []
-        updates: list[tuple[str, tuple[Any, ...]]] = []
+        updates: list[Callable[[sqlite3.Connection], Any]] = []
         for r in rows:
             try:
                 net = normalize_network(ipaddress.ip_network(r.net, strict=False))
             except ValueError:
                 lifted.append((r.net, "not an address"))
-                updates.append((_LIFT + "WHERE id = ?", (now, "invalid", r.id)))
+                updates.append(partial(bans_store.lift_id, ban_id=r.id, when=now, by="invalid"))
                 continue
-            refused = self._refusal(net, force=True)
+            refused = refusal(net, self.policy, force=True)
             if refused is not None:
-                lifted.append((r.net, refused[1]))
-                updates.append((_LIFT + "WHERE id = ?", (now, "allowlisted", r.id)))
+                lifted.append((r.net, refused.reason))
+                updates.append(partial(bans_store.lift_id, ban_id=r.id, when=now, by="allowlisted"))
                 self._firewall_leftovers.append(net)
                 continue
             key = str(net)
             if key != r.net:
                 renamed.append((r.net, key))
-                updates.append(("UPDATE bans SET net = ? WHERE id = ?", (key, r.id)))
+                updates.append(partial(bans_store.rename, ban_id=r.id, net=key))
                 offences[key] = offences.get(key, 0) + offences.pop(r.net, 0)
                 r = replace(r, net=key)
             old = active.get(key)
             if old is not None:  # two spellings of one network: keep the longer ban
                 loser, r = (old, r) if old.expires <= r.expires else (r, old)
-                updates.append((_LIFT + "WHERE id = ?", (now, "replaced", loser.id)))
+                updates.append(
+                    partial(bans_store.lift_id, ban_id=loser.id, when=now, by="replaced")
+                )
             active[key] = r
         error = None
         try:
             with self.store.transaction():
-                conn.execute(
-                    _LIFT + "WHERE active = 1 AND expires <= ?", (now, "expired", now)
-                )  # lifted = now is close enough for rows found expired at start
-                for sql, params in updates:
-                    conn.execute(sql, params)
+                bans_store.lift_expired(conn, now)
+                for update in updates:
+                    update(conn)
         except sqlite3.Error as exc:
             error = str(exc)
         return _Loaded(list(active.values()), offences, lifted, renamed, error)
@@ -293,27 +279,27 @@ class BanManager:
 
     # ------------------------------------------------------------------ deciding (no store)
 
+    @property
+    def allow(self) -> tuple[IPNetwork, ...]:
+        """The allowlist, normalised."""
+        return self.policy.allowlist
+
     def _refusal(self, net: IPNetwork, force: bool) -> tuple[str, str] | None:
         """Why ``net`` must not be banned, as (kind, message), kind one of never, allowlisted,
         force; None: it may be. ``net`` is normalised."""
-        why = never_bannable(net)
-        if why is not None:
-            return "never", why
-        hit = allowlisted(net, self.allow)
-        if hit is not None:
-            what = "loopback, always allowed" if hit in ALWAYS_ALLOWED else "in the allowlist"
-            if net.prefixlen >= hit.prefixlen:  # inside it
-                return "allowlisted", f"{net} is allowlisted ({hit}, {what})"
-            return "allowlisted", f"{net} covers the allowlisted {hit} ({what})"
-        if not force:
-            m = self.cfg.max_ban_prefix
-            why = needs_force(net, m.ipv4, m.ipv6)
-            if why is not None:
-                return "force", why
-        return None
+        refused = refusal(net, self.policy, force)
+        return None if refused is None else (refused.kind, refused.reason)
 
-    def _new(self, net: str, rule: str, reason: str, now: float, seconds: int | None) -> BanRecord:
-        offence = self._offences.get(net, 0) + 1
+    def _new(
+        self,
+        net: str,
+        rule: str,
+        reason: str,
+        now: float,
+        seconds: int | None,
+        offence: int | None = None,
+    ) -> BanRecord:
+        offence = offence if offence is not None else self._offences.get(net, 0) + 1
         self._offences[net] = offence
         secs = seconds if seconds is not None else ban_seconds(self.cfg, offence)
         rec = BanRecord(0, net, rule, reason, offence, now, now + secs, self.dry_run)
@@ -322,33 +308,31 @@ class BanManager:
 
     def decide(self, findings: Iterable[Finding], now: float) -> list[BanRecord]:
         """The bans the findings ask for, ready for :meth:`enforce` at once. No store access:
-        a full disk must not stop a ban. Their rows are written by :meth:`record`."""
+        a full disk must not stop a ban. Their rows are written by :meth:`record`. Each
+        finding goes through :func:`~sshmonitord.respond.policy.decide` at wall time ``now``,
+        as replay's do at event time."""
         out: list[BanRecord] = []
-        if not self.cfg.enabled:
-            return out
-        batch: set[str] = set()
+        batch: dict[str, float] = {}
+        history = _ManagerHistory(self, batch)
         for f in findings:
-            if f.ban_net is None or f.action not in (Action.BAN, Action.BOTH):
-                continue
-            try:
-                net = normalize_network(ipaddress.ip_network(f.ban_net, strict=False))
-            except ValueError:
-                self.log.error("finding with an invalid ban_net", net=f.ban_net, rule=f.rule)
-                continue
-            key = str(net)
-            if key in self.active or key in batch:
-                continue  # already banned: in-flight failures of a banned address
-            refused = self._refusal(net, force=False)
-            if refused is not None:
-                if refused[0] == "allowlisted":
-                    self.skipped_allowlisted += 1
-                else:
-                    self.skipped_refused += 1
-                self.log.info("not banning", net=key, rule=f.rule, why=refused[1])
-                continue
-            batch.add(key)
-            out.append(self._new(key, f.rule, f.summary, now, None))
+            d = decide(f, history, self.policy, now)
+            if isinstance(d, Ban):
+                rec = self._new(d.net, d.rule, d.reason, now, d.seconds, d.offence)
+                batch[d.net] = rec.expires
+                out.append(rec)
+            else:
+                self._skipped(f, d)
         return out
+
+    def _skipped(self, f: Finding, d: Skip) -> None:
+        if d.kind == "invalid":
+            self.log.error("finding with an invalid ban_net", net=f.ban_net, rule=f.rule)
+        elif d.kind in ("never", "allowlisted", "force"):
+            if d.kind == "allowlisted":
+                self.skipped_allowlisted += 1
+            else:
+                self.skipped_refused += 1
+            self.log.info("not banning", net=d.net, rule=f.rule, why=d.reason)
 
     # ------------------------------------------------------------------ storing (store thread)
 
@@ -360,33 +344,16 @@ class BanManager:
             self._write(conn, r)
 
     def _write(self, conn: sqlite3.Connection, r: BanRecord) -> None:
-        row = conn.execute(
-            "SELECT id, active FROM bans WHERE net = ? AND created = ? AND dry_run = ?",
-            (r.net, r.created, int(r.dry_run)),
-        ).fetchone()
+        row = bans_store.find(conn, r.net, r.created, r.dry_run)
         ended = self._ended.get(r.key)
         if ended is None and r.expires <= time.time() and self.active.get(r.net) is not r:
             ended = (r.expires, "expired")
         if row is not None:
             if ended is not None and row[1]:
-                conn.execute(_LIFT + "WHERE id = ?", (*ended, row[0]))
+                bans_store.lift_id(conn, row[0], *ended)
             return
-        lifted, by = ended if ended is not None else (None, None)
-        conn.execute(
-            "INSERT INTO bans(net, rule, reason, offence, created, expires, active, lifted, "
-            "lifted_by, dry_run) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                r.net,
-                r.rule,
-                r.reason,
-                r.offence,
-                r.created,
-                r.expires,
-                0 if ended is not None else 1,
-                lifted,
-                by,
-                int(r.dry_run),
-            ),
+        bans_store.insert(
+            conn, r.net, r.rule, r.reason, r.offence, r.created, r.expires, r.dry_run, ended
         )
 
     def committed(self, records: Iterable[BanRecord]) -> None:
@@ -411,10 +378,7 @@ class BanManager:
                 for _key, r in unsaved:
                     self._write(conn, r)
                 for (net, created), (when, by) in ended:
-                    conn.execute(
-                        _LIFT + "WHERE net = ? AND created = ? AND active = 1",
-                        (when, by, net, created),
-                    )
+                    bans_store.lift_ban(conn, net, created, when, by)
                 return out
 
         out = await self.store.run(go)
@@ -539,10 +503,7 @@ class BanManager:
         fw_error = await self.enforce([rec])
 
         def lift_older(conn: sqlite3.Connection) -> None:
-            conn.execute(
-                _LIFT + "WHERE net = ? AND active = 1 AND created != ?",
-                (now, "replaced", key, now),
-            )
+            bans_store.lift_others(conn, key, now, now)
 
         try:
             await self.persist(lift_older)
@@ -596,9 +557,7 @@ class BanManager:
                     fw_error = str(exc)
 
         def lift_all(conn: sqlite3.Connection) -> int:
-            return int(
-                conn.execute(_LIFT + "WHERE net = ? AND active = 1", (now, by, key)).rowcount
-            )
+            return bans_store.lift_net(conn, key, now, by)
 
         try:
             stored = await self.persist(lift_all) or 0
@@ -638,7 +597,7 @@ class BanManager:
 
     def apply_config(self, cfg: Any) -> None:
         self.cfg = cfg.response
-        self.allow = tuple(normalize_network(a) for a in cfg.allowlist)
+        self.policy = Policy.from_config(cfg)
 
     def list_active(self) -> list[dict[str, Any]]:
         return [
