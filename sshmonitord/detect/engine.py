@@ -3,11 +3,14 @@
 No clock and no I/O: time is the event's own, so ``replay`` of last week's log raises the
 findings the live daemon would have raised. Login history (for ``new_source`` and
 ``new_key``) is handed in at construction and learned from the events as they pass.
+:func:`save_history` and :func:`load_history` only adapt it to the store (store/history.py
+holds their SQL); the engine itself never touches a connection.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import tzinfo
@@ -17,6 +20,8 @@ from zoneinfo import ZoneInfo
 from ..addresses import aggregable
 from ..config import DetectionConfig, parse_hours
 from ..events import Action, Event, Finding, Kind, Severity
+from ..store import history as history_store
+from ..store.history import Login
 from .windows import DistinctCounter, WindowCounter, drop_oldest
 from .windows import addr_key as prefix_key
 from .windows import key_network as prefix_network
@@ -440,38 +445,29 @@ class Engine:
         }
 
 
-def save_history(conn: Any, events: list[Event], engine: Engine | None) -> None:
-    """Persist successful logins' sources and keys (inside the pipeline's transaction)."""
+def logins(events: Iterable[Event], engine: Engine | None) -> list[Login]:
+    """The successful logins among ``events``, as the login history keeps them (pure)."""
     ns = engine.rules.new_source if engine is not None else None
     v4, v6 = (ns.ipv4_prefix, ns.ipv6_prefix) if ns is not None else (24, 48)
-    for ev in events:
-        if ev.kind is not Kind.AUTH_SUCCESS:
-            continue
-        ts = ev.ts.timestamp()
-        user = ev.user or ""
-        if ev.ip is not None:
-            conn.execute(
-                "INSERT INTO login_sources(user, prefix, first_seen, last_seen) VALUES "
-                "(?, ?, ?, ?) ON CONFLICT(user, prefix) DO UPDATE SET last_seen = "
-                "max(last_seen, excluded.last_seen)",
-                (user, source_prefix(ev.ip, v4, v6), ts, ts),
-            )
-        if ev.key_fp:
-            conn.execute(
-                "INSERT INTO login_keys(user, key_fp, first_seen, last_seen) VALUES "
-                "(?, ?, ?, ?) ON CONFLICT(user, key_fp) DO UPDATE SET last_seen = "
-                "max(last_seen, excluded.last_seen)",
-                (user, ev.key_fp, ts, ts),
-            )
+    return [
+        Login(
+            ev.user or "",
+            None if ev.ip is None else source_prefix(ev.ip, v4, v6),
+            ev.key_fp,
+            ev.ts.timestamp(),
+        )
+        for ev in events
+        if ev.kind is Kind.AUTH_SUCCESS
+    ]
 
 
-def load_history(conn: Any) -> History:
-    """The login history the store holds (new_source, new_key)."""
-    h = History()
-    for user, prefix, first in conn.execute("SELECT user, prefix, first_seen FROM login_sources"):
-        h.sources.setdefault(user, set()).add(prefix)
-        h.since = first if h.since is None else min(h.since, first)
-    for user, fp, first in conn.execute("SELECT user, key_fp, first_seen FROM login_keys"):
-        h.keys.setdefault(user, set()).add(fp)
-        h.since = first if h.since is None else min(h.since, first)
-    return h
+def save_history(conn: sqlite3.Connection, events: list[Event], engine: Engine | None) -> None:
+    """Persist successful logins' sources and keys (inside the pipeline's transaction). The
+    SQL is the store's (store/history.py); this name stays for the pipeline's import."""
+    history_store.save(conn, logins(events, engine))
+
+
+def load_history(conn: sqlite3.Connection) -> History:
+    """The login history the store holds (new_source, new_key), as the engine takes it."""
+    stored = history_store.load(conn)
+    return History(stored.sources, stored.keys, stored.since)
