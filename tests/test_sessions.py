@@ -25,13 +25,17 @@ from typing import Any
 
 import pytest
 
-from sshmonitord import audit_cli, sessions
+from sshmonitord import audit_cli
+from sshmonitord.audit import SessionTracker
+from sshmonitord.audit import proc as audit_proc
+from sshmonitord.audit import stage as audit_stage
+from sshmonitord.audit import tracker as audit_tracker
 from sshmonitord.events import Event, Kind, Line
 from sshmonitord.parse import Parser
 from sshmonitord.pipeline import Pipeline
 from sshmonitord.replay import event_json
-from sshmonitord.sessions import SessionTracker
 from sshmonitord.store import INSERT_EVENT, Store, event_row
+from sshmonitord.store import sessions as store_sessions
 
 REF = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 
@@ -618,7 +622,7 @@ def test_a_tracker_bug_does_not_stop_the_batch(
     def boom(self: SessionTracker, conn: Any, ev: Event) -> None:
         raise KeyError("bug")
 
-    monkeypatch.setitem(sessions._HANDLERS, Kind.SUDO, boom)
+    monkeypatch.setitem(audit_tracker._HANDLERS, Kind.SUDO, boom)
     feed(store, tracker, [_login(100, 5001, "10:00:00"), _sudo("10:00:10", "pts/0", "/x")])
     assert tracker.stats["errors"] == 1
     assert len(all_sessions(store)) == 1
@@ -683,7 +687,7 @@ def _fake_sshd(tmp_path: Path) -> subprocess.Popen[bytes]:
 
 
 def test_session_lost_when_its_sshd_pid_is_gone(store: Store, tmp_path: Path) -> None:
-    if not sessions.proc_visible():
+    if not audit_proc.proc_visible():
         pytest.skip("/proc does not show other processes here")
     host = socket.gethostname().split(".")[0]
     proc = _fake_sshd(tmp_path)
@@ -695,11 +699,11 @@ def test_session_lost_when_its_sshd_pid_is_gone(store: Store, tmp_path: Path) ->
         feed(store, tracker, [ev])
         # alive (and named sshd): stays open
         assert tracker.sweep(store.conn, now=start.timestamp() + 120) == 0
-        assert sessions.pid_gone(proc.pid) is False
+        assert audit_proc.pid_gone(proc.pid) is False
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-    assert sessions.pid_gone(proc.pid) is True
+    assert audit_proc.pid_gone(proc.pid) is True
     # in its first minute a session is never judged by its pid
     assert tracker.sweep(store.conn, now=start.timestamp() + 10) == 0
     assert tracker.sweep(store.conn, now=start.timestamp() + 120) == 1
@@ -709,7 +713,7 @@ def test_session_lost_when_its_sshd_pid_is_gone(store: Store, tmp_path: Path) ->
 
 def test_pid_of_another_process_name_counts_as_gone() -> None:
     # our own pid is alive but not an sshd: the session's process is not there any more
-    assert sessions.pid_gone(os.getpid()) is True
+    assert audit_proc.pid_gone(os.getpid()) is True
 
 
 def test_pids_are_not_checked_for_other_hosts_or_when_disabled(store: Store) -> None:
@@ -745,13 +749,13 @@ def test_pruning_deletes_in_batches_and_keeps_open_sessions(store: Store) -> Non
     ev = parse([_login(1, 1, "10:00:00")])[0]
     conn.executemany(INSERT_EVENT, [event_row(ev)] * 25)
     cutoff = ts("12:00:00")
-    assert sessions.prune_batch(conn, "events", cutoff, limit=10) == 10
+    assert store_sessions.prune_batch(conn, "events", cutoff, limit=10) == 10
     total = 10
-    while (n := sessions.prune_batch(conn, "events", cutoff, limit=10)) > 0:
+    while (n := store_sessions.prune_batch(conn, "events", cutoff, limit=10)) > 0:
         total += n
     assert total == 25
-    assert sessions.prune_batch(conn, "commands", cutoff) == 1
-    assert sessions.prune_batch(conn, "sessions", cutoff) == 1  # the closed one
+    assert store_sessions.prune_batch(conn, "commands", cutoff) == 1
+    assert store_sessions.prune_batch(conn, "sessions", cutoff) == 1  # the closed one
     [left] = all_sessions(store)
     assert left["state"] == "open"
 
@@ -769,10 +773,10 @@ def test_settings_defaults_and_overrides() -> None:
         store = Store_()
         sessions = Sec()
 
-    s = sessions.settings_from(Cfg())
+    s = audit_stage.settings_from(Cfg())
     assert s.retention == {"events": 10, "commands": 30, "transfers": 30, "sessions": 30}
     assert s.lost_after == 2 * 86400 and s.check_pids is False
-    d = sessions.settings_from(object())
+    d = audit_stage.settings_from(object())
     assert d.lost_after == 7 * 86400 and d.check_pids is None and d.enabled
     assert set(d.retention.values()) == {90}
 
