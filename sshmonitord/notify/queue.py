@@ -12,6 +12,9 @@
   rows with exponential backoff and jitter (``retry_initial`` … ``retry_max``, at least the
   server's Retry-After); a permanent one (bad credentials, 4xx) drops them with an error; rows
   older than ``max_age`` are dropped with an error. Both are counted.
+* **Prepared messages**: :meth:`AlertQueue.spool_message` spools a message rendered elsewhere
+  (the daily report) for the named channels. It is sent as it is, never digested, capped or
+  throttled, with the same retries, backoff, ``max_age`` and restart durability as an alert.
 * **Cap**: at most ``hourly_cap`` messages per channel per hour; the excess is summarised as
   "N more suppressed" in the next message (critical alerts are never suppressed).
 * **Bounded, never dropped**: findings enter through a bounded in-memory queue. Spooling is
@@ -31,12 +34,15 @@ import random
 import sqlite3
 import time
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from .. import log
 from ..config import NotifyConfig
 from ..events import Finding
+from ..store import spool
+from ..store.spool import SpoolRow, ThrottleRow
 from .alert import Alert, DeliveryError, Message, severity_rank
 from .render import render
 
@@ -81,6 +87,7 @@ class AlertQueue:
             "dropped_too_old": 0,
             "spool_failures": 0,
             "suppressed_by_cap": 0,
+            "messages_spooled": 0,
         }
         self.last_error: dict[str, str] = {}
         self._in_hand: list[Alert] = []  # the batch being spooled (retried until it is)
@@ -109,20 +116,15 @@ class AlertQueue:
         ]
 
     def _load(self, conn: sqlite3.Connection) -> None:
-        for key, last, sev, folded, since in conn.execute(
-            "SELECT key, last_sent, severity, folded, folded_since FROM alert_throttle"
-        ):
+        for key, last, sev, folded, since in spool.load_throttle(conn):
             self.throttle[key] = Throttle(last, sev, folded, since)
-        pending = conn.execute("SELECT COUNT(*) FROM alert_spool").fetchone()[0]
+        pending = spool.count(conn)
         if pending:
             # A restart is a fresh chance (the channel may have been fixed with it): retry
             # what is pending now rather than after its backoff.
             try:
                 with self.store.transaction():
-                    conn.execute(
-                        "UPDATE alert_spool SET next_attempt = ? WHERE next_attempt > ?",
-                        (time.time(), time.time()),
-                    )
+                    spool.retry_now(conn, time.time())
             except sqlite3.Error as exc:
                 # A full disk: the rows are retried at their own time instead.
                 self.log.warning("cannot reschedule pending alerts", error=str(exc))
@@ -216,18 +218,11 @@ class AlertQueue:
 
         def go(conn: sqlite3.Connection) -> None:
             with self.store.transaction():
-                conn.executemany(
-                    "INSERT INTO alert_spool(channel, alert, created, next_attempt, severity, "
-                    "attempts) VALUES (?, ?, ?, ?, ?, 0)",
-                    rows,
-                )
-                conn.executemany(
-                    "INSERT INTO alert_throttle(key, last_sent, severity, folded, folded_since) "
-                    "VALUES (?, ?, ?, ?, ?) ON CONFLICT(key) DO UPDATE SET last_sent = "
-                    "excluded.last_sent, severity = excluded.severity, folded = excluded.folded,"
-                    " folded_since = excluded.folded_since",
+                spool.add_alerts(conn, rows)
+                spool.save_throttle(
+                    conn,
                     [
-                        (k, t.last_sent, t.severity, t.folded, t.folded_since)
+                        ThrottleRow(k, t.last_sent, t.severity, t.folded, t.folded_since)
                         for k, t in changed.items()
                     ],
                 )
@@ -243,6 +238,36 @@ class AlertQueue:
         if self.dry_run:
             for a in alerts:
                 self.log.warning("DRY RUN: alert not sent", rule=a.rule, subject=a.subject)
+
+    async def spool_message(self, message: Message, channels: Iterable[str]) -> list[str]:
+        """Spool a prepared ``message`` (the daily report) for each of ``channels`` that is
+        configured; return their names. Written to the store before this returns: from then
+        on it is retried and survives a restart like an alert. Spooling the same message
+        (same id) twice for a channel sends it once."""
+        names = [n for n in dict.fromkeys(channels) if n in self.channels]
+        if not names:
+            return []
+        doc = json.dumps(
+            {
+                "id": message.id,
+                "subject": message.subject,
+                "text": message.text,
+                "html": message.html,
+                "host": message.host,
+            },
+            ensure_ascii=False,
+        )
+        now = time.time()
+        crit = severity_rank("critical")
+
+        def go(conn: sqlite3.Connection) -> None:
+            with self.store.transaction():
+                spool.add_message(conn, names, doc, message.id, now, crit)
+
+        await self.store.run(go)
+        self.stats["messages_spooled"] += len(names)
+        self._wake.set()
+        return names
 
     # ------------------------------------------------------------------ delivery
 
@@ -265,32 +290,23 @@ class AlertQueue:
             rows = await self.store.run(lambda c, n=name: self._due(c, n, now))
             if rows:
                 await self._deliver(ch, rows)
-        nxt = await self.store.run(
-            lambda c: c.execute("SELECT MIN(next_attempt) FROM alert_spool").fetchone()[0]
-        )
+        nxt = await self.store.run(spool.next_due)
         return 3600.0 if nxt is None else max(0.0, nxt - time.time())
 
     def _expire(self, conn: sqlite3.Connection, now: float) -> None:
-        old = conn.execute(
-            "SELECT id, channel, alert FROM alert_spool WHERE created < ?",
-            (now - self.cfg.max_age,),
-        ).fetchall()
+        old = spool.older_than(conn, now - self.cfg.max_age)
         gone = [r[0] for r in old]
         # Rows for a channel that is no longer configured can never be delivered.
-        orphans = [
-            r[0]
-            for r in conn.execute("SELECT id, channel FROM alert_spool")
-            if r[1] not in self.channels
-        ]
+        orphans = [i for i, channel in spool.channels_of_rows(conn) if channel not in self.channels]
         if not gone and not orphans:
             return
         with self.store.transaction():
-            conn.executemany("DELETE FROM alert_spool WHERE id = ?", [(i,) for i in gone + orphans])
-        for _id, channel, doc in old:
+            spool.delete(conn, gone + orphans)
+        for _id, channel, doc, kind in old:
             self.stats["dropped_too_old"] += 1
             a = json.loads(doc)
             self.log.error(
-                "alert dropped: undelivered for longer than notify.max_age",
+                f"{kind} dropped: undelivered for longer than notify.max_age",
                 channel=channel,
                 rule=a.get("rule"),
                 subject=a.get("subject"),
@@ -299,46 +315,27 @@ class AlertQueue:
         if orphans:
             self.log.warning("alerts dropped for channels no longer configured", count=len(orphans))
 
-    def _due(
-        self, conn: sqlite3.Connection, channel: str, now: float
-    ) -> list[tuple[int, str, int, str | None]]:
-        first = conn.execute(
-            "SELECT batch FROM alert_spool WHERE channel = ? AND next_attempt <= ? "
-            "ORDER BY batch IS NULL, id LIMIT 1",
-            (channel, now),
-        ).fetchone()
-        if first is None:
+    def _due(self, conn: sqlite3.Connection, channel: str, now: float) -> list[SpoolRow]:
+        due, batch = spool.first_due_batch(conn, channel, now)
+        if not due:
             return []
-        if first[0] is not None:
-            # Tried before (maybe delivered before a crash): send exactly that message again,
-            # so the receiver sees the same message id.
-            return [
-                tuple(r)
-                for r in conn.execute(
-                    "SELECT id, alert, attempts, batch FROM alert_spool "
-                    "WHERE channel = ? AND batch = ? ORDER BY id",
-                    (channel, first[0]),
-                )
-            ]
+        if batch is not None:
+            # Tried before (maybe delivered before a crash), or a prepared message: send
+            # exactly that message again, so the receiver sees the same message id.
+            return spool.batch_rows(conn, channel, batch)
         # Anything due, plus fresh rows that would otherwise wait for their own window:
         # they ride along in the same message.
-        return [
-            tuple(r)
-            for r in conn.execute(
-                "SELECT id, alert, attempts, batch FROM alert_spool WHERE channel = ? AND "
-                "batch IS NULL AND (next_attempt <= ? OR attempts = 0) ORDER BY id LIMIT ?",
-                (channel, now, BATCH_ROWS),
-            )
-        ]
+        return spool.fresh_alerts(conn, channel, now, BATCH_ROWS)
 
     def _pin(self, conn: sqlite3.Connection, ids: list[int], batch: str) -> None:
         with self.store.transaction():
-            conn.executemany(
-                "UPDATE alert_spool SET batch = ? WHERE id = ?", [(batch, i) for i in ids]
-            )
+            spool.pin(conn, ids, batch)
 
-    async def _deliver(self, ch: Any, rows: list[tuple[int, str, int, str | None]]) -> None:
-        alerts = [Alert.from_dict(json.loads(doc)) for _id, doc, _n, _b in rows]
+    async def _deliver(self, ch: Any, rows: list[SpoolRow]) -> None:
+        if rows[0].kind == spool.MESSAGE:
+            await self._deliver_message(ch, rows)
+            return
+        alerts = [Alert.from_dict(json.loads(r.doc)) for r in rows]
         ids = [r[0] for r in rows]
         now = time.time()
         sent = self.sent_times.setdefault(ch.name, deque())
@@ -358,22 +355,11 @@ class AlertQueue:
                 return
         suppressed = self.suppressed.get(ch.name, 0)
         msg: Message = render(alerts, self.host, suppressed=suppressed, now=now)
-        if any(b != msg.id for i, _d, _n, b in rows if i in set(ids)):
+        if any(r.batch != msg.id for r in rows if r.id in set(ids)):
             # Recorded before sending: a crash mid-send re-sends this very message.
             await self.store.run(lambda c: self._pin(c, ids, msg.id))
-        try:
-            answer = await asyncio.wait_for(ch.send(msg), SEND_TIMEOUT)
-        except (DeliveryError, TimeoutError, OSError) as exc:
-            err = (
-                exc
-                if isinstance(exc, DeliveryError)
-                else DeliveryError(f"{type(exc).__name__}: {exc}", permanent=False)
-            )
-            await self._failed(ch.name, ids, rows, err)
-            return
-        except Exception as exc:  # a channel bug: keep the alerts, retry later
-            self.log.exception("channel raised unexpectedly", channel=ch.name)
-            await self._failed(ch.name, ids, rows, DeliveryError(repr(exc)))
+        answer = await self._send(ch, msg, ids, rows)
+        if answer is None:
             return
         await self.store.run(lambda c: self._delete(c, ids))
         sent.append(now)
@@ -388,25 +374,62 @@ class AlertQueue:
             answer=str(answer)[:200],
         )
 
+    async def _send(
+        self, ch: Any, msg: Message, ids: list[int], rows: list[SpoolRow]
+    ) -> str | None:
+        """Send ``msg``; on failure reschedule or drop ``ids`` and return None."""
+        try:
+            return str(await asyncio.wait_for(ch.send(msg), SEND_TIMEOUT))
+        except (DeliveryError, TimeoutError, OSError) as exc:
+            err = (
+                exc
+                if isinstance(exc, DeliveryError)
+                else DeliveryError(f"{type(exc).__name__}: {exc}", permanent=False)
+            )
+            await self._failed(ch.name, ids, rows, err)
+            return None
+        except Exception as exc:  # a channel bug: keep the rows, retry later
+            self.log.exception("channel raised unexpectedly", channel=ch.name)
+            await self._failed(ch.name, ids, rows, DeliveryError(repr(exc)))
+            return None
+
+    async def _deliver_message(self, ch: Any, rows: list[SpoolRow]) -> None:
+        """A prepared message: sent as it is (every row is the same message, by its id), not
+        counted against nor held by the hourly cap — it is not an alert."""
+        d = json.loads(rows[0].doc)
+        msg = Message(
+            subject=str(d.get("subject") or ""),
+            text=str(d.get("text") or ""),
+            html=str(d.get("html") or ""),
+            alerts=[],
+            suppressed=0,
+            host=str(d.get("host") or self.host),
+            id=str(d.get("id") or rows[0].batch or ""),
+        )
+        ids = [r.id for r in rows]
+        answer = await self._send(ch, msg, ids, rows)
+        if answer is None:
+            return
+        await self.store.run(lambda c: self._delete(c, ids))
+        self.stats["messages_sent"] += 1
+        self.last_error.pop(ch.name, None)
+        self.log.info(
+            "message delivered", channel=ch.name, subject=msg.subject, answer=answer[:200]
+        )
+
     def _suppress(self, conn: sqlite3.Connection, channel: str, now: float, crit: int) -> int:
         with self.store.transaction():
-            return int(
-                conn.execute(
-                    "DELETE FROM alert_spool WHERE channel = ? AND severity < ? AND "
-                    "(next_attempt <= ? OR attempts = 0)",
-                    (channel, crit, now),
-                ).rowcount
-            )
+            return spool.suppress(conn, channel, now, crit)
 
     def _delete(self, conn: sqlite3.Connection, ids: list[int]) -> None:
         with self.store.transaction():
-            conn.executemany("DELETE FROM alert_spool WHERE id = ?", [(i,) for i in ids])
+            spool.delete(conn, ids)
 
     async def _failed(
         self,
         channel: str,
         ids: list[int],
-        rows: list[tuple[int, str, int, str | None]],
+        rows: list[SpoolRow],
         err: DeliveryError,
     ) -> None:
         self.stats["delivery_failures"] += 1
@@ -421,7 +444,7 @@ class AlertQueue:
             )
             await self.store.run(lambda c: self._delete(c, ids))
             return
-        attempts = max((n for i, _d, n, _b in rows if i in set(ids)), default=0) + 1
+        attempts = max((r.attempts for r in rows if r.id in set(ids)), default=0) + 1
         delay = self.backoff(attempts, err.retry_after)
         self.log.warning(
             "alert delivery failed; will retry",
@@ -435,11 +458,7 @@ class AlertQueue:
 
         def go(conn: sqlite3.Connection) -> None:
             with self.store.transaction():
-                conn.executemany(
-                    "UPDATE alert_spool SET attempts = ?, next_attempt = ?, last_error = ? "
-                    "WHERE id = ?",
-                    [(attempts, due, str(err)[:500], i) for i in ids],
-                )
+                spool.reschedule(conn, ids, attempts, due, str(err))
 
         await self.store.run(go)
 

@@ -234,6 +234,15 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         ALTER TABLE alert_spool ADD COLUMN batch TEXT;
         """,
     ),
+    (
+        8,
+        "alert spool: rows that hold a prepared message (the daily report), not an alert",
+        # The report goes out through the spool for the alerts' retries and durability; such a
+        # row is sent as it is, never folded into a digest (store/spool.py).
+        """
+        ALTER TABLE alert_spool ADD COLUMN kind TEXT NOT NULL DEFAULT 'alert';
+        """,
+    ),
 ]
 
 
