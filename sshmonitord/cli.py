@@ -295,7 +295,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         return 1
     zone = args.timezone or cfg.sources.timezone
     return replay.run(
-        args.files, args.format, args.summary, args.since, args.until, zone, detection=cfg.detection
+        args.files, args.format, args.summary, args.since, args.until, zone, config=cfg
     )
 
 

@@ -4,6 +4,12 @@ Our answer to ``fail2ban-regex``: point it at auth.log files (plain or .gz) or s
 exactly what the daemon would have seen — every event as JSON, or a summary with the lines
 per kind, the sshd lines nothing recognised (with samples), and the top offending addresses.
 Nothing is banned and nothing is sent.
+
+With the whole config it also shows what the daemon would have done: the same rules raise the
+same findings (every one, as the daemon raises every one), and the same ban policy
+(:func:`sshmonitord.respond.policy.decide`: allowlist, ban lengths, escalation, "already
+banned") plans the bans, in event time, from an empty ban history.
+tests/test_replay_equals_daemon.py holds replay to that.
 """
 
 from __future__ import annotations
@@ -21,12 +27,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any, TextIO
 
-from .config import DetectionConfig, ResponseConfig, parse_duration
+from .config import Config, parse_duration
 from .detect.engine import Engine, History
 from .events import Event, Finding, Kind
 from .parse import Parser
 from .parse.prefix import load_zone
-from .respond.bans import ban_seconds
+from .respond.policy import Ban, MemoryHistory, Policy, decide
 
 FAILURE_KINDS = frozenset(
     {
@@ -103,6 +109,7 @@ class Summary:
     offender_user: dict[int, str] = field(default_factory=dict)
     finding_counts: Counter[str] = field(default_factory=Counter)
     would_ban: int = 0
+    bans: list[dict[str, Any]] = field(default_factory=list)
     successes: Counter[str] = field(default_factory=Counter)
     findings: list[dict[str, Any]] = field(default_factory=list)
 
@@ -116,14 +123,15 @@ class Replay:
         since: datetime | None = None,
         until: datetime | None = None,
         progress: TextIO | None = None,
-        detection: DetectionConfig | None = None,
-        response: ResponseConfig | None = None,
+        config: Config | None = None,
     ) -> None:
+        cfg = config or Config()
         self.parser = Parser(zone=zone)
-        # The rules run exactly as in the daemon (event time), minus bans and alerts.
-        self.engine = Engine(detection or DetectionConfig(), History(), zone=zone)
-        self.response = response or ResponseConfig()
-        self.banned: dict[str, tuple[float, int]] = {}
+        # The rules run exactly as in the daemon (event time), minus alerts; the bans are
+        # planned by the daemon's own policy, never placed.
+        self.engine = Engine(cfg.detection, History(), zone=zone)
+        self.policy = Policy.from_config(cfg)
+        self.ban_history = MemoryHistory()
         self.since = since
         self.until = until
         self.progress = progress
@@ -152,8 +160,11 @@ class Replay:
                     ):
                         continue
                     self._account(ev)
-                    for f in self.engine.feed(ev):
-                        self._finding(f)
+                    findings = self.engine.feed(ev)
+                    if findings:
+                        now = ev.ts.timestamp()
+                        for f in findings:
+                            self._finding(f, now)
                     yield ev
         self.summary.seconds = time.perf_counter() - self._t0
         if self.progress is not None and self._last_progress:
@@ -178,17 +189,24 @@ class Replay:
         elif ev.kind is Kind.AUTH_SUCCESS and ev.user:
             s.successes[ev.user] += 1
 
-    def _finding(self, f: Finding) -> None:
+    def _finding(self, f: Finding, now: float) -> None:
+        """Count a finding (all of them: the daemon raises every one, also for an address it
+        banned a moment ago) and plan its ban as the daemon would, at event time ``now``."""
         s = self.summary
-        if f.ban_net is not None and f.action in ("ban", "both"):
-            # Replay bans nothing, but the daemon would have: while an address would be
-            # banned, its further findings would never have happened.
-            ts = f.events[-1].ts.timestamp() if f.events else 0.0
-            until, offence = self.banned.get(f.ban_net, (0.0, 0))
-            if ts < until:
-                return
-            self.banned[f.ban_net] = (ts + ban_seconds(self.response, offence + 1), offence + 1)
+        d = decide(f, self.ban_history, self.policy, now)
+        if isinstance(d, Ban):
+            self.ban_history.add(d, now)
             s.would_ban += 1
+            if len(s.bans) < MAX_FINDINGS_LISTED:
+                s.bans.append(
+                    {
+                        "ts": datetime.fromtimestamp(now, UTC).isoformat(),
+                        "net": d.net,
+                        "rule": d.rule,
+                        "offence": d.offence,
+                        "seconds": d.seconds,
+                    }
+                )
         s.finding_counts[f.rule] += 1
         if len(s.findings) < MAX_FINDINGS_LISTED:
             s.findings.append(
@@ -251,6 +269,7 @@ def summary_dict(r: Replay, top: int = 10) -> dict[str, Any]:
         "findings_by_rule": dict(s.finding_counts.most_common()),
         "bans_that_would_be_placed": s.would_ban,
         "findings": s.findings,
+        "bans": s.bans,
     }
 
 
@@ -301,6 +320,12 @@ def print_text(d: dict[str, Any], out: TextIO) -> None:
                 f"  ... {total - len(shown):,} more (--format json --summary lists up to "
                 f"{MAX_FINDINGS_LISTED})\n"
             )
+    if d["bans"]:
+        w("\nBans the daemon would place (offence, length):\n")
+        for b in d["bans"][:20]:
+            w(f"  {b['ts']}  {b['net']:<40} {b['rule']}  #{b['offence']}, {b['seconds']:,}s\n")
+        if d["bans_that_would_be_placed"] > 20:
+            w(f"  ... {d['bans_that_would_be_placed'] - 20:,} more\n")
 
 
 def run(
@@ -312,10 +337,10 @@ def run(
     timezone: str,
     out: TextIO = sys.stdout,
     err: TextIO = sys.stderr,
-    detection: DetectionConfig | None = None,
-    response: ResponseConfig | None = None,
+    config: Config | None = None,
 ) -> int:
-    """The ``sshmonitor replay`` command. Returns the exit status."""
+    """The ``sshmonitor replay`` command, with the daemon's whole ``config`` (detection,
+    response, allowlist). Returns the exit status."""
     zone = load_zone(timezone)
     now = datetime.now(UTC)
     try:
@@ -333,8 +358,7 @@ def run(
         t_from,
         t_to,
         progress=err if err.isatty() else None,
-        detection=detection,
-        response=response,
+        config=config,
     )
     try:
         if fmt == "json" and not summary_only:

@@ -21,7 +21,7 @@ from structlog.testing import capture_logs
 
 from sshmonitord import config
 from sshmonitord.events import Action, Finding, Severity
-from sshmonitord.respond.backend import make_backend
+from sshmonitord.respond import make_backend
 from sshmonitord.respond.bans import (
     BanManager,
     BanRecord,

@@ -139,3 +139,28 @@ def test_zone_applies_to_classic_stamps_only():
     assert ev.ts == datetime(2026, 11, 24, 20, 45, 48, tzinfo=UTC)
     ev = p.parse_text("2026-11-24T21:45:48.5+01:00 h sshd[1]: Invalid user a from 192.0.2.1 port 1")
     assert ev.ts == datetime(2026, 11, 24, 20, 45, 48, 500000, tzinfo=UTC)
+
+
+def test_replay_takes_the_whole_config_allowlist_and_ban_lengths(tmp_path):
+    """Issue #12: cli handed replay the detection config only, so it planned bans on
+    allowlisted addresses and with the default ban length. Now: the daemon's policy, the
+    config's allowlist and bantime."""
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text("allowlist: [192.0.2.0/24]\nresponse: {bantime: 1h, backend: none}\n")
+    lines = []
+    for i in range(10):
+        for n, ip in ((1, "192.0.2.9"), (2, "203.0.113.5")):
+            lines.append(
+                f"2026-11-24T21:00:{i:02d}+00:00 web1 sshd[{n}{i}]: Failed password for root "
+                f"from {ip} port 1 ssh2\n"
+            )
+    p = _write(tmp_path, "".join(lines), datetime(2026, 11, 25, tzinfo=UTC))
+    r = _run("--config", str(cfg), "--format", "json", "--summary", str(p))
+    assert r.returncode == 0, r.stderr
+    d = json.loads(r.stdout)
+    assert d["bans_that_would_be_placed"] == 1
+    assert [(b["net"], b["rule"], b["offence"], b["seconds"]) for b in d["bans"]] == [
+        ("203.0.113.5/32", "bruteforce", 1, 3600)
+    ]
+    text = _run("--config", str(cfg), str(p)).stdout
+    assert "1 bans would be placed" in text and "203.0.113.5/32" in text
