@@ -17,6 +17,8 @@ import time
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
+from .store import sessions as db
+
 SESSIONS_HELP = """\
 List SSH sessions, newest first: who logged in, from where, how, when, for how long, and how
 many commands and file transfers were attributed to the session.
@@ -90,13 +92,14 @@ def db_path_for(args: argparse.Namespace) -> str:
 
 def open_db(args: argparse.Namespace, min_schema: int) -> sqlite3.Connection:
     from .store import connect
+    from .store.sessions import schema_version
 
     path = db_path_for(args)
     if not os.path.exists(path):
         raise _Fail(f"no database at {path} (has sshmonitord run? use --state-dir DIR)")
     try:
         conn = connect(path, readonly=True)
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        version = schema_version(conn)
     except sqlite3.Error as exc:
         raise _Fail(f"cannot read {path}: {exc}") from None
     if version < min_schema:
@@ -137,18 +140,18 @@ def parse_time(text: str) -> float:
     return ts.timestamp()
 
 
-def _addr_where(conn: sqlite3.Connection, table: str, text: str) -> tuple[str, list[Any]]:
-    """SQL for ``--from``/``--ip``: an address, or every address of a network (CIDR).
+def _addresses(conn: sqlite3.Connection, table: str, text: str) -> tuple[list[str], bool]:
+    """``--from``/``--ip``: the stored addresses to match, and whether ``text`` was one address.
 
     Addresses are stored as text, so a network is resolved against the distinct addresses
-    the table holds (a scan of its ip index, not of its rows) and matched with ``IN``.
+    the table holds (a scan of its ip index, not of its rows).
     """
     try:
         if "/" not in text:
             ip = ipaddress.ip_address(text)
             if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
                 ip = ip.ipv4_mapped
-            return "ip = ?", [str(ip)]
+            return [str(ip)], True
         net = ipaddress.ip_network(text, strict=False)
     except ValueError:
         raise _Fail(f"{text!r} is not an IP address or network") from None
@@ -156,14 +159,14 @@ def _addr_where(conn: sqlite3.Connection, table: str, text: str) -> tuple[str, l
     lo, hi = int(net.network_address), int(net.broadcast_address)
     pton, from_bytes = socket.inet_pton, int.from_bytes
     hits = []
-    for (ip_text,) in conn.execute(f"SELECT DISTINCT ip FROM {table} WHERE ip IS NOT NULL"):
+    for ip_text in db.distinct_addresses(conn, table):
         try:
             n = from_bytes(pton(family, ip_text))
         except (OSError, ValueError):
             continue  # the other family
         if lo <= n <= hi:
             hits.append(ip_text)
-    return "ip IN (SELECT value FROM json_each(?))", [json.dumps(hits)]
+    return hits, False
 
 
 def fmt_ts(epoch: float | None) -> str:
@@ -232,13 +235,6 @@ def _table(out: TextIO, header: list[str], rows: list[list[str]], right: set[int
 
 # ---------------------------------------------------------------------------- sessions
 
-_SESSION_COLS = (
-    "id, host, user, ip, port, method, key_fp, program, pid, child_pid, start, opened, end, "
-    "state, end_reason, last_seen, tty, logind_session, audit_ses, commands, transfers, "
-    "bytes_up, bytes_down, detail"
-)
-
-
 def _session_dict(r: sqlite3.Row) -> dict[str, Any]:
     d = {k: r[k] for k in r.keys()}  # noqa: SIM118 - sqlite3.Row has no __iter__ over keys
     d["detail"] = json.loads(d["detail"]) if d.get("detail") else {}
@@ -267,30 +263,20 @@ def _end_cell(s: dict[str, Any], now: float) -> str:
 
 def cmd_sessions(args: argparse.Namespace, out: TextIO) -> int:
     conn = open_db(args, MIN_SCHEMA_SESSIONS)
-    where: list[str] = []
-    params: list[Any] = []
-    if args.user:
-        where.append("user = ?")
-        params.append(args.user)
-    if args.from_addr:
-        clause, values = _addr_where(conn, "sessions", args.from_addr)
-        where.append(clause)
-        params.extend(values)
-    if args.active:
-        where.append("state = 'open'")
-    if args.since:
-        where.append("start >= ?")
-        params.append(parse_time(args.since))
-    if args.until:
-        where.append("start <= ?")
-        params.append(parse_time(args.until))
-    sql = f"SELECT {_SESSION_COLS} FROM sessions"
-    if where:
-        sql += " WHERE " + " AND ".join(where)
-    sql += " ORDER BY start DESC, id DESC"
-    if args.limit:
-        sql += f" LIMIT {int(args.limit)}"
-    rows = [_session_dict(r) for r in conn.execute(sql, params)]
+    addresses, single = (
+        _addresses(conn, "sessions", args.from_addr) if args.from_addr else (None, False)
+    )
+    found = db.list_sessions(
+        conn,
+        user=args.user or None,
+        addresses=addresses,
+        single_address=single,
+        active=bool(args.active),
+        since=parse_time(args.since) if args.since else None,
+        until=parse_time(args.until) if args.until else None,
+        limit=int(args.limit or 0),
+    )
+    rows = [_session_dict(r) for r in found]
     now = time.time()
     if args.json:
         for s in rows:
@@ -389,11 +375,7 @@ def timeline(conn: sqlite3.Connection, s: dict[str, Any]) -> list[dict[str, Any]
             x.get("end_seq", 1 << 62),
             {"what": "sftp", "text": f"SFTP session ended (pid {x.get('pid')})"},
         )
-    for r in conn.execute(
-        "SELECT id, ts, seq, kind, user, runas, tty, cwd, command, attribution, detail "
-        "FROM commands WHERE session_id = ? ORDER BY ts, seq",
-        (s["id"],),
-    ):
+    for r in db.session_commands(conn, s["id"]):
         extra = json.loads(r["detail"]) if r["detail"] else {}
         kind = r["kind"]
         bits = []
@@ -429,11 +411,7 @@ def timeline(conn: sqlite3.Connection, s: dict[str, Any]) -> list[dict[str, Any]
                 **({"detail": extra} if extra else {}),
             },
         )
-    for r in conn.execute(
-        "SELECT id, ts, seq, pid, op, path, new_path, bytes_read, bytes_written, attribution, "
-        "detail FROM transfers WHERE session_id = ? ORDER BY ts, seq",
-        (s["id"],),
-    ):
+    for r in db.session_transfers(conn, s["id"]):
         op = r["op"]
         if op == "upload":
             text = f"{r['path']}  {fmt_bytes(r['bytes_written'])} written"
@@ -495,7 +473,7 @@ def timeline(conn: sqlite3.Connection, s: dict[str, Any]) -> list[dict[str, Any]
 
 def cmd_session(args: argparse.Namespace, out: TextIO) -> int:
     conn = open_db(args, MIN_SCHEMA_SESSIONS)
-    r = conn.execute(f"SELECT {_SESSION_COLS} FROM sessions WHERE id = ?", (args.id,)).fetchone()
+    r = db.get_session(conn, args.id)
     if r is None:
         raise _Fail(f"no session {args.id}")
     s = _session_dict(r)
@@ -567,38 +545,19 @@ def event_json(r: sqlite3.Row) -> dict[str, Any]:
 
 def cmd_events(args: argparse.Namespace, out: TextIO) -> int:
     conn = open_db(args, MIN_SCHEMA_EVENTS)
-    where: list[str] = []
-    params: list[Any] = []
-    if args.ip:
-        clause, values = _addr_where(conn, "events", args.ip)
-        where.append(clause)
-        params.extend(values)
-    if args.user:
-        where.append("user = ?")
-        params.append(args.user)
+    addresses, single = _addresses(conn, "events", args.ip) if args.ip else (None, False)
     kinds = [k for arg in args.kind or [] for k in arg.split(",") if k]
-    if kinds:
-        where.append(f"kind IN ({', '.join('?' * len(kinds))})")
-        params.extend(kinds)
-    if args.since:
-        where.append("ts >= ?")
-        params.append(parse_time(args.since))
-    if args.until:
-        where.append("ts <= ?")
-        params.append(parse_time(args.until))
-    sql = (
-        "SELECT id, ts, host, program, pid, kind, user, ip, port, method, key_fp, count, "
-        "detail FROM events"
+    # With --limit: the newest N, printed oldest first.
+    rows = db.list_events(
+        conn,
+        addresses=addresses,
+        single_address=single,
+        user=args.user or None,
+        kinds=kinds,
+        since=parse_time(args.since) if args.since else None,
+        until=parse_time(args.until) if args.until else None,
+        limit=int(args.limit or 0),
     )
-    if where:
-        sql += " WHERE " + " AND ".join(where)
-    if args.limit:
-        # The newest N, printed oldest first.
-        sql += f" ORDER BY ts DESC, id DESC LIMIT {int(args.limit)}"
-        rows: Any = reversed(conn.execute(sql, params).fetchall())
-    else:
-        sql += " ORDER BY ts, id"
-        rows = conn.execute(sql, params)
     write = out.write
     n = 0
     if args.json:

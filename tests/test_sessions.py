@@ -858,6 +858,48 @@ def test_operator_commands(store: Store, tmp_path: Path) -> None:
     assert rc == 1 and "no database" in err
 
 
+def test_commands_filter_by_address_network_time_and_state(store: Store, tmp_path: Path) -> None:
+    """The filters whose SQL moved to store/sessions.py: one address (also IPv4-mapped), a
+    network resolved against the stored addresses, --active, --until, a bad address."""
+    tracker = SessionTracker(local_host="elsewhere")
+    events = parse([*OPENSSH_92.splitlines(), *SFTP])
+    stored = [e for e in events if e.kind is not Kind.IGNORED]
+    store.conn.executemany(INSERT_EVENT, [event_row(e) for e in stored])
+    feed(store, tracker, events)
+    d = str(tmp_path)
+
+    def ids(*argv: str) -> list[int]:
+        rc, out, err = run_cli("sessions", "--state-dir", d, "--json", *argv)
+        assert rc == 0, err
+        return [json.loads(x)["id"] for x in out.splitlines()]
+
+    everyone = ids()
+    assert len(everyone) == 2
+    assert ids("--from", "192.0.2.10") == everyone
+    assert ids("--from", "::ffff:192.0.2.10") == everyone
+    assert ids("--from", "192.0.2.0/24") == everyone
+    assert ids("--from", "198.51.100.0/24") == []
+    assert ids("--from", "2001:db8::/32") == []
+    assert ids("--active") == []
+    assert ids("--until", "2026-11-24T00:00:00+00:00") == []
+    assert ids("--limit", "1") == everyone[:1]
+
+    def n_events(*argv: str) -> int:
+        rc, out, err = run_cli("events", "--state-dir", d, "--json", *argv)
+        assert rc == 0, err
+        return len(out.splitlines())
+
+    with_ip = [e for e in stored if e.ip is not None and str(e.ip) == "192.0.2.10"]
+    assert with_ip
+    assert n_events("--ip", "192.0.2.0/24") == len(with_ip)
+    assert n_events("--ip", "192.0.2.10") == len(with_ip)
+    assert n_events("--ip", "10.0.0.0/8") == 0
+    assert n_events("--user", "alice", "--until", "2026-11-24T00:00:00+00:00") == 0
+
+    rc, _, err = run_cli("sessions", "--state-dir", d, "--from", "not-an-address")
+    assert rc == 1 and "is not an IP address or network" in err
+
+
 # ------------------------------------------------------------------------- the daemon
 
 
