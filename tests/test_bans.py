@@ -150,6 +150,29 @@ def test_plan_enforce_list_and_backend(tmp_path):
     run(go())
 
 
+def test_a_ban_past_its_end_counts_as_ended_before_the_maintenance_round(tmp_path):
+    """The policy judges "already banned" by the ban's end, not by its presence in memory:
+    a finding after the end (the firewall let the address go) bans again, longer, even if
+    the 30 s maintenance round has not yet moved the old ban out of ``active``."""
+
+    async def go():
+        m = await _manager(tmp_path)
+        (r1,) = await _plan(m, [finding("203.0.113.5/32")])
+        assert m.decide([finding("203.0.113.5/32")], r1.expires - 1) == []
+        (r2,) = m.decide([finding("203.0.113.5/32")], r1.expires)
+        assert (r2.offence, int(r2.expires - r2.created)) == (2, 2400)
+        await m.enforce([r2])
+        await _record(m, [r2])
+        await m.persist()  # the old ban's end (replaced) goes in as a maintenance round would
+        assert await _rows(m) == [
+            ("203.0.113.5/32", 1, 0, "replaced", 0),
+            ("203.0.113.5/32", 2, 1, None, 0),
+        ]
+        await _close(m)
+
+    run(go())
+
+
 def test_escalation_from_history_and_restore_after_restart(tmp_path):
     async def go():
         m = await _manager(tmp_path)

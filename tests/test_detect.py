@@ -387,3 +387,35 @@ def test_user_under_attack_logging_in_with_a_key_is_not_a_compromise():
     assert "success_after_failures" in rules_of(
         e2.feed(ev(Kind.AUTH_SUCCESS, ip="203.0.113.66", user="deploy", dt=11))
     )
+
+
+def test_login_history_round_trips_through_the_store(tmp_path):
+    """save_history/load_history: the engine's side is pure (detect.engine.logins), the SQL
+    is the store's (store/history.py); a restart sees the same sources, keys and start."""
+    from sshmonitord.detect.engine import load_history, logins, save_history
+    from sshmonitord.store import Store
+
+    e = engine()
+    evs = [
+        ev(Kind.AUTH_SUCCESS, ip="192.0.2.77", user="alice", key_fp="SHA256:k1", dt=10),
+        ev(Kind.AUTH_SUCCESS, ip="2001:db8:5:6::1", user="alice", dt=20),
+        ev(Kind.AUTH_SUCCESS, ip=None, user="bob", key_fp="SHA256:k2", dt=30),
+        ev(Kind.AUTH_FAILURE, ip="198.51.100.1", user="mallory", dt=40),
+    ]
+    assert [(x.user, x.prefix, x.key_fp) for x in logins(evs, e)] == [
+        ("alice", "192.0.2.0/24", "SHA256:k1"),
+        ("alice", "2001:db8:5::/48", None),
+        ("bob", None, "SHA256:k2"),
+    ]
+    store = Store(tmp_path / "state")
+    store.open()
+    try:
+        with store.transaction():
+            save_history(store.conn, evs, e)
+            save_history(store.conn, evs[:1], e)  # again: first_seen stays
+        h = load_history(store.conn)
+    finally:
+        store.close()
+    assert h.sources == {"alice": {"192.0.2.0/24", "2001:db8:5::/48"}}
+    assert h.keys == {"alice": {"SHA256:k1"}, "bob": {"SHA256:k2"}}
+    assert h.since == (T0 + timedelta(seconds=10)).timestamp()
