@@ -107,3 +107,25 @@ def test_the_cap():
     h = MemoryHistory(counts={"203.0.113.5/32": 9})
     d = decide(finding("203.0.113.5/32"), h, p, NOW)
     assert isinstance(d, Ban) and d.seconds == 3600
+
+
+def test_the_policy_module_has_no_clock_and_no_io():
+    """Pure by construction: it imports nothing that reads a clock, a file or the store."""
+    import ast
+    from pathlib import Path
+
+    import sshmonitord.respond.policy as policy_module
+
+    tree = ast.parse(Path(policy_module.__file__).read_text())
+    imported: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            imported.update(a.name.split(".")[0] for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            imported.add(
+                (node.module or "").split(".")[0]
+                if node.level == 0
+                else "." * node.level + (node.module or "")
+            )
+    assert not imported & {"time", "datetime", "sqlite3", "asyncio", "os", "subprocess", "socket"}
+    assert not any("store" in m or "backend" in m for m in imported), imported
