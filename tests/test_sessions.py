@@ -711,6 +711,30 @@ def test_session_lost_when_its_sshd_pid_is_gone(store: Store, tmp_path: Path) ->
     assert s["state"] == "lost" and f"pid {proc.pid} is gone" in s["end_reason"]
 
 
+def test_a_failed_sweep_changes_nothing_and_the_next_one_starts_from_the_store(
+    store: Store,
+) -> None:
+    """The sweep's own transaction (store/sessions.py immediate_transaction): an error half
+    way rolls back what it wrote and makes the tracker reload its index, so the sessions it
+    had already marked lost in memory are judged again."""
+    fail = [True]
+
+    def probe(pid: int) -> bool:
+        if pid == 101 and fail[0]:
+            raise RuntimeError("probe broke")
+        return True
+
+    tracker = SessionTracker(local_host="web1", check_pids=True, probe=probe)
+    feed(store, tracker, [_login(100, 5001, "10:00:00"), _login(101, 5002, "10:00:01")])
+    with pytest.raises(RuntimeError):
+        tracker.sweep(store.conn, now=ts("10:05:00"))
+    assert not store.conn.in_transaction
+    assert [s["state"] for s in all_sessions(store)] == ["open", "open"]
+    fail[0] = False
+    assert tracker.sweep(store.conn, now=ts("10:05:00")) == 2
+    assert [s["state"] for s in all_sessions(store)] == ["lost", "lost"]
+
+
 def test_pid_of_another_process_name_counts_as_gone() -> None:
     # our own pid is alive but not an sshd: the session's process is not there any more
     assert audit_proc.pid_gone(os.getpid()) is True

@@ -1025,8 +1025,7 @@ class SessionTracker:
         or when nothing was heard of it for ``lost_after`` seconds.
         """
         now = time.time() if now is None else now
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with db.immediate_transaction(conn, on_error=self.invalidate):
             if not self._loaded:
                 self.load(conn)
             n = 0
@@ -1050,12 +1049,6 @@ class SessionTracker:
                     n += 1
             self._expire_closing(now)
             self._flush(conn)
-            conn.execute("COMMIT")
-        except BaseException:
-            with contextlib.suppress(sqlite3.Error):
-                conn.execute("ROLLBACK")
-            self.invalidate()
-            raise
         return n
 
 

@@ -4,9 +4,10 @@ retention pruning of those and of ``events``.
 Every SQL statement of the session tracker (sshmonitord/audit/tracker.py), of pruning
 (sshmonitord/audit/stage.py) and of the ``sshmonitor sessions/session/events`` commands
 (sshmonitord/audit_cli.py) is here, as a function taking the connection to run on. The
-functions never begin or commit a transaction: the tracker writes inside the pipeline's
-batch transaction (or :meth:`~..audit.tracker.SessionTracker.sweep`'s own), the CLI reads a
-read-only connection.
+functions never begin or commit a transaction, except :func:`immediate_transaction`: the
+tracker writes inside the pipeline's batch transaction (or, for
+:meth:`~..audit.tracker.SessionTracker.sweep`, its own), the CLI reads a read-only
+connection.
 
 Rows go in and out as tuples in the column orders named here (``SESSION_COLUMNS``,
 ``SessionUpdate``, ``CommandRow``, ``TransferRow``) or, for the CLI's read-only connection,
@@ -15,9 +16,10 @@ as :class:`sqlite3.Row`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 OPEN, CLOSED, LOST = "open", "closed", "lost"
@@ -58,6 +60,27 @@ _INSERT_TRANSFER = (
 
 
 # ---------------------------------------------------------------------------- the tracker
+
+
+@contextlib.contextmanager
+def immediate_transaction(
+    conn: sqlite3.Connection, on_error: Callable[[], None] | None = None
+) -> Iterator[None]:
+    """A write transaction of its own (the tracker's sweep, outside the pipeline's batches).
+
+    On any error, the commit's included, it is rolled back and ``on_error`` is called (the
+    tracker then reloads its index from the store); a failed BEGIN changed nothing.
+    """
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        conn.execute("COMMIT")
+    except BaseException:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
+        if on_error is not None:
+            on_error()
+        raise
 
 
 def load_open_sessions(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
