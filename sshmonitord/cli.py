@@ -426,7 +426,7 @@ def cmd_test_alert(args: argparse.Namespace) -> int:
     import socket
 
     from .notify.alert import DeliveryError
-    from .notify.channels import build_channels
+    from .notify.build import build_channels
     from .notify.render import test_message
 
     try:

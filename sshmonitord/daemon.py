@@ -28,14 +28,15 @@ from .addresses import parse_network
 from .control import ControlError, ControlServer
 from .detect.engine import Engine, load_history
 from .events import Action, Event, Finding, Severity
-from .notify.channels import build_channels
+from .notify.build import build_channels
+from .notify.channels import BaseChannel
 from .notify.queue import AlertQueue
 from .notify.report import ReportScheduler
 from .parse import Parser
 from .parse.prefix import load_zone
 from .paths import resolve_state_dir
 from .pipeline import Pipeline
-from .respond.backend import Backend, make_backend
+from .respond.backends import backend_for
 from .respond.bans import BanManager, BanRefused, NotCompleted
 from .sessions import SessionStage, SessionTracker, settings_from
 from .store import Store, StoreError
@@ -139,6 +140,8 @@ class Daemon:
         self.counters = Counters()
         self.rate = RateWindow()
         self.stages: list[Stage] = []
+        # The log sources among the stages (what the status line says is being followed).
+        self.sources: list[Stage] = []
         self.log = log.get("daemon")
         self.started_mono = time.monotonic()
         self.started_at = datetime.now(UTC)
@@ -224,7 +227,7 @@ class Daemon:
         self.engine = Engine(self.config.detection, history, zone=zone)
         self.bans = BanManager(
             self.store,
-            self._backend(self.config),
+            backend_for(self.config.response, self.dry_run),
             self.config.response,
             self.config.allowlist,
             dry_run=self.dry_run,
@@ -265,6 +268,9 @@ class Daemon:
             self.session_stage = SessionStage(
                 self.store, self.sessions, session_settings, busy=lambda: not pipeline.queue.empty()
             )
+        self.sources = sources.build(
+            self._sources_config(), self.pipeline.emit, saved_files, saved_cursor, saved_times
+        )
         # The consumer first, so sources resuming a rotated file have somewhere to put it;
         # bans before sources, so active bans are back in the firewall before new lines.
         self.stages = [
@@ -273,9 +279,7 @@ class Daemon:
             self.alerts,
             self.report,
             *([self.session_stage] if self.session_stage is not None else []),
-            *sources.build(
-                self._sources_config(), self.pipeline.emit, saved_files, saved_cursor, saved_times
-            ),
+            *self.sources,
         ]
         for stage in self.stages:
             await stage.start()
@@ -314,19 +318,7 @@ class Daemon:
         )
         await self._on_findings([finding])
 
-    def _backend(self, cfg: config.Config) -> Backend:
-        r = cfg.response
-        if self.dry_run or r.dry_run or not r.enabled:
-            return make_backend("none")
-        if r.backend == "nftables":
-            return make_backend("nftables", table=r.nft_table)
-        if r.backend == "ipset":
-            return make_backend("ipset", set4=r.ipset_names[0], set6=r.ipset_names[-1])
-        if r.backend == "command":
-            return make_backend("command", ban=list(r.ban_command), unban=list(r.unban_command))
-        return make_backend("none")
-
-    def _channels(self, cfg: config.Config) -> list[Any]:
+    def _channels(self, cfg: config.Config) -> list[BaseChannel]:
         """The delivery channels (the journal is always on and needs none)."""
         return build_channels(cfg.notify.channels, socket.gethostname())
 
@@ -480,9 +472,7 @@ class Daemon:
 
     async def _store_responds(self, timeout: float) -> bool:
         try:
-            await asyncio.wait_for(
-                self.store.run(lambda c: c.execute("SELECT 1").fetchone()), timeout
-            )
+            await asyncio.wait_for(self.store.run(lambda _c: self.store.ping()), timeout)
             return True
         except Exception:
             return False
@@ -492,15 +482,7 @@ class Daemon:
     def status_line(self) -> str:
         """One-line summary for systemd's STATUS= (shown by systemctl status)."""
         parts = []
-        described = [
-            s.describe()
-            for s in self.stages
-            if s is not self.pipeline
-            and s is not self.bans
-            and s is not self.alerts
-            and s is not self.session_stage
-            and s is not self.report
-        ]
+        described = [s.describe() for s in self.sources]
         following = [d["summary"] for d in described if d.get("summary")]
         parts.append("; ".join(following) if following else "no log sources open")
         parts.append(f"{_human(self.rate.per_hour())} events/h")
@@ -583,9 +565,7 @@ class Daemon:
             return {"bans": []}
         await self.bans.expire()
         rows = self.bans.list_active()
-        counts = await self.store.run(
-            lambda c: dict(c.execute("SELECT net, COUNT(*) FROM bans GROUP BY net").fetchall())
-        )
+        counts = await self.store.run(lambda _c: self.store.ban_counts())
         for r in rows:
             r["times_banned"] = counts.get(r["net"], 1)
         return {

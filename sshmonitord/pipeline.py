@@ -33,7 +33,7 @@ from .events import Event, FilePosition, Finding, JournalPosition, Kind, Line, R
 from .parse import Parser
 from .parse.prefix import load_zone
 from .respond.bans import BanManager, BanRecord
-from .store import INSERT_EVENT, INSERT_FINDING, Store, event_row, finding_row, is_transient
+from .store import Store, event_row, is_transient
 
 if TYPE_CHECKING:
     from .sessions import SessionTracker
@@ -231,33 +231,26 @@ class Pipeline:
 
     def _commit(self, conn: Any, b: Handled) -> None:
         """One batch's transaction (store thread): results and the positions after them."""
-        insert = self._insert_each if b.salvage else conn.executemany
-        with self.store.transaction():
+        store, skip_bad = self.store, b.salvage
+        with store.transaction():
             if b.rows:
-                insert(INSERT_EVENT, b.rows)
+                self._skipped(store.add_events(b.rows, skip_bad))
                 save_history(conn, b.events, self.engine)
             if b.findings:
-                insert(INSERT_FINDING, [finding_row(f, b.now) for f in b.findings])
+                self._skipped(store.add_findings(b.findings, b.now, skip_bad))
             if b.bans and self.bans is not None:
                 self.bans.record(conn, b.bans)
             if b.trace:
-                insert("INSERT INTO line_trace(source, text) VALUES (?, ?)", b.trace)
+                self._skipped(store.add_line_trace(b.trace, skip_bad))
             if self.sessions is not None and b.tracked:
                 self.sessions.apply(conn, b.tracked)
-            self.store.save_positions(b.files.values(), b.retired, b.cursors)
+            store.save_positions(b.files.values(), b.retired, b.cursors)
 
-    def _insert_each(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
-        """Insert row by row (store thread), skipping rows no retry could store: a failed
-        statement leaves the rest of SQLite's transaction intact."""
-        conn = self.store.conn
-        for row in rows:
-            try:
-                conn.execute(sql, row)
-            except Exception as exc:
-                if is_transient(exc):
-                    raise
-                self.unstorable_rows += 1
-                self.log.error("a row cannot be stored; skipping it", error=str(exc))
+    def _skipped(self, errors: list[str]) -> None:
+        """Rows of a salvaged batch that no retry could store (Store.add_events)."""
+        for error in errors:
+            self.unstorable_rows += 1
+            self.log.error("a row cannot be stored; skipping it", error=error)
 
     async def _store_pending(self) -> None:
         """Store the handled batches in order. While the store refuses, keep them (bounded)

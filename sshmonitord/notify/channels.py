@@ -1,4 +1,5 @@
-"""Delivery channels: the common base, the HTTP plumbing two of them share, and the factory.
+"""Delivery channels: the common base and the HTTP plumbing two of them share (the factory that
+builds them from the config is notify/build.py).
 
 A channel delivers one rendered :class:`~.alert.Message` and either returns what the server
 said or raises :class:`~.alert.DeliveryError` (``permanent`` or not, ``retry_after`` when the
@@ -13,7 +14,7 @@ import asyncio
 import math
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from datetime import UTC
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
@@ -25,15 +26,12 @@ from .render import one_line
 if TYPE_CHECKING:
     import httpx
 
-    from .. import config
-
 __all__ = [
     "BaseChannel",
     "Channel",
     "DeliveryError",
     "HttpChannel",
     "idempotency_key",
-    "make_channel",
     "msgid",
     "msgid_domain",
     "parse_retry_after",
@@ -241,89 +239,3 @@ def _safe_url(url: str) -> str:
         return str(u.copy_with(username=None, password=None, query=None, fragment=None))
     except Exception:
         return "<invalid URL>"
-
-
-def build_channels(
-    cfgs: Sequence[config.Channel], hostname: str, include_log: bool = False
-) -> list[BaseChannel]:
-    """The channels of ``notify.channels``, with unique names (two unnamed channels of one
-    type get the list index appended). The daemon leaves out ``log``: the journal is
-    always a channel there; ``sshmonitor test-alert`` keeps it."""
-    out: list[BaseChannel] = []
-    seen: set[str] = set()
-    for i, c in enumerate(cfgs):
-        if c.type == "log" and not include_log:
-            continue
-        ch = make_channel(c, hostname)
-        if ch.name in seen:
-            ch.name = f"{ch.name}{i}"
-        seen.add(ch.name)
-        out.append(ch)
-    return out
-
-
-def make_channel(cfg: config.Channel, hostname: str) -> BaseChannel:
-    """Build the channel a config entry (``notify.channels[i]``) describes.
-
-    ``hostname`` is this machine's name: the Message-ID domain (smtp, sendmail,
-    forwardemail), the EHLO name, and the ``host`` of webhook payloads.
-    """
-    common: dict[str, Any] = {
-        "name": cfg.name or cfg.type,
-        "min_severity": cfg.min_severity,
-        "include_rules": cfg.include_rules,
-        "exclude_rules": cfg.exclude_rules,
-    }
-    if cfg.type == "forwardemail":
-        from .forwardemail import ForwardEmailChannel
-
-        return ForwardEmailChannel(
-            api_key=cfg.api_key or "",
-            base_url=cfg.base_url,
-            sender=cfg.sender,
-            to=cfg.to,
-            timeout=float(cfg.timeout),
-            hostname=hostname,
-            **common,
-        )
-    if cfg.type == "smtp":
-        from .smtp import SmtpChannel
-
-        return SmtpChannel(
-            host=cfg.host,
-            port=cfg.port,
-            tls=cfg.tls,
-            username=cfg.username,
-            password=cfg.password,
-            sender=cfg.sender,
-            to=cfg.to,
-            timeout=float(cfg.timeout),
-            hostname=hostname,
-            # Newer config knobs, read defensively so an older config object still works.
-            ca_file=getattr(cfg, "ca_file", None),
-            tls_verify=getattr(cfg, "tls_verify", True),
-            **common,
-        )
-    if cfg.type == "sendmail":
-        from .sendmail import SendmailChannel
-
-        return SendmailChannel(
-            path=cfg.path, sender=cfg.sender, to=cfg.to, hostname=hostname, **common
-        )
-    if cfg.type == "webhook":
-        from .webhook import WebhookChannel
-
-        return WebhookChannel(
-            url=cfg.url,
-            format=cfg.format,
-            token=cfg.token,
-            headers=dict(cfg.headers),
-            timeout=float(cfg.timeout),
-            hostname=hostname,
-            **common,
-        )
-    if cfg.type == "log":
-        from .logchannel import LogChannel
-
-        return LogChannel(**common)
-    raise ValueError(f"unknown channel type {cfg.type!r}")

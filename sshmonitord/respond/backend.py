@@ -35,7 +35,7 @@ import os
 import shlex
 import signal
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -281,28 +281,3 @@ class NoneBackend:
 
     async def teardown(self) -> None:
         self._bans.clear()
-
-
-# --------------------------------------------------------------------------- factory
-
-KINDS = ("nftables", "ipset", "command", "none")
-
-
-def make_backend(kind: str, **options: Any) -> Backend:
-    """Build a backend by name: "nftables", "ipset", "command" or "none"."""
-    # Each backend's constructor takes its own options; what they share is the Protocol.
-    cls: Callable[..., Backend]
-    if kind == "nftables":
-        from .nftables import NftBackend as cls
-    elif kind == "ipset":
-        from .ipset import IpsetBackend as cls
-    elif kind == "command":
-        from .command import CommandBackend as cls
-    elif kind == "none":
-        cls = NoneBackend
-    else:
-        raise ValueError(f"unknown firewall backend {kind!r} (choose from {', '.join(KINDS)})")
-    try:
-        return cls(**options)
-    except TypeError as e:
-        raise ValueError(f"backend {kind}: {e}") from e

@@ -14,7 +14,7 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -84,6 +84,8 @@ INSERT_EVENT = (
     "INSERT INTO events(ts, host, program, pid, kind, user, ip, port, method, key_fp, count, "
     "session, detail, raw) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
+
+INSERT_LINE_TRACE = "INSERT INTO line_trace(source, text) VALUES (?, ?)"
 
 
 class StoreError(Exception):
@@ -364,6 +366,55 @@ class Store:
                 "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(path, dev, inode) DO NOTHING",
                 [(p.path, p.dev, p.inode, p.fingerprint, p.offset, now) for p in files],
             )
+
+    # ------------------------------------------------------------------ a batch's rows
+
+    def add_events(self, rows: Sequence[tuple[Any, ...]], skip_bad: bool = False) -> list[str]:
+        """Insert events-table rows (:func:`event_row`). Inside the batch's transaction.
+
+        ``skip_bad``: row by row, skipping the rows that can never be stored (a value no
+        column takes) and returning why each was skipped; a transient error (full disk,
+        lock) still raises, so the whole batch is retried."""
+        return self._insert(INSERT_EVENT, rows, skip_bad)
+
+    def add_findings(
+        self, findings: Sequence[Finding], now: float, skip_bad: bool = False
+    ) -> list[str]:
+        """Insert findings (``now``: when they were raised, the wall clock); see add_events."""
+        return self._insert(INSERT_FINDING, [finding_row(f, now) for f in findings], skip_bad)
+
+    def add_line_trace(self, rows: Sequence[tuple[str, str]], skip_bad: bool = False) -> list[str]:
+        """Insert raw lines as read, ``(source, text)`` (``--trace-lines``); see add_events."""
+        return self._insert(INSERT_LINE_TRACE, rows, skip_bad)
+
+    def _insert(self, sql: str, rows: Sequence[tuple[Any, ...]], skip_bad: bool) -> list[str]:
+        if not skip_bad:
+            self.conn.executemany(sql, rows)
+            return []
+        # A failed statement leaves the rest of SQLite's transaction intact.
+        skipped: list[str] = []
+        for row in rows:
+            try:
+                self.conn.execute(sql, row)
+            except Exception as exc:
+                if is_transient(exc):
+                    raise
+                skipped.append(str(exc))
+        return skipped
+
+    # ------------------------------------------------------------------ operator views
+
+    def ban_counts(self) -> dict[str, int]:
+        """How many bans each network has had, all of them (``sshmonitor bans``: TIMES)."""
+        return {
+            str(net): int(n)
+            for net, n in self.conn.execute("SELECT net, COUNT(*) FROM bans GROUP BY net")
+        }
+
+    def ping(self) -> None:
+        """The cheapest statement there is: raises if the database does not answer (the
+        watchdog runs it on the store thread, so a stuck store thread shows too)."""
+        self.conn.execute("SELECT 1").fetchone()
 
     def transaction(self) -> _Transaction:
         """``with store.transaction(): ...`` — one atomic batch (BEGIN IMMEDIATE/COMMIT)."""
