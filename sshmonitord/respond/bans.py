@@ -18,9 +18,12 @@ against the allowlist again. The maintenance loop expires bans, re-runs the back
 idempotent setup (``systemctl reload nftables`` flushes our table) and re-adds whatever the
 firewall lost.
 
-Escalation follows fail2ban's ``bantime.increment``: the n-th ban of a network lasts
-``bantime × factor^(n-1)``, capped at ``bantime_max``. The count of past bans per network is
-loaded from the store at start and kept in memory.
+Whether a finding bans, and for how long, is not decided here but by the pure
+:func:`~sshmonitord.respond.policy.decide` that replay calls too (allowlist, never-bannable
+and too-wide networks, "already banned" at wall time ``now``, escalation: the n-th ban of a
+network lasts ``bantime × factor^(n-1)``, capped at ``bantime_max``). This module feeds it the
+count of past bans per network (loaded from the store at start, kept in memory) and the bans
+running, and carries out what it returns. Every SQL statement is in store/bans.py.
 """
 
 from __future__ import annotations
