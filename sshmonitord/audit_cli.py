@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from typing import Any, TextIO
 
 from .store import sessions as db
+from .timefmt import fmt_duration, fmt_local, iso_utc, parse_when
 
 SESSIONS_HELP = """\
 List SSH sessions, newest first: who logged in, from where, how, when, for how long, and how
@@ -122,22 +123,11 @@ def _run(fn: Any, args: argparse.Namespace) -> int:
 
 
 def parse_time(text: str) -> float:
-    """``24h``/``7d`` (ago) or ISO 8601 (naive = this machine's local time) → epoch."""
-    from .config import parse_duration
-
+    """``24h``/``7d`` (ago), ``now`` or ISO 8601 (naive = this machine's local time) → epoch."""
     try:
-        return time.time() - parse_duration(text)
-    except ValueError:
-        pass
-    try:
-        ts = datetime.fromisoformat(text)
-    except ValueError:
-        raise _Fail(
-            f"{text!r} is neither an ISO 8601 time (2026-11-24T10:00) nor a duration (24h)"
-        ) from None
-    if ts.tzinfo is None:
-        ts = ts.astimezone()  # local time
-    return ts.timestamp()
+        return parse_when(text, datetime.now(UTC)).timestamp()
+    except ValueError as exc:
+        raise _Fail(str(exc)) from None
 
 
 def _addresses(conn: sqlite3.Connection, table: str, text: str) -> tuple[list[str], bool]:
@@ -169,30 +159,9 @@ def _addresses(conn: sqlite3.Connection, table: str, text: str) -> tuple[list[st
     return hits, False
 
 
-def fmt_ts(epoch: float | None) -> str:
-    if epoch is None:
-        return "-"
-    return datetime.fromtimestamp(epoch).astimezone().strftime("%Y-%m-%d %H:%M:%S")
-
-
-def iso(epoch: float | None) -> str | None:
-    if epoch is None:
-        return None
-    return datetime.fromtimestamp(epoch, UTC).isoformat().replace("+00:00", "Z")
-
-
-def fmt_duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    s = max(0, round(seconds))
-    d, s = divmod(s, 86400)
-    h, s = divmod(s, 3600)
-    m, s = divmod(s, 60)
-    if d:
-        return f"{d}d {h}h {m}m"
-    if h:
-        return f"{h}h {m}m {s}s"
-    return f"{m}m {s}s" if m else f"{s}s"
+# The audit commands' names for the shared formats (sshmonitord/timefmt.py).
+fmt_ts = fmt_local
+iso = iso_utc
 
 
 def fmt_bytes(n: int | None) -> str:

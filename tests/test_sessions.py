@@ -922,6 +922,10 @@ def test_commands_filter_by_address_network_time_and_state(store: Store, tmp_pat
 
     rc, _, err = run_cli("sessions", "--state-dir", d, "--from", "not-an-address")
     assert rc == 1 and "is not an IP address or network" in err
+    # times are read by sshmonitord/timefmt.py, as by every other command
+    assert ids("--since", "now") == []
+    rc, _, err = run_cli("events", "--state-dir", d, "--since", "yesterday")
+    assert rc == 1 and "'yesterday' is neither a duration" in err and "Traceback" not in err
 
 
 # ------------------------------------------------------------------------- the daemon

@@ -13,6 +13,7 @@ from typing import Any
 
 from .. import log
 from ..store.sessions import PRUNE_BATCH, PRUNE_TABLES, prune_batch
+from ..timefmt import parse_duration
 from .tracker import SessionTracker
 
 
@@ -44,8 +45,6 @@ class SessionSettings:
 def settings_from(cfg: Any) -> SessionSettings:
     """``sessions.{enabled,lost_after,check_pids}``, ``store.retention_days`` and the
     optional per-table ``store.retention: {events: 90, sessions: 365, ...}``."""
-    from ..config import parse_duration
-
     sec = getattr(cfg, "sessions", None)
     store = getattr(cfg, "store", None)
     days = float(getattr(store, "retention_days", 90) or 90)
