@@ -16,10 +16,13 @@ from ..store.sessions import PRUNE_BATCH, PRUNE_TABLES, prune_batch
 from ..timefmt import parse_duration
 from .tracker import SessionTracker
 
+# ---------------------------------------------------------------------------- retention
+
 
 def iter_prune(
     retention_days: dict[str, float], now: float | None = None
 ) -> Iterator[tuple[str, float]]:
+    """``(table, cutoff)`` for each table with a retention: rows older than cutoff go."""
     now = time.time() if now is None else now
     for table in PRUNE_TABLES:
         days = retention_days.get(table)
