@@ -25,6 +25,7 @@ from typing import Any, Protocol
 
 from . import __version__, config, control, log, sources
 from .addresses import parse_network
+from .audit import SessionStage, SessionTracker, settings_from
 from .control import ControlError, ControlServer
 from .detect.engine import Engine, load_history
 from .events import Action, Event, Finding, Severity
@@ -38,7 +39,6 @@ from .paths import resolve_state_dir
 from .pipeline import Pipeline
 from .respond.backends import backend_for
 from .respond.bans import BanManager, BanRefused, NotCompleted
-from .sessions import SessionStage, SessionTracker, settings_from
 from .store import Store, StoreError
 from .systemd import Notifier
 

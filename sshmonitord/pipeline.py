@@ -36,7 +36,7 @@ from .respond.bans import BanManager, BanRecord
 from .store import Store, event_row, is_transient
 
 if TYPE_CHECKING:
-    from .sessions import SessionTracker
+    from .audit import SessionTracker
 
 QUEUE_BATCHES = 64  # bounded: a stuck consumer pushes back on the sources, never grows memory
 MAX_BATCH_LINES = 5000

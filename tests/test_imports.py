@@ -230,9 +230,9 @@ def test_the_walk_sees_late_and_relative_imports() -> None:
     g = graph(include_type_only=True)
     targets = {(e.target, e.type_only) for e in g[f"{PKG}.pipeline"]}
     assert (f"{PKG}.store", False) in targets
-    # sessions is imported for annotations only.
-    assert any(t == f"{PKG}.sessions" and only for t, only in targets)
-    assert all(not (t == f"{PKG}.sessions" and not only) for t, only in targets)
+    # The session tracker is imported for annotations only.
+    assert any(t == f"{PKG}.audit" and only for t, only in targets)
+    assert all(not (t == f"{PKG}.audit" and not only) for t, only in targets)
     late = [e for e in graph()[f"{PKG}.cli"] if e.target == f"{PKG}.daemon"]
     assert late, "cli imports the daemon inside a function: the walk must see it"
 
