@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 
 from sshmonitord import config
 from sshmonitord.events import Action, Event, Finding, Kind, Severity
-from sshmonitord.notify.alert import DeliveryError
+from sshmonitord.notify.alert import DeliveryError, Message, make_id
 from sshmonitord.notify.channels import BaseChannel
 from sshmonitord.notify.queue import AlertQueue
 from sshmonitord.store import Store
@@ -295,6 +295,38 @@ def test_a_retried_digest_is_the_same_message_even_when_more_alerts_arrived(tmp_
         assert alone.id != retried.id
         rows = await q.store.run(lambda c: c.execute("SELECT COUNT(*) FROM alert_spool").fetchone())
         assert rows[0] == 0
+        await q.stop()
+        q.store.close()
+
+    asyncio.run(go())
+
+
+def test_a_prepared_message_goes_out_as_it_is_beside_the_alerts(tmp_path):
+    """A report in the spool is never folded into a digest, never held by the hourly cap, and
+    spooled twice under one id (a catch-up after a crash) it is sent once."""
+
+    async def go():
+        rec = Recorder()
+        q = await _queue(tmp_path, [rec], hourly_cap=1, digest_window=config.Duration(0.2))
+        report = Message(
+            subject="report web1", text="the text", html="<p>the html</p>", alerts=[],
+            host="web1", id=make_id("report/1", "web1", 1.0, 2.0),
+        )  # fmt: skip
+        await q.submit([finding()])
+        assert await _until(lambda: len(rec.messages) == 1)  # the cap (1/hour) is now used
+        assert await q.spool_message(report, ["rec", "no-such-channel"]) == ["rec"]
+        assert await q.spool_message(report, ["rec"]) == ["rec"]
+        await q.submit([finding(subject="198.51.100.1/32", sev=Severity.WARNING)])
+        assert await _until(lambda: len(rec.messages) == 2)
+        await asyncio.sleep(0.6)
+        assert len(rec.messages) == 2 and q.stats["suppressed_by_cap"] == 1
+        got = rec.messages[1]
+        assert (got.id, got.subject, got.text, got.html) == (
+            report.id, "report web1", "the text", "<p>the html</p>"
+        )  # fmt: skip
+        assert got.alerts == []
+        n = await q.store.run(lambda c: c.execute("SELECT COUNT(*) FROM alert_spool").fetchone())
+        assert n[0] == 0
         await q.stop()
         q.store.close()
 

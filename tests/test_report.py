@@ -5,6 +5,7 @@ injected clock (a day passes in milliseconds)."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import random
@@ -14,11 +15,16 @@ from datetime import datetime
 from html.parser import HTMLParser
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
+import mailservers
 import pytest
+from mailservers import SmtpServer, free_port
 
+from sshmonitord import config
 from sshmonitord.notify.alert import DeliveryError, Message
 from sshmonitord.notify.channels import BaseChannel
+from sshmonitord.notify.queue import AlertQueue
 from sshmonitord.notify.report import (
     ReportScheduler,
     build_report,
@@ -27,11 +33,17 @@ from sshmonitord.notify.report import (
     parse_when,
     register,
     render_report,
+    report_id,
     report_message,
     report_settings,
     sparkline,
 )
+from sshmonitord.notify.smtp import SmtpChannel
 from sshmonitord.store import INSERT_EVENT, Store, connect
+
+# Fixtures from mailservers.py (assigned, so pytest finds them in this module).
+tls_cert = mailservers.tls_cert
+smtp_servers = mailservers.smtp_servers
 
 XSS_USER = "<script>alert(1)</script>"
 XSS_ATTR = '"><img src=x>'
@@ -696,12 +708,43 @@ async def until_true(pred, timeout: float = 10.0) -> bool:
     return pred()
 
 
+def notify_cfg(**kw: object) -> config.NotifyConfig:
+    base: dict[str, object] = dict(
+        throttle=config.Duration(3600),
+        digest_window=config.Duration(0.3),
+        hourly_cap=30,
+        retry_initial=config.Duration(0.2),
+        retry_max=config.Duration(1.0),
+    )
+    base.update(kw)
+    return dataclasses.replace(config.NotifyConfig(), **base)
+
+
+async def spool_for(store: Store, channels: list, **kw: object) -> AlertQueue:
+    """The alert queue the daemon runs, over the same store and channels as the report."""
+    q = AlertQueue(store, notify_cfg(**kw), channels, "web1")
+    await q.start()
+    return q
+
+
+def spool_rows(store: Store) -> list[tuple]:
+    conn = ro(store)
+    try:
+        rows = conn.execute(
+            "SELECT channel, kind, batch, attempts FROM alert_spool WHERE kind = 'message'"
+        ).fetchall()
+        return [tuple(r) for r in rows]
+    finally:
+        conn.close()
+
+
 def test_scheduler_fires_daily(known_store: Store) -> None:
     async def go() -> None:
         clock = FakeTime(T1 - 60)  # 06:59, the day the period ends
         rec = Recorder()
+        q = await spool_for(known_store, [rec])
         s = ReportScheduler(
-            known_store, report_cfg(), [rec], "web1", clock=clock, sleep=clock.sleep
+            known_store, report_cfg(), [rec], "web1", queue=q, clock=clock, sleep=clock.sleep
         )
         await s.start()
         assert s.due == T1
@@ -715,67 +758,79 @@ def test_scheduler_fires_daily(known_store: Store) -> None:
         assert "57 failures, 4 bans, 3 logins" in m.subject
         assert "57 attempts from 4 addresses" in m.text
         assert XSS_USER not in m.html
+        assert m.alerts == [] and m.id == report_id("web1", T0, T1)
         assert await until_true(lambda: known_store.get_meta("report.last_slot") == repr(T1))
         assert s.due == T1 + 86400
         # Next day: the next report, over the next 24 hours (the rows at T1 and T1 + 50).
         clock.limit = T1 + 86400 + 30
         assert await until_true(lambda: len(rec.messages) == 2)
         assert "202 failures, 0 bans, 2 logins" in rec.messages[1].subject
-        assert await until_true(lambda: s.stats["sent"] == 2)
-        assert s.stats["reports"] == 2
+        assert rec.messages[1].id == report_id("web1", T1, T1 + 86400)
+        assert await until_true(lambda: q.stats["messages_sent"] == 2)
+        assert s.stats["reports"] == 2 and s.stats["spooled"] == 2
         await s.stop()
         assert not s.healthy()
+        await q.stop()
 
     asyncio.run(go())
 
 
-def test_scheduler_retries_then_delivers(known_store: Store) -> None:
+def test_a_report_that_fails_is_retried_by_the_spool(known_store: Store) -> None:
+    """The spool's retries, not a loop of the scheduler's own: a transient failure is retried
+    with the spool's backoff (at least Retry-After, within retry_max) as the same message; a
+    permanent one is dropped and counted."""
+
     async def go() -> None:
         clock = FakeTime(T1 - 10)
         flaky = Recorder(
             "flaky",
             fail=[
-                DeliveryError("HTTP 503", retry_after=50),
+                DeliveryError("HTTP 503", retry_after=0.5),
                 DeliveryError("connection refused"),
             ],
         )
         dead = Recorder("dead", fail=[DeliveryError("HTTP 401 bad key", permanent=True)])
+        q = await spool_for(known_store, [flaky, dead])
         s = ReportScheduler(
-            known_store,
-            report_cfg(),
-            [flaky, dead],
-            "web1",
-            clock=clock,
+            known_store, report_cfg(), [flaky, dead], "web1", queue=q, clock=clock,
             sleep=clock.sleep,
-            retry_delays=(10, 20, 40),
-        )
+        )  # fmt: skip
         await s.start()
         clock.limit = T1 + 1000
         assert await until_true(lambda: len(flaky.messages) == 1)
         assert flaky.calls == 3 and dead.calls == 1 and dead.messages == []
-        assert 50 in clock.slept and 20 in clock.slept  # Retry-After honoured, then backoff
-        assert s.stats["retries"] == 2 and s.stats["failed"] == 1
-        assert "401" in s.describe()["last_error"]["dead"]
+        assert flaky.messages[0].id == report_id("web1", T0, T1)
+        assert await until_true(lambda: q.stats["dropped_permanent"] == 1)
+        assert q.stats["delivery_failures"] == 3 and q.stats["messages_sent"] == 1
+        assert "401" in q.describe()["last_error"]["dead"]
+        assert spool_rows(known_store) == []  # delivered or dropped: nothing left
+        assert s.stats["spooled"] == 2 and s.describe()["last_error"] == {}
         await s.stop()
+        await q.stop()
 
     asyncio.run(go())
 
 
-def test_scheduler_gives_up_after_retries(known_store: Store) -> None:
+def test_a_report_undelivered_for_max_age_is_dropped_and_the_schedule_goes_on(
+    known_store: Store,
+) -> None:
     async def go() -> None:
         clock = FakeTime(T1 - 10)
-        down = Recorder("down", fail=[DeliveryError("timeout")] * 10)
+        down = Recorder("down", fail=[DeliveryError("timeout")] * 1000)
+        q = await spool_for(known_store, [down], max_age=config.Duration(1.0))
         s = ReportScheduler(
-            known_store, report_cfg(), [down], "web1", clock=clock, sleep=clock.sleep,
-            retry_delays=(1, 2),
-        )  # fmt: skip
+            known_store, report_cfg(), [down], "web1", queue=q, clock=clock, sleep=clock.sleep
+        )
         await s.start()
         clock.limit = T1 + 100
-        assert await until_true(lambda: s.stats["failed"] == 1)
-        assert down.calls == 3
+        # Retried until notify.max_age, then dropped (the two stale alert rows of the known
+        # store are dropped too: 3).
+        assert await until_true(lambda: q.stats["dropped_too_old"] == 3)
+        assert down.calls >= 2 and spool_rows(known_store) == []
         assert await until_true(lambda: s.due == T1 + 86400)  # the schedule goes on
         assert s.healthy()
         await s.stop()
+        await q.stop()
 
     asyncio.run(go())
 
@@ -784,9 +839,11 @@ def test_scheduler_channel_selection_and_config_reload(known_store: Store) -> No
     async def go() -> None:
         clock = FakeTime(T1 - 10)
         a, b = Recorder("a"), Recorder("b")
+        q = await spool_for(known_store, [a, b])
         s = ReportScheduler(
-            known_store, report_cfg(enabled=False), [a, b], "web1", clock=clock, sleep=clock.sleep
-        )
+            known_store, report_cfg(enabled=False), [a, b], "web1", queue=q, clock=clock,
+            sleep=clock.sleep,
+        )  # fmt: skip
         await s.start()
         assert s.due is None and s.describe()["summary"] == "daily report off"
         s.apply_config(report_cfg(channels=["b"], time="07:00"))
@@ -798,6 +855,7 @@ def test_scheduler_channel_selection_and_config_reload(known_store: Store) -> No
         clock.limit = T1 + 200
         assert await until_true(lambda: s.due == T1 + 1.5 * H)
         await s.stop()
+        await q.stop()
 
     asyncio.run(go())
 
@@ -807,8 +865,9 @@ def test_scheduler_catches_up_a_missed_report(known_store: Store) -> None:
         known_store.set_meta("report.last_slot", repr(T0))  # yesterday's was sent
         clock = FakeTime(T1 + 2 * H)  # started at 09:00: today's 07:00 was missed
         rec = Recorder()
+        q = await spool_for(known_store, [rec])
         s = ReportScheduler(
-            known_store, report_cfg(), [rec], "web1", clock=clock, sleep=clock.sleep
+            known_store, report_cfg(), [rec], "web1", queue=q, clock=clock, sleep=clock.sleep
         )
         await s.start()
         assert s.due == T1
@@ -816,6 +875,7 @@ def test_scheduler_catches_up_a_missed_report(known_store: Store) -> None:
         assert await until_true(lambda: len(rec.messages) == 1)
         assert "57 failures" in rec.messages[0].subject  # the period that ended at 07:00
         await s.stop()
+        await q.stop()
 
     asyncio.run(go())
 
@@ -827,11 +887,91 @@ def test_scheduler_journal_only_and_dry_run(known_store: Store) -> None:
         assert s.describe()["summary"].endswith("to journal only")
         assert await s.run_once(T1) == {}
         rec = Recorder()
+        q = await spool_for(known_store, [rec])
         s = ReportScheduler(
-            known_store, report_cfg(), [rec], "web1", dry_run=True, clock=clock, sleep=clock.sleep
-        )
+            known_store, report_cfg(), [rec], "web1", queue=q, dry_run=True, clock=clock,
+            sleep=clock.sleep,
+        )  # fmt: skip
         assert await s.run_once(T1) == {}
-        assert rec.calls == 0
+        await asyncio.sleep(0.3)
+        assert rec.calls == 0 and spool_rows(known_store) == []
+        await q.stop()
+
+    asyncio.run(go())
+
+
+def test_a_spooled_report_survives_a_restart_and_is_sent_once(
+    tmp_path: Path, smtp_servers: Any
+) -> None:
+    """The mail server is down when the report is due; the daemon stops. The report is in the
+    store: the next process sends it, once, to a real SMTP server, with the slot's id."""
+    state = tmp_path / "state"
+
+    async def first() -> str:
+        store = Store(state)
+        await asyncio.to_thread(store.open)
+        await asyncio.to_thread(fill, store, *known_rows())
+        down = SmtpChannel(
+            host="127.0.0.1", port=free_port(), sender="m@example.org", to=["o@example.org"],
+            timeout=2, hostname="web1", tls="none",
+        )  # fmt: skip
+        q = await spool_for(store, [down], retry_initial=config.Duration(30))
+        clock = FakeTime(T1 + 10)
+        s = ReportScheduler(
+            store, report_cfg(), [down], "web1", queue=q, clock=clock, sleep=clock.sleep
+        )
+        answers = await s.run_once(T1)
+        assert list(answers) == ["smtp"]
+        assert await until_true(lambda: q.stats["delivery_failures"] >= 1)
+        rows = spool_rows(store)
+        assert [(r[0], r[1], r[3]) for r in rows] == [("smtp", "message", 1)]
+        await q.stop()
+        await asyncio.to_thread(store.close)
+        return str(rows[0][2])
+
+    async def second(srv: SmtpServer) -> AlertQueue:
+        store = Store(state)
+        await asyncio.to_thread(store.open)
+        up = SmtpChannel(
+            host="127.0.0.1", port=srv.port, sender="m@example.org", to=["o@example.org"],
+            timeout=5, hostname="web1", tls="none",
+        )  # fmt: skip
+        q = await spool_for(store, [up])  # a restart retries pending rows at once
+        assert await until_true(lambda: q.stats["messages_sent"] == 1)
+        await asyncio.sleep(0.5)
+        await q.stop()
+        assert spool_rows(store) == []
+        await asyncio.to_thread(store.close)
+        return q
+
+    batch = asyncio.run(first())
+    assert batch == report_id("web1", T0, T1)
+    srv: SmtpServer = smtp_servers("plain")
+    q = asyncio.run(second(srv))
+    (got,) = srv.wait_for(1)
+    assert len(srv.received) == 1 and q.stats["messages_sent"] == 1
+    assert "57 failures, 4 bans, 3 logins" in str(got.msg["Subject"])
+    assert batch in str(got.msg["Message-ID"])
+    body = got.msg.get_body(("plain",))
+    assert body is not None and "57 attempts from 4 addresses" in body.get_content()
+
+
+def test_without_a_queue_the_report_is_spooled_for_the_daemons_queue(known_store: Store) -> None:
+    """A scheduler not wired to the alert queue still writes the report into the spool; the
+    queue delivers it (here: started afterwards, as after a restart)."""
+
+    async def go() -> None:
+        rec = Recorder()
+        clock = FakeTime(T1 + 10)
+        s = ReportScheduler(
+            known_store, report_cfg(), [rec], "web1", clock=clock, sleep=clock.sleep
+        )
+        assert await s.run_once(T1) == {"rec": f"spooled as {report_id('web1', T0, T1)}"}
+        assert spool_rows(known_store) == [("rec", "message", report_id("web1", T0, T1), 0)]
+        q = await spool_for(known_store, [rec])
+        assert await until_true(lambda: len(rec.messages) == 1)
+        assert rec.messages[0].id == report_id("web1", T0, T1)
+        await q.stop()
 
     asyncio.run(go())
 

@@ -52,6 +52,34 @@ SEND_TIMEOUT = 120.0  # a channel call that hangs longer than this is a transien
 BATCH_ROWS = 200  # alerts per message at most (more wait for the next one)
 
 
+def message_doc(message: Message) -> str:
+    """A prepared message as a spool row holds it (JSON)."""
+    return json.dumps(
+        {
+            "id": message.id,
+            "subject": message.subject,
+            "text": message.text,
+            "html": message.html,
+            "host": message.host,
+        },
+        ensure_ascii=False,
+    )
+
+
+def message_from_doc(doc: str, host: str, batch: str | None = None) -> Message:
+    """The message a spool row of kind ``message`` holds, with the id it was spooled with."""
+    d = json.loads(doc)
+    return Message(
+        subject=str(d.get("subject") or ""),
+        text=str(d.get("text") or ""),
+        html=str(d.get("html") or ""),
+        alerts=[],
+        suppressed=0,
+        host=str(d.get("host") or host),
+        id=str(d.get("id") or batch or ""),
+    )
+
+
 @dataclass
 class Throttle:
     last_sent: float
@@ -247,16 +275,7 @@ class AlertQueue:
         names = [n for n in dict.fromkeys(channels) if n in self.channels]
         if not names:
             return []
-        doc = json.dumps(
-            {
-                "id": message.id,
-                "subject": message.subject,
-                "text": message.text,
-                "html": message.html,
-                "host": message.host,
-            },
-            ensure_ascii=False,
-        )
+        doc = message_doc(message)
         now = time.time()
         crit = severity_rank("critical")
 
@@ -396,16 +415,7 @@ class AlertQueue:
     async def _deliver_message(self, ch: Any, rows: list[SpoolRow]) -> None:
         """A prepared message: sent as it is (every row is the same message, by its id), not
         counted against nor held by the hourly cap — it is not an alert."""
-        d = json.loads(rows[0].doc)
-        msg = Message(
-            subject=str(d.get("subject") or ""),
-            text=str(d.get("text") or ""),
-            html=str(d.get("html") or ""),
-            alerts=[],
-            suppressed=0,
-            host=str(d.get("host") or self.host),
-            id=str(d.get("id") or rows[0].batch or ""),
-        )
+        msg = message_from_doc(rows[0].doc, self.host, rows[0].batch)
         ids = [r.id for r in rows]
         answer = await self._send(ch, msg, ids, rows)
         if answer is None:

@@ -1,0 +1,144 @@
+"""``sshmonitor report``: the report of any period, from the store (the daemon need not run)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import sqlite3
+import sys
+import time
+from datetime import datetime
+from typing import Any
+
+from .query import build_report
+from .render import FORMATS, render_report
+from .schedule import report_settings
+
+
+def parse_when(text: str, now: float) -> float:
+    """``--since``/``--until``: ``now``, a duration ago (``24h``, ``90m``, ``7d``) or an
+    ISO 8601 time (``2026-11-24T07:00``; without a zone: this machine's local time)."""
+    from ...config import parse_duration
+
+    t = text.strip()
+    if t.lower() == "now":
+        return now
+    try:
+        return now - parse_duration(t)
+    except ValueError:
+        pass
+    try:
+        dt = datetime.fromisoformat(t)
+    except ValueError:
+        raise ValueError(
+            f"{text!r} is neither a duration (24h, 7d) nor an ISO 8601 time (2026-11-24T07:00)"
+        ) from None
+    return dt.timestamp()  # naive → local time (mktime), aware → its own zone
+
+
+REPORT_HELP = """\
+Summarise what happened over a period, from the store (the daemon need not run): failed
+logins by address, invalid user names, successful logins, sessions, bans placed / expired /
+lifted, alerts raised, and an hourly chart of failures and bans. The same summary as the
+daily report (notify.report).
+
+  --format text   for a terminal (default); the chart is a sparkline
+  --format html   a self-contained page (inline styles, no scripts, nothing loaded)
+  --format json   the numbers, for scripts
+
+examples:
+  sshmonitor report
+  sshmonitor report --since 7d --top 20
+  sshmonitor report --since 2026-11-23T07:00 --until 2026-11-24T07:00 --format html > r.html
+"""
+
+
+def register(sub: Any) -> None:
+    """Add ``sshmonitor report`` to the CLI's subparsers."""
+    p = sub.add_parser(
+        "report",
+        help="summary of a period: failures, logins, bans, alerts, hourly chart",
+        description=REPORT_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--config", "-c", metavar="FILE", default=None, help="config file (for store.dir)"
+    )
+    p.add_argument("--state-dir", metavar="DIR", help="state directory holding sshmonitor.db")
+    p.add_argument(
+        "--since",
+        "--from",
+        dest="since",
+        metavar="TS",
+        default="24h",
+        help="start: a duration ago (24h, 7d) or an ISO 8601 time (default: 24h)",
+    )
+    p.add_argument(
+        "--until", "--to", dest="until", metavar="TS", default=None, help="end (default: now)"
+    )
+    p.add_argument("--format", choices=FORMATS, default="text")
+    p.add_argument(
+        "--top",
+        type=int,
+        metavar="N",
+        default=None,
+        help="rows per table (default: notify.report.top, 10)",
+    )
+    p.set_defaults(func=cmd_report)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from ... import config
+    from ...store import DB_NAME, connect
+
+    err = sys.stderr
+    now = time.time()
+    try:
+        since = parse_when(args.since, now)
+        until = now if args.until is None else parse_when(args.until, now)
+    except ValueError as exc:
+        print(f"sshmonitor report: {exc}", file=err)
+        return 2
+    if until <= since:
+        print("sshmonitor report: --until must be after --since", file=err)
+        return 2
+    top = args.top
+    if top is not None and top < 1:
+        print("sshmonitor report: --top must be at least 1", file=err)
+        return 2
+    state_dir = getattr(args, "state_dir", None)
+    if state_dir is None or top is None:
+        from ...paths import load_for_cli, resolve_state_dir
+
+        try:
+            cfg = load_for_cli(args.config)
+        except config.ConfigError as exc:
+            if state_dir is None:
+                print("\n".join(exc.lines()), file=err)
+                return 1
+            cfg = None
+        if cfg is not None:
+            state_dir = state_dir or resolve_state_dir(None, cfg)
+            top = top or report_settings(cfg).top
+    top = top or 10
+    path = os.path.join(str(state_dir), DB_NAME)
+    if not os.path.exists(path):
+        print(
+            f"sshmonitor report: no database at {path} (has sshmonitord run here? "
+            "--state-dir or store.dir points elsewhere?)",
+            file=err,
+        )
+        return 1
+    try:
+        conn = connect(path, readonly=True)
+        try:
+            report = build_report(conn, since, until, top)
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        print(f"sshmonitor report: cannot read {path}: {exc}", file=err)
+        return 1
+    sys.stdout.write(render_report(report, socket.gethostname(), args.format))
+    sys.stdout.flush()
+    return 0
