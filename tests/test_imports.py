@@ -17,6 +17,7 @@ Two kinds of edge are left out, on purpose:
 from __future__ import annotations
 
 import ast
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -278,6 +279,63 @@ def test_imports_point_down_the_layers() -> None:
                     f"({LAYERS[layer_of(dst)][0]})"
                 )
     assert not up, "imports pointing up a layer:\n" + "\n".join(up)
+
+
+# SQL as this package writes it: a statement's opening words, at the start of a string.
+SQL = re.compile(
+    r"^\s*(SELECT\b.*\bFROM\b|SELECT\s+\d|INSERT\s+(OR\s+\w+\s+)?INTO\b|UPDATE\s+\w+\s+SET\b"
+    r"|DELETE\s+FROM\b|(CREATE|DROP|ALTER)\s+(TABLE|INDEX|VIEW|TRIGGER)\b|PRAGMA\s"
+    r"|(BEGIN|COMMIT|ROLLBACK|SAVEPOINT|RELEASE)\b)",
+    re.DOTALL,
+)
+
+
+def sql_outside_store() -> list[str]:
+    """String constants (docstrings aside) shaped like SQL, and calls of a connection's
+    execute methods, in modules outside store/."""
+    out = []
+    for name, path in modules().items():
+        if unit(name) == "store":
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+        docs = {
+            id(n.body[0].value)
+            for n in ast.walk(tree)
+            if isinstance(n, ast.Module | ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef)
+            and n.body
+            and isinstance(n.body[0], ast.Expr)
+            and isinstance(n.body[0].value, ast.Constant)
+        }
+        for n in ast.walk(tree):
+            if (
+                isinstance(n, ast.Constant)
+                and isinstance(n.value, str)
+                and id(n) not in docs
+                and SQL.match(n.value)
+            ):
+                out.append(f"{name}:{n.lineno}: {n.value[:60]!r}")
+            elif (
+                isinstance(n, ast.Call)
+                and isinstance(n.func, ast.Attribute)
+                and n.func.attr in ("execute", "executemany", "executescript")
+            ):
+                out.append(f"{name}:{n.lineno}: .{n.func.attr}()")
+    return out
+
+
+def test_sql_finder_sees_sql() -> None:
+    assert SQL.match("SELECT net, COUNT(*) FROM bans GROUP BY net")
+    assert SQL.match("INSERT INTO line_trace(source, text) VALUES (?, ?)")
+    assert SQL.match("BEGIN IMMEDIATE")
+    # iptables' target is not SQL.
+    assert not SQL.match("DROP") and not SQL.match("select a channel")
+
+
+def test_all_sql_is_under_store() -> None:
+    """Issue #12: every SQL statement of the package lives in store/; stages call its
+    typed methods."""
+    found = sql_outside_store()
+    assert not found, "SQL outside sshmonitord/store/:\n" + "\n".join(found)
 
 
 def test_the_daemon_runs_no_sql_and_chooses_no_backend() -> None:
