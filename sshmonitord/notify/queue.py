@@ -50,6 +50,7 @@ INBOX = 10_000  # findings waiting to be spooled, at most (then submit() waits)
 SPOOL_RETRY_MIN, SPOOL_RETRY_MAX = 0.2, 5.0  # seconds between attempts to spool a batch
 SEND_TIMEOUT = 120.0  # a channel call that hangs longer than this is a transient failure
 BATCH_ROWS = 200  # alerts per message at most (more wait for the next one)
+IDLE_POLL = 60.0  # seconds at most between looks at the spool
 
 
 def message_doc(message: Message) -> str:
@@ -310,7 +311,10 @@ class AlertQueue:
             if rows:
                 await self._deliver(ch, rows)
         nxt = await self.store.run(spool.next_due)
-        return 3600.0 if nxt is None else max(0.0, nxt - time.time())
+        # Rows can also come from a writer that does not wake this queue (the report
+        # scheduler spooling straight into the store): an empty spool is looked at again
+        # within IDLE_POLL, one indexed MIN() query.
+        return IDLE_POLL if nxt is None else min(IDLE_POLL, max(0.0, nxt - time.time()))
 
     def _expire(self, conn: sqlite3.Connection, now: float) -> None:
         old = spool.older_than(conn, now - self.cfg.max_age)
