@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from . import __version__, config, control, log, sources
+from . import __version__, config, log, sources
 from .addresses import parse_network
 from .audit import SessionStage, SessionTracker, settings_from
 from .control import ControlError, ControlServer
@@ -35,7 +35,7 @@ from .notify.queue import AlertQueue
 from .notify.report import ReportScheduler
 from .parse import Parser
 from .parse.prefix import load_zone
-from .paths import resolve_state_dir
+from .paths import resolve_socket, resolve_state_dir
 from .pipeline import Pipeline
 from .respond.backends import backend_for
 from .respond.bans import BanManager, BanRefused, NotCompleted
@@ -95,12 +95,6 @@ def _human(n: float) -> str:
     return str(int(n))
 
 
-def resolve_socket(cfg: config.Config) -> str:
-    """control.socket, moved into systemd's RUNTIME_DIRECTORY when left at the default (one
-    rule for the daemon and the CLI: control.resolve_socket)."""
-    return control.resolve_socket(cfg.control.socket)
-
-
 def shutdown_order(stages: list[Stage], last: list[Any]) -> list[Stage]:
     """The order to stop stages in: the reverse of their start (sources first, so no new
     lines come), except that ``last`` (pipeline, alerts, bans) stop at the very end, in that
@@ -125,7 +119,7 @@ class Daemon:
         self.config_path = cfg.path
         self.log_format_override = log_format
         self.state_dir = resolve_state_dir(state_dir, cfg)
-        self.socket_path = resolve_socket(cfg)
+        self.socket_path = resolve_socket(cfg.control.socket)
         self.dry_run = dry_run
         self.trace_lines = trace_lines
         self.pipeline: Pipeline | None = None

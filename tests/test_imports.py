@@ -37,7 +37,7 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("commands", {"cli", "audit_cli"}),
     ("wiring", {"daemon", "replay"}),
     ("pipeline", {"pipeline"}),
-    ("stages", {"sources", "parse", "detect", "respond", "notify", "sessions", "audit"}),
+    ("stages", {"sources", "parse", "detect", "respond", "notify", "audit"}),
     ("store", {"store"}),
     ("services", {"paths", "control", "systemd"}),
     ("vocabulary", {"events", "config", "addresses", "timefmt", "log", "__init__"}),
