@@ -448,10 +448,11 @@ class AlertQueue:
     ) -> None:
         self.stats["delivery_failures"] += 1
         self.last_error[channel] = str(err)
+        what = "message" if rows and rows[0].kind == spool.MESSAGE else "alert"
         if err.permanent:
             self.stats["dropped_permanent"] += len(ids)
             self.log.error(
-                "alert delivery failed permanently; dropping",
+                f"{what} delivery failed permanently; dropping",
                 channel=channel,
                 alerts=len(ids),
                 error=str(err),
@@ -461,7 +462,7 @@ class AlertQueue:
         attempts = max((r.attempts for r in rows if r.id in set(ids)), default=0) + 1
         delay = self.backoff(attempts, err.retry_after)
         self.log.warning(
-            "alert delivery failed; will retry",
+            f"{what} delivery failed; will retry",
             channel=channel,
             alerts=len(ids),
             attempt=attempts,
