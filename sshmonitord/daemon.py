@@ -227,14 +227,20 @@ class Daemon:
             dry_run=self.dry_run,
         )
         channels = self._channels(self.config)
-        self.report = ReportScheduler(
-            self.store, self.config, channels, socket.gethostname(), dry_run=self.dry_run
-        )
         self.alerts = AlertQueue(
             self.store,
             self.config.notify,
             channels,
             socket.gethostname(),
+            dry_run=self.dry_run,
+        )
+        # The daily report goes out through the alert spool: its retries, its durability.
+        self.report = ReportScheduler(
+            self.store,
+            self.config,
+            channels,
+            socket.gethostname(),
+            queue=self.alerts,
             dry_run=self.dry_run,
         )
         # The audit trail (docs/audit-trail.md): its index of open sessions comes back

@@ -349,6 +349,44 @@ def test_the_daemon_runs_no_sql_and_chooses_no_backend() -> None:
         assert word not in text, f"pipeline.py still has {word.strip()!r}"
 
 
+def test_the_daemon_wires_what_the_stages_choose(tmp_path: Path) -> None:
+    """In process, the real stages on a real store: the backend is the one respond/ chooses
+    for the config, the daily report goes through the alert queue's spool, and the status
+    line summarises the source stages the daemon built."""
+    import asyncio
+
+    from sshmonitord import config, daemon
+    from sshmonitord.respond.backend import NoneBackend
+
+    log = tmp_path / "auth.log"
+    log.write_text("")
+    cfg_path = tmp_path / "sshmonitor.yaml"
+    cfg_path.write_text(
+        f"control: {{socket: {tmp_path / 'control.sock'}}}\n"
+        f"sources: {{mode: file, files: [{log}]}}\n"
+        "response: {backend: nftables}\n"
+        "notify: {report: {enabled: true}}\n"
+    )
+    cfg = config.load_config(str(cfg_path))
+
+    async def main() -> None:
+        # --dry-run: the nftables the config names is never touched, the "none" backend is.
+        d = daemon.Daemon(cfg, state_dir=str(tmp_path / "state"), dry_run=True)
+        await d._open()
+        try:
+            assert d.bans is not None and isinstance(d.bans.backend, NoneBackend)
+            assert d.report is not None and d.report.queue is d.alerts
+            assert [type(s).__name__ for s in d.sources] == ["Tailer"]
+            assert all(s in d.stages for s in d.sources)
+            assert d.status_line().startswith(f"following {log}")
+            assert await d._store_responds(timeout=5)
+            assert (await d._cmd_bans({}))["bans"] == []
+        finally:
+            await d._shutdown()
+
+    asyncio.run(main())
+
+
 if __name__ == "__main__":  # `python tests/test_imports.py`: print the package-level graph
     for u, targets in sorted(unit_graph(graph()).items(), key=lambda kv: layer_of(kv[0])):
         print(f"{u:10} -> {', '.join(sorted(targets, key=layer_of)) or '-'}")
