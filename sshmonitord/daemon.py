@@ -27,7 +27,7 @@ from . import __version__, config, log, sources
 from .addresses import parse_network
 from .audit import SessionStage, SessionTracker, settings_from
 from .control import ControlError, ControlServer
-from .detect.engine import Engine, load_history
+from .detect.engine import Engine, History
 from .events import Action, Event, Finding, Severity
 from .notify.build import build_channels
 from .notify.channels import BaseChannel
@@ -40,6 +40,7 @@ from .pipeline import Pipeline
 from .respond.backends import backend_for
 from .respond.bans import BanManager, BanRefused, NotCompleted
 from .store import Store, StoreError
+from .store import history as history_store
 from .systemd import Notifier
 
 STOP_TIMEOUT = 8.0  # leaves headroom under systemd's and the issue's 10 s
@@ -49,6 +50,7 @@ class Stage(Protocol):
     """What the daemon needs from each pipeline stage."""
 
     name: str
+    role: str  # "source", "pipeline", "respond", "notify" or "audit"
 
     async def start(self) -> None: ...
     async def stop(self) -> None: ...
@@ -217,7 +219,8 @@ class Daemon:
         saved_times = await self.store.run(lambda _c: self.store.file_position_times())
         saved_cursor = await self.store.run(lambda _c: self.store.load_journal_cursor())
         zone = load_zone(self.config.sources.timezone)
-        history = await self.store.run(load_history)
+        stored = await self.store.run(history_store.load)
+        history = History(stored.sources, stored.keys, stored.since)
         self.engine = Engine(self.config.detection, history, zone=zone)
         self.bans = BanManager(
             self.store,
@@ -325,17 +328,7 @@ class Daemon:
     async def _on_findings(self, findings: list[Finding]) -> None:
         # The journal is the always-on alert channel; e-mail and webhooks queue from here.
         if self.alerts is not None:
-            bans = {}
-            if self.bans is not None:
-                for f in findings:
-                    r = self.bans.active.get(f.ban_net or "")
-                    if r is not None:
-                        bans[r.net] = {
-                            "net": r.net,
-                            "until": r.expires,
-                            "offence": r.offence,
-                            "dry_run": r.dry_run,
-                        }
+            bans = self.bans.alert_info(findings) if self.bans is not None else {}
             await self.alerts.submit(findings, bans)
         for f in findings:
             self.counters.inc(f"findings.{f.rule}")
@@ -482,7 +475,7 @@ class Daemon:
     def status_line(self) -> str:
         """One-line summary for systemd's STATUS= (shown by systemctl status)."""
         parts = []
-        described = [s.describe() for s in self.sources]
+        described = [s.describe() for s in self.stages if s.role == "source"]
         following = [d["summary"] for d in described if d.get("summary")]
         parts.append("; ".join(following) if following else "no log sources open")
         parts.append(f"{_human(self.rate.per_hour())} events/h")
@@ -549,7 +542,7 @@ class Daemon:
             "log_level": self.config.log.level,
             "status": self.status_line(),
             "events_per_hour": self.rate.per_hour(),
-            "stages": [s.describe() for s in self.stages],
+            "stages": [{**s.describe(), "role": s.role} for s in self.stages],
             "counters": dict(sorted(self.counters.values.items())),
         }
 
@@ -565,9 +558,6 @@ class Daemon:
             return {"bans": []}
         await self.bans.expire()
         rows = self.bans.list_active()
-        counts = await self.store.run(lambda _c: self.store.ban_counts())
-        for r in rows:
-            r["times_banned"] = counts.get(r["net"], 1)
         return {
             "bans": rows,
             "dry_run": self.bans.dry_run,

@@ -10,7 +10,7 @@ import ipaddress
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -153,3 +153,13 @@ class Finding:
     summary: str = ""
     # The network to ban when the action includes a ban (the subject's /32, /128 or /64).
     ban_net: str | None = None
+
+
+class Login(NamedTuple):
+    """One successful login as the history keeps it: the network it came from (at the
+    granularity new_source judges by) and the key it used, either may be None."""
+
+    user: str
+    prefix: str | None
+    key_fp: str | None
+    ts: float

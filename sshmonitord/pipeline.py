@@ -28,12 +28,13 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from . import log
-from .detect.engine import Engine, save_history
+from .detect.engine import Engine, logins
 from .events import Event, FilePosition, Finding, JournalPosition, Kind, Line, Retired
 from .parse import Parser
 from .parse.prefix import load_zone
 from .respond.bans import BanManager, BanRecord
 from .store import Store, event_row, is_transient
+from .store import history as history_store
 
 if TYPE_CHECKING:
     from .audit import SessionTracker
@@ -68,6 +69,7 @@ class Pipeline:
     """Consumes source batches; acts on them at once; stores results and positions atomically."""
 
     name = "pipeline"
+    role = "pipeline"  # what the daemon wires it as (docs/architecture.md)
 
     def __init__(
         self,
@@ -235,7 +237,7 @@ class Pipeline:
         with store.transaction():
             if b.rows:
                 self._skipped(store.add_events(b.rows, skip_bad))
-                save_history(conn, b.events, self.engine)
+                history_store.save(conn, logins(b.events, self.engine))
             if b.findings:
                 self._skipped(store.add_findings(b.findings, b.now, skip_bad))
             if b.bans and self.bans is not None:

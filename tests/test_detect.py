@@ -390,10 +390,11 @@ def test_user_under_attack_logging_in_with_a_key_is_not_a_compromise():
 
 
 def test_login_history_round_trips_through_the_store(tmp_path):
-    """save_history/load_history: the engine's side is pure (detect.engine.logins), the SQL
-    is the store's (store/history.py); a restart sees the same sources, keys and start."""
-    from sshmonitord.detect.engine import load_history, logins, save_history
+    """The engine's side is pure (detect.engine.logins), the SQL is the store's
+    (store/history.py); a restart sees the same sources, keys and start."""
+    from sshmonitord.detect.engine import History, logins
     from sshmonitord.store import Store
+    from sshmonitord.store import history as history_store
 
     e = engine()
     evs = [
@@ -411,9 +412,9 @@ def test_login_history_round_trips_through_the_store(tmp_path):
     store.open()
     try:
         with store.transaction():
-            save_history(store.conn, evs, e)
-            save_history(store.conn, evs[:1], e)  # again: first_seen stays
-        h = load_history(store.conn)
+            history_store.save(store.conn, logins(evs, e))
+            history_store.save(store.conn, logins(evs[:1], e))  # again: first_seen stays
+        h = History(*history_store.load(store.conn))
     finally:
         store.close()
     assert h.sources == {"alice": {"192.0.2.0/24", "2001:db8:5::/48"}}

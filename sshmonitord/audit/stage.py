@@ -88,6 +88,7 @@ class SessionStage:
     on the store thread, in small steps between the pipeline's commits."""
 
     name = "sessions"
+    role = "audit"  # what the daemon wires it as (docs/architecture.md)
 
     def __init__(
         self,

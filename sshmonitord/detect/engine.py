@@ -3,14 +3,13 @@
 No clock and no I/O: time is the event's own, so ``replay`` of last week's log raises the
 findings the live daemon would have raised. Login history (for ``new_source`` and
 ``new_key``) is handed in at construction and learned from the events as they pass.
-:func:`save_history` and :func:`load_history` only adapt it to the store (store/history.py
-holds their SQL); the engine itself never touches a connection.
+:func:`logins` says what of a batch the history keeps; the pipeline stores it and the daemon
+loads it (store/history.py); the engine never touches a connection.
 """
 
 from __future__ import annotations
 
 import ipaddress
-import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import tzinfo
@@ -19,9 +18,7 @@ from zoneinfo import ZoneInfo
 
 from ..addresses import aggregable
 from ..config import DetectionConfig, parse_hours
-from ..events import Action, Event, Finding, Kind, Severity
-from ..store import history as history_store
-from ..store.history import Login
+from ..events import Action, Event, Finding, Kind, Login, Severity
 from .windows import DistinctCounter, WindowCounter, drop_oldest
 from .windows import addr_key as prefix_key
 from .windows import key_network as prefix_network
@@ -459,15 +456,3 @@ def logins(events: Iterable[Event], engine: Engine | None) -> list[Login]:
         for ev in events
         if ev.kind is Kind.AUTH_SUCCESS
     ]
-
-
-def save_history(conn: sqlite3.Connection, events: list[Event], engine: Engine | None) -> None:
-    """Persist successful logins' sources and keys (inside the pipeline's transaction). The
-    SQL is the store's (store/history.py); this name stays for the pipeline's import."""
-    history_store.save(conn, logins(events, engine))
-
-
-def load_history(conn: sqlite3.Connection) -> History:
-    """The login history the store holds (new_source, new_key), as the engine takes it."""
-    stored = history_store.load(conn)
-    return History(stored.sources, stored.keys, stored.since)

@@ -93,6 +93,7 @@ class AlertQueue:
     """Owns the spool; one flusher task delivers to every channel."""
 
     name = "alerts"
+    role = "notify"  # what the daemon wires it as (docs/architecture.md)
 
     def __init__(
         self, store: Any, cfg: NotifyConfig, channels: list[Any], host: str, dry_run: bool = False

@@ -139,6 +139,7 @@ class BanManager:
     """Decides bans, enforces them in the firewall, stores, expires and restores them."""
 
     name = "bans"
+    role = "respond"  # what the daemon wires it as (docs/architecture.md)
 
     def __init__(
         self,
@@ -602,6 +603,21 @@ class BanManager:
         self.cfg = cfg.response
         self.policy = Policy.from_config(cfg)
 
+    def alert_info(self, findings: Iterable[Finding]) -> dict[str, dict[str, Any]]:
+        """What an alert says about the ban its finding caused: {net: {net, until, offence,
+        dry_run}} for the findings whose network is banned now."""
+        out: dict[str, dict[str, Any]] = {}
+        for f in findings:
+            r = self.active.get(f.ban_net or "")
+            if r is not None:
+                out[r.net] = {
+                    "net": r.net,
+                    "until": r.expires,
+                    "offence": r.offence,
+                    "dry_run": r.dry_run,
+                }
+        return out
+
     def list_active(self) -> list[dict[str, Any]]:
         return [
             {
@@ -614,6 +630,8 @@ class BanManager:
                 "seconds_left": r.seconds_left,
                 "dry_run": r.dry_run,
                 "stored": r.key not in self._unsaved,
+                # Bans of this network so far (in this mode, dry run or not), this one included.
+                "times_banned": max(r.offence, self._offences.get(r.net, 0)),
             }
             for r in sorted(self.active.values(), key=lambda r: r.created)
         ]

@@ -40,6 +40,7 @@ class AuditSource:
     """The auditd source stage: a one-file :class:`Tailer` plus an :class:`AuditGrouper`."""
 
     name = "auditd"
+    role = "source"  # what the daemon wires it as (docs/architecture.md)
 
     def __init__(
         self,

@@ -304,6 +304,7 @@ class JournalSource:
     """The journal source stage."""
 
     name = "journal"
+    role = "source"  # what the daemon wires it as (docs/architecture.md)
 
     def __init__(
         self,

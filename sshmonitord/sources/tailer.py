@@ -861,6 +861,7 @@ class Tailer:
     """The file source stage: several FileFollowers, woken by inotify and a stat() timer."""
 
     name = "tailer"
+    role = "source"  # what the daemon wires it as (docs/architecture.md)
 
     def __init__(
         self,

@@ -404,13 +404,6 @@ class Store:
 
     # ------------------------------------------------------------------ operator views
 
-    def ban_counts(self) -> dict[str, int]:
-        """How many bans each network has had, all of them (``sshmonitor bans``: TIMES)."""
-        return {
-            str(net): int(n)
-            for net, n in self.conn.execute("SELECT net, COUNT(*) FROM bans GROUP BY net")
-        }
-
     def ping(self) -> None:
         """The cheapest statement there is: raises if the database does not answer (the
         watchdog runs it on the store thread, so a stuck store thread shows too)."""

@@ -8,15 +8,7 @@ import sqlite3
 from collections.abc import Iterable
 from typing import NamedTuple
 
-
-class Login(NamedTuple):
-    """One successful login as the history keeps it: the network it came from (at the
-    granularity new_source judges by) and the key it used, either may be None."""
-
-    user: str
-    prefix: str | None
-    key_fp: str | None
-    ts: float
+from ..events import Login
 
 
 class StoredLogins(NamedTuple):

@@ -117,6 +117,7 @@ class ReportScheduler:
     """
 
     name = "report"
+    role = "notify"  # what the daemon wires it as (docs/architecture.md)
 
     def __init__(
         self,
