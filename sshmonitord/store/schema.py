@@ -147,7 +147,8 @@ MIGRATIONS: list[tuple[int, str, str]] = [
     (
         6,
         "audit trail: sessions, the commands and file transfers attributed to them",
-        # Written by sshmonitord/sessions.py (see docs/audit-trail.md). No foreign keys:
+        # Written by sshmonitord/audit/tracker.py through store/sessions.py (see
+        # docs/audit-trail.md). No foreign keys:
         # each table is pruned on its own retention, and a command whose login was not
         # seen (session_id NULL) is still part of the trail. ``seq`` orders the rows of
         # commands and transfers (and the sftp/channel steps in sessions.detail) in stream
