@@ -24,15 +24,16 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta, tzinfo
+from datetime import UTC, datetime, tzinfo
 from typing import Any, TextIO
 
-from .config import Config, parse_duration
+from .config import Config
 from .detect.engine import Engine, History
 from .events import Event, Finding, Kind
 from .parse import Parser
 from .parse.prefix import load_zone
 from .respond.policy import Ban, MemoryHistory, Policy, decide
+from .timefmt import parse_when
 
 FAILURE_KINDS = frozenset(
     {
@@ -65,23 +66,6 @@ def event_json(ev: Event) -> dict[str, Any]:
         "count": ev.count,
         "detail": ev.detail,
     }
-
-
-def parse_when(text: str, zone: tzinfo, now: datetime) -> datetime:
-    """``--from``/``--to``: ISO 8601 (naive = the log's zone) or a duration ago (``24h``)."""
-    try:
-        return now - timedelta(seconds=parse_duration(text))
-    except ValueError:
-        pass
-    try:
-        ts = datetime.fromisoformat(text)
-    except ValueError:
-        raise ValueError(
-            f"{text!r} is neither an ISO 8601 time (2026-11-24T10:00) nor a duration (24h)"
-        ) from None
-    if ts.tzinfo is None:
-        ts = ts.replace(tzinfo=zone)
-    return ts.astimezone(UTC)
 
 
 def open_log(path: str) -> tuple[TextIO, datetime]:
@@ -344,8 +328,9 @@ def run(
     zone = load_zone(timezone)
     now = datetime.now(UTC)
     try:
-        t_from = parse_when(since, zone, now) if since else None
-        t_to = parse_when(until, zone, now) if until else None
+        # Naive times are the log's zone (its classic stamps carry none).
+        t_from = parse_when(since, now, zone).astimezone(UTC) if since else None
+        t_to = parse_when(until, now, zone).astimezone(UTC) if until else None
     except ValueError as exc:
         err.write(f"sshmonitor replay: {exc}\n")
         return 2
