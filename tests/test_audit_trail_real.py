@@ -138,10 +138,11 @@ def only(lines: list[str], pattern: str) -> str:
 
 def cli(state_dir: Path, *argv: str) -> subprocess.CompletedProcess[str]:
     """``sshmonitor ARGV --state-dir DIR`` in its own process: the real ``sshmonitor`` once
-    cli.py registers the audit commands, else the same parser built by ``register``."""
+    the cli package registers the audit commands, else the same parser built by ``register``."""
     code = (
         "import sys, argparse\n"
-        "from sshmonitord import cli, audit_cli\n"
+        "from sshmonitord import cli\n"
+        "from sshmonitord.cli import audit as audit_cli\n"
         "p = cli.parser()\n"
         "names = set()\n"
         "for a in p._actions:\n"

@@ -25,11 +25,11 @@ from typing import Any
 
 import pytest
 
-from sshmonitord import audit_cli
 from sshmonitord.audit import SessionTracker
 from sshmonitord.audit import proc as audit_proc
 from sshmonitord.audit import stage as audit_stage
 from sshmonitord.audit import tracker as audit_tracker
+from sshmonitord.cli import audit as audit_cli
 from sshmonitord.events import Event, Kind, Line
 from sshmonitord.parse import Parser
 from sshmonitord.pipeline import Pipeline

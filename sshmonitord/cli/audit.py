@@ -1,7 +1,7 @@
 """``sshmonitor sessions``, ``sshmonitor session ID`` and ``sshmonitor events``: the audit
 trail, read straight from the daemon's SQLite file (read-only; the daemon need not run).
 
-``cli.py`` registers these with :func:`register`. See docs/audit-trail.md.
+``cli/__init__.py`` registers these with :func:`register`. See docs/audit-trail.md.
 """
 
 from __future__ import annotations
@@ -17,8 +17,11 @@ import time
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
-from .store import sessions as db
-from .timefmt import fmt_duration, fmt_local, iso_utc, parse_when
+from .. import config
+from ..store import sessions as db
+from ..timefmt import fmt_duration, fmt_local, iso_utc, parse_when
+from . import where
+from .output import printable
 
 SESSIONS_HELP = """\
 List SSH sessions, newest first: who logged in, from where, how, when, for how long, and how
@@ -64,7 +67,7 @@ class _Fail(Exception):
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", "-c", metavar="FILE", default=None, help="config file")
+    where.config_arg(p, help="config file")
     p.add_argument(
         "--state-dir",
         metavar="DIR",
@@ -76,24 +79,15 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 def db_path_for(args: argparse.Namespace) -> str:
     """``<state_dir>/sshmonitor.db``: --state-dir, else $STATE_DIRECTORY, else store.dir."""
-    from .store import db_path
-
-    state_dir = getattr(args, "state_dir", None)
-    if not state_dir:
-        from . import config
-        from .paths import load_for_cli, resolve_state_dir
-
-        try:
-            cfg = load_for_cli(getattr(args, "config", None))
-        except config.ConfigError as exc:
-            raise _Fail("\n".join(exc.lines())) from None
-        state_dir = resolve_state_dir(None, cfg)
-    return str(db_path(state_dir))
+    try:
+        return where.db_path_for(args)
+    except config.ConfigError as exc:
+        raise _Fail("\n".join(exc.lines())) from None
 
 
 def open_db(args: argparse.Namespace, min_schema: int) -> sqlite3.Connection:
-    from .store import connect
-    from .store.sessions import schema_version
+    from ..store import connect
+    from ..store.sessions import schema_version
 
     path = db_path_for(args)
     if not os.path.exists(path):
@@ -177,14 +171,6 @@ def fmt_bytes(n: int | None) -> str:
     return text  # pragma: no cover
 
 
-def safe(text: Any) -> str:
-    """Log text for a terminal: control characters (escape sequences!) shown as \\xNN."""
-    s = "" if text is None else str(text)
-    if s.isprintable():
-        return s
-    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in s)
-
-
 def _table(out: TextIO, header: list[str], rows: list[list[str]], right: set[int]) -> None:
     widths = [len(h) for h in header]
     for r in rows:
@@ -203,6 +189,7 @@ def _table(out: TextIO, header: list[str], rows: list[list[str]], right: set[int
 
 
 # ---------------------------------------------------------------------------- sessions
+
 
 def _session_dict(r: sqlite3.Row) -> dict[str, Any]:
     d = {k: r[k] for k in r.keys()}  # noqa: SIM118 - sqlite3.Row has no __iter__ over keys
@@ -262,9 +249,9 @@ def cmd_sessions(args: argparse.Namespace, out: TextIO) -> int:
         table.append(
             [
                 str(s["id"]),
-                safe(s["user"]),
+                printable(s["user"]),
                 frm,
-                safe(s["method"] or "-"),
+                printable(s["method"] or "-"),
                 fmt_ts(s["start"]),
                 _end_cell(s, now),
                 s["state"],
@@ -463,11 +450,11 @@ def cmd_session(args: argparse.Namespace, out: TextIO) -> int:
         "lost": f"lost: {s['end_reason'] or 'end never logged'}; lasted at least {dur}",
     }.get(s["state"], s["state"])
     frm = s["ip"] or det.get("host") or "?"
-    out.write(f"Session {s['id']}: {safe(s['user'])} from {frm} port {s['port']}")
-    out.write(f" on {safe(s['host'])}\n" if s["host"] else "\n")
+    out.write(f"Session {s['id']}: {printable(s['user'])} from {frm} port {s['port']}")
+    out.write(f" on {printable(s['host'])}\n" if s["host"] else "\n")
     out.write(f"  state:    {state}\n")
     key = f", key {det.get('key_type', '')} {s['key_fp']}".replace("  ", " ") if s["key_fp"] else ""
-    out.write(f"  login:    {fmt_ts(s['start'])} by {safe(s['method'])}{key}\n")
+    out.write(f"  login:    {fmt_ts(s['start'])} by {printable(s['method'])}{key}\n")
     if s["state"] == "closed":
         out.write(f"  end:      {fmt_ts(s['end'])}\n")
     elif s["state"] == "lost":
@@ -486,7 +473,7 @@ def cmd_session(args: argparse.Namespace, out: TextIO) -> int:
         f"({fmt_bytes(s['bytes_up'])} uploaded, {fmt_bytes(s['bytes_down'])} downloaded)\n"
     )
     out.write("\n")
-    rows = [[fmt_ts(e["ts"]), e["what"], safe(e["text"])] for e in steps]
+    rows = [[fmt_ts(e["ts"]), e["what"], printable(e["text"])] for e in steps]
     _table(out, ["TIME", "WHAT", "DETAIL"], rows, right=set())
     return 0
 
@@ -537,7 +524,7 @@ def cmd_events(args: argparse.Namespace, out: TextIO) -> int:
         return 0
     for r in rows:
         n += 1
-        who = safe(r["user"]) if r["user"] is not None else "-"
+        who = printable(r["user"]) if r["user"] is not None else "-"
         where_from = "-"
         if r["ip"] is not None:
             where_from = r["ip"] if r["port"] is None else f"{r['ip']} port {r['port']}"
@@ -553,7 +540,7 @@ def cmd_events(args: argparse.Namespace, out: TextIO) -> int:
                     extra.append(f"{k}={d[k]}")
         write(
             f"{fmt_ts(r['ts'])}  {r['kind']:<18} {who:<16} {where_from:<28} "
-            f"{safe(' '.join(str(x) for x in extra))}".rstrip()
+            f"{printable(' '.join(str(x) for x in extra))}".rstrip()
             + "\n"
         )
     if n == 0:
