@@ -260,3 +260,68 @@ def test_print_status_tolerates_missing_keys(capsys):
     print_status({})
     print_status({"stages": [{}], "store": {}, "warnings": None})
     assert "running" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------------------- the package
+
+SUBCOMMANDS = (
+    "check-config", "replay", "bans", "ban", "unban", "report", "sessions", "session", "events",
+    "test-alert", "status", "reload",
+)  # fmt: skip
+
+
+def test_every_command_has_its_help_in_the_order_of_old(capsys):
+    """The cli package registers every command group, in the order `sshmonitor --help` has
+    always listed them, and each one's --help works (exit 0, its own usage line)."""
+    from sshmonitord.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["--help"])
+    assert exc.value.code == 0
+    listing = capsys.readouterr().out
+    positions = [listing.index(f"    {name}") for name in SUBCOMMANDS]
+    assert positions == sorted(positions)
+    for name in SUBCOMMANDS:
+        with pytest.raises(SystemExit) as exc:
+            main([name, "--help"])
+        assert exc.value.code == 0, name
+        assert capsys.readouterr().out.startswith(f"usage: sshmonitor {name} "), name
+
+
+def test_replay_help_says_it_lists_findings_and_bans(capsys):
+    """Replay no longer only parses: its help says it lists what the daemon would raise and
+    ban, with the config's allowlist and ban lengths (issue #12)."""
+    from sshmonitord.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["replay", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "Nothing is banned and nothing is sent" in text
+    assert "the findings the daemon would raise and the bans it would place" in text
+    assert "allowlist and ban lengths" in text
+
+
+def test_commands_find_their_files_in_one_place():
+    """Config, state directory and control socket: every command of the cli package gets them
+    from cli/where.py, and where.py from sshmonitord/paths.py (the daemon's own rules): no
+    command module imports paths.py or the store's path helper itself (issue #12)."""
+    import ast
+
+    import sshmonitord.cli
+
+    pkg = Path(sshmonitord.cli.__file__).parent
+    offenders = []
+    for path in sorted(pkg.glob("*.py")):
+        if path.name == "where.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").endswith("paths"):
+                offenders.append(f"{path.name}:{node.lineno} imports {node.module}")
+            if isinstance(node, ast.ImportFrom) and any(
+                a.name in ("db_path", "resolve_socket", "resolve_state_dir", "load_for_cli")
+                for a in node.names
+            ):
+                offenders.append(f"{path.name}:{node.lineno} imports {node.names[0].name}")
+    assert not offenders, "\n".join(offenders)
+    where = (pkg / "where.py").read_text(encoding="utf-8")
+    assert "from ..paths import" in where

@@ -8,8 +8,7 @@ import faulthandler
 import gc
 
 from .. import __version__, config, log
-from ..paths import load_for_cli
-from .where import config_arg
+from .where import config_arg, load_config
 
 EX_CONFIG = 78  # sysexits(3); the unit file stops restarting on it
 
@@ -76,7 +75,7 @@ def daemon_main(argv: list[str] | None = None) -> int:
     faulthandler.enable()
     tune_gc()
     try:
-        cfg = load_for_cli(args.config)
+        cfg = load_config(args)
     except config.ConfigError as exc:
         log.setup("info", args.log_format or "auto")
         for p in exc.problems:

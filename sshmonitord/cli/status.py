@@ -13,6 +13,8 @@ from .where import config_arg, socket_arg, socket_for
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
+    # Not where.load_config: that falls back to built-in defaults when the default file is
+    # missing, and a missing file is exactly what check-config must report.
     path = args.file or args.config or config.DEFAULT_CONFIG_PATH
     try:
         cfg = config.load_config(path)
