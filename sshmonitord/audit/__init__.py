@@ -7,7 +7,7 @@
   daemon) and :func:`settings_from` (the config's ``sessions`` and ``store.retention*``).
 
 The auditd record grouper is the auditd source's (``sources/audit_records.py``); the
-``sshmonitor sessions/session/events`` commands are in ``audit_cli.py``.
+``sshmonitor sessions/session/events`` commands are in ``sshmonitord/cli/audit.py``.
 """
 
 from .stage import SessionSettings, SessionStage, settings_from

@@ -3,7 +3,7 @@ retention pruning of those and of ``events``.
 
 Every SQL statement of the session tracker (sshmonitord/audit/tracker.py), of pruning
 (sshmonitord/audit/stage.py) and of the ``sshmonitor sessions/session/events`` commands
-(sshmonitord/audit_cli.py) is here, as a function taking the connection to run on. The
+(sshmonitord/cli/audit.py) is here, as a function taking the connection to run on. The
 functions never begin or commit a transaction, except :func:`immediate_transaction`: the
 tracker writes inside the pipeline's batch transaction (or, for
 :meth:`~..audit.tracker.SessionTracker.sweep`, its own), the CLI reads a read-only

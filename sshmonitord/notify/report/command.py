@@ -8,33 +8,19 @@ import socket
 import sqlite3
 import sys
 import time
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
+from ... import timefmt
 from .query import build_report
 from .render import FORMATS, render_report
 from .schedule import report_settings
 
 
 def parse_when(text: str, now: float) -> float:
-    """``--since``/``--until``: ``now``, a duration ago (``24h``, ``90m``, ``7d``) or an
-    ISO 8601 time (``2026-11-24T07:00``; without a zone: this machine's local time)."""
-    from ...config import parse_duration
-
-    t = text.strip()
-    if t.lower() == "now":
-        return now
-    try:
-        return now - parse_duration(t)
-    except ValueError:
-        pass
-    try:
-        dt = datetime.fromisoformat(t)
-    except ValueError:
-        raise ValueError(
-            f"{text!r} is neither a duration (24h, 7d) nor an ISO 8601 time (2026-11-24T07:00)"
-        ) from None
-    return dt.timestamp()  # naive → local time (mktime), aware → its own zone
+    """``--since``/``--until`` as an epoch (timefmt.parse_when: ``now``, a duration ago, or
+    ISO 8601 with a naive time in this machine's zone)."""
+    return timefmt.parse_when(text, datetime.fromtimestamp(now, UTC)).timestamp()
 
 
 REPORT_HELP = """\
