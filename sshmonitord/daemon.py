@@ -24,7 +24,6 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from . import __version__, config, log, sources
-from .addresses import parse_network
 from .audit import SessionStage, SessionTracker, settings_from
 from .control import ControlError, ControlServer
 from .detect.engine import Engine, History
@@ -38,7 +37,7 @@ from .parse.prefix import load_zone
 from .paths import resolve_socket, resolve_state_dir
 from .pipeline import Pipeline
 from .respond.backends import backend_for
-from .respond.bans import BanManager, BanRefused, NotCompleted
+from .respond.bans import BanManager, NotCompleted
 from .store import Store, StoreError
 from .store import history as history_store
 from .systemd import Notifier
@@ -153,9 +152,10 @@ class Daemon:
                 "status": self._cmd_status,
                 "reload": self._cmd_reload,
                 "ping": self._cmd_ping,
-                "bans": self._cmd_bans,
-                "ban": self._cmd_ban,
-                "unban": self._cmd_unban,
+                # Each stage brings its own commands once it is built (_open); until then:
+                "bans": self._cmd_not_yet,
+                "ban": self._cmd_not_yet,
+                "unban": self._cmd_not_yet,
             },
         )
 
@@ -286,6 +286,8 @@ class Daemon:
         ]
         for stage in self.stages:
             await stage.start()
+        for stage in self.stages:
+            self.control.handlers.update(getattr(stage, "commands", dict)())
         # Where a first start begins (start_at: end), stored before any line is: a crash
         # before the first batch is stored must not move it past lines never handled.
         initial = [p for st in self.stages for p in getattr(st, "initial", [])]
@@ -553,53 +555,8 @@ class Daemon:
     async def _cmd_ping(self, _req: dict[str, Any]) -> str:
         return "pong"
 
-    async def _cmd_bans(self, _req: dict[str, Any]) -> dict[str, Any]:
-        if self.bans is None:
-            return {"bans": []}
-        await self.bans.expire()
-        rows = self.bans.list_active()
-        return {
-            "bans": rows,
-            "dry_run": self.bans.dry_run,
-            "backend": self.bans.describe()["backend"],
-        }
-
-    async def _cmd_ban(self, req: dict[str, Any]) -> dict[str, Any]:
-        if self.bans is None:
-            raise NotCompleted("bans are not running yet; try again in a moment")
-        net = req.get("net")
-        if not isinstance(net, str):
-            raise BanRefused("ban: 'net' (an address or network) is missing")
-        try:
-            seconds = int(req["seconds"]) if req.get("seconds") else None
-        except (TypeError, ValueError):
-            raise BanRefused(f"ban: bad 'seconds' {req.get('seconds')!r}") from None
-        rec = await self.bans.ban(
-            net,
-            seconds,
-            str(req.get("reason") or "operator ban")[:200],
-            force=bool(req.get("force", False)),
-        )
-        return {
-            "net": rec.net,
-            "until": rec.expires,
-            "seconds": int(rec.expires - rec.created),
-            "offence": rec.offence,
-            "dry_run": rec.dry_run,
-        }
-
-    async def _cmd_unban(self, req: dict[str, Any]) -> dict[str, Any]:
-        if self.bans is None:
-            raise NotCompleted("bans are not running yet; try again in a moment")
-        net = req.get("net")
-        if not isinstance(net, str):
-            raise BanRefused("unban: 'net' (an address or network) is missing")
-        unbanned = await self.bans.unban(net)  # raises BanRefused on a bad address
-        return {
-            "unbanned": unbanned,
-            "net": str(parse_network(net)[0]),
-            "covered_by": None if unbanned else self.bans.covered_by(net),
-        }
+    async def _cmd_not_yet(self, _req: dict[str, Any]) -> Any:
+        raise NotCompleted("that part of the daemon is not running yet; try again in a moment")
 
 
 def run(

@@ -380,7 +380,9 @@ def test_the_daemon_wires_what_the_stages_choose(tmp_path: Path) -> None:
             assert all(s in d.stages for s in d.sources)
             assert d.status_line().startswith(f"following {log}")
             assert await d._store_responds(timeout=5)
-            assert (await d._cmd_bans({}))["bans"] == []
+            # The ban manager answers its own control commands; the daemon only routes them.
+            assert d.control.handlers["bans"] == d.bans.commands()["bans"]
+            assert (await d.control.handlers["bans"]({}))["bans"] == []
         finally:
             await d._shutdown()
 

@@ -33,7 +33,7 @@ import contextlib
 import ipaddress
 import sqlite3
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any
@@ -602,6 +602,53 @@ class BanManager:
     def apply_config(self, cfg: Any) -> None:
         self.cfg = cfg.response
         self.policy = Policy.from_config(cfg)
+
+    # ------------------------------------------------------------------ control commands
+
+    def commands(self) -> dict[str, Callable[[dict[str, Any]], Awaitable[Any]]]:
+        """The control-socket commands this stage answers (``sshmonitor bans/ban/unban``)."""
+        return {"bans": self._cmd_bans, "ban": self._cmd_ban, "unban": self._cmd_unban}
+
+    async def _cmd_bans(self, _req: dict[str, Any]) -> dict[str, Any]:
+        await self.expire()
+        return {
+            "bans": self.list_active(),
+            "dry_run": self.dry_run,
+            "backend": self.describe()["backend"],
+        }
+
+    async def _cmd_ban(self, req: dict[str, Any]) -> dict[str, Any]:
+        net = req.get("net")
+        if not isinstance(net, str):
+            raise BanRefused("ban: 'net' (an address or network) is missing")
+        try:
+            seconds = int(req["seconds"]) if req.get("seconds") else None
+        except (TypeError, ValueError):
+            raise BanRefused(f"ban: bad 'seconds' {req.get('seconds')!r}") from None
+        rec = await self.ban(
+            net,
+            seconds,
+            str(req.get("reason") or "operator ban")[:200],
+            force=bool(req.get("force", False)),
+        )
+        return {
+            "net": rec.net,
+            "until": rec.expires,
+            "seconds": int(rec.expires - rec.created),
+            "offence": rec.offence,
+            "dry_run": rec.dry_run,
+        }
+
+    async def _cmd_unban(self, req: dict[str, Any]) -> dict[str, Any]:
+        net = req.get("net")
+        if not isinstance(net, str):
+            raise BanRefused("unban: 'net' (an address or network) is missing")
+        unbanned = await self.unban(net)  # raises BanRefused on a bad address
+        return {
+            "unbanned": unbanned,
+            "net": str(parse_network(net)[0]),
+            "covered_by": None if unbanned else self.covered_by(net),
+        }
 
     def alert_info(self, findings: Iterable[Finding]) -> dict[str, dict[str, Any]]:
         """What an alert says about the ban its finding caused: {net: {net, until, offence,
