@@ -8,6 +8,7 @@ import sys
 from typing import Any
 
 from .. import config, control
+from ..timefmt import fmt_duration
 from .output import failed, one_lines
 from .where import config_arg, socket_arg, socket_for
 
@@ -28,25 +29,12 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return 0
 
 
-def _uptime(seconds: float) -> str:
-    """Coarser than timefmt.fmt_duration on purpose: past an hour, no seconds."""
-    s = int(seconds)
-    d, s = divmod(s, 86400)
-    h, s = divmod(s, 3600)
-    m, s = divmod(s, 60)
-    if d:
-        return f"{d}d {h}h {m}m"
-    if h:
-        return f"{h}h {m}m"
-    return f"{m}m {s}s" if m else f"{s}s"
-
-
 def print_status(st: dict[str, Any]) -> None:
     """The daemon's status for people. Tolerant: an older or newer daemon may lack keys."""
     g = st.get
     print(f"sshmonitord {g('version', '?')} running, pid {g('pid', '?')} on {g('host', '?')}")
     if "uptime_seconds" in st:
-        print(f"  uptime:   {_uptime(st['uptime_seconds'])} (since {g('started_at', '?')})")
+        print(f"  uptime:   {fmt_duration(st['uptime_seconds'])} (since {g('started_at', '?')})")
     print(f"  status:   {g('status', '?')}")
     print(
         f"  config:   {g('config') or '(built-in defaults)'} (loaded {g('config_loaded_at', '?')})"
