@@ -332,12 +332,15 @@ class AlertQueue:
             self.log.error(
                 f"{kind} dropped: undelivered for longer than notify.max_age",
                 channel=channel,
-                rule=a.get("rule"),
+                **({"rule": a.get("rule")} if kind == spool.ALERT else {"id": a.get("id")}),
                 subject=a.get("subject"),
                 error=self.last_error.get(channel),
             )
         if orphans:
-            self.log.warning("alerts dropped for channels no longer configured", count=len(orphans))
+            self.log.warning(
+                "spooled alerts and messages dropped for channels no longer configured",
+                count=len(orphans),
+            )
 
     def _due(self, conn: sqlite3.Connection, channel: str, now: float) -> list[SpoolRow]:
         due, batch = spool.first_due_batch(conn, channel, now)
@@ -450,12 +453,14 @@ class AlertQueue:
         self.stats["delivery_failures"] += 1
         self.last_error[channel] = str(err)
         what = "message" if rows and rows[0].kind == spool.MESSAGE else "alert"
+        # A prepared message (the report) is one message, named by its id; alerts are counted.
+        size = {"message_id": rows[0].batch} if what == "message" else {"alerts": len(ids)}
         if err.permanent:
             self.stats["dropped_permanent"] += len(ids)
             self.log.error(
                 f"{what} delivery failed permanently; dropping",
                 channel=channel,
-                alerts=len(ids),
+                **size,
                 error=str(err),
             )
             await self.store.run(lambda c: self._delete(c, ids))
@@ -465,7 +470,7 @@ class AlertQueue:
         self.log.warning(
             f"{what} delivery failed; will retry",
             channel=channel,
-            alerts=len(ids),
+            **size,
             attempt=attempts,
             in_seconds=round(delay, 1),
             error=str(err),
