@@ -820,6 +820,10 @@ class SessionTracker:
                 _dumps(extra),
             )
         )
+        self._count_command(s, ts)
+
+    def _count_command(self, s: Session | None, ts: float) -> None:
+        """A command (sudo/su line or auditd exec) was recorded: count it on its session."""
         if s is None:
             self.stats["unattributed_commands"] += 1
             return
@@ -887,12 +891,7 @@ class SessionTracker:
             db.count_command(conn, late, ts)
             self.stats["commands"] += 1
             return
-        if s is None:
-            self.stats["unattributed_commands"] += 1
-            return
-        s.commands += 1
-        self.stats["commands"] += 1
-        self._touch(s, ts)
+        self._count_command(s, ts)
 
     # ------------------------------------------------------------------ sftp
 
