@@ -308,7 +308,7 @@ def engine_sizes(e: Engine) -> dict[str, int]:
     return {
         "by_ip": len(e.by_ip),
         "evidence": len(e.evidence),
-        "by_user": len(e.by_user),
+        "by_ip_user": len(e.by_ip_user),
         "users_per_ip": len(e.users_per_ip),
         "ips_per_user": len(e.ips_per_user),
         "counted_sessions": len(e.counted_sessions),
@@ -364,7 +364,7 @@ def deep_sizes(e: Engine) -> dict[str, int]:
     return {
         "evidence": ev_bytes,
         "by_ip": _window_bytes(e.by_ip.data),
-        "by_user": _window_bytes(e.by_user.data),
+        "by_ip_user": _window_bytes(e.by_ip_user.data),
         "users_per_ip": _window_bytes(e.users_per_ip.data),
         "ips_per_user": _window_bytes(e.ips_per_user.data),
         "sessions+fired": sessions,

@@ -242,9 +242,22 @@ class EnumerationRule:
 @dataclass(frozen=True)
 class SuccessAfterFailuresRule:
     enabled: bool = _f(True)
-    threshold: int = _f(3, min=1, max=1000, help="failures before the success")
+    threshold: int = _f(
+        5,
+        min=1,
+        max=1000,
+        help="unexplained failed attempts from the login's address (its /64) within window",
+    )
+    spray_threshold: int = _f(
+        5, min=2, max=100000, help="distinct addresses failing against the user within window"
+    )
     window: Duration = _f(Duration(3600), min=1, max=7 * 86400)
-    severity: Severity = _f("critical")
+    severity: Severity = _f("critical", help="a credible compromise (docs/detection.md)")
+    weak_severity: Severity = _f(
+        "info",
+        help="the same counts when the evidence points to the user (own name, usual network) "
+        "or the login used a key: recorded, not paged at the default notify.min_severity",
+    )
     action: Literal["alert"] = _f("alert")
 
 

@@ -139,21 +139,25 @@ def test_distributed_many_addresses_one_user():
 
 def test_success_after_failures_is_critical_with_evidence():
     e = engine()
-    for i in range(4):
+    for i in range(6):
         e.feed(ev(Kind.AUTH_FAILURE, user="alice", dt=i))
     out = e.feed(ev(Kind.AUTH_SUCCESS, user="alice", dt=10))
     f = next(x for x in out if x.rule == "success_after_failures")
     assert f.severity == "critical"
-    assert [x.kind for x in f.events] == [Kind.AUTH_FAILURE] * 4 + [Kind.AUTH_SUCCESS]
+    assert [x.kind for x in f.events] == [Kind.AUTH_FAILURE] * 6 + [Kind.AUTH_SUCCESS]
     assert "possible compromise" in f.summary
+    assert "6 failed attempts from 203.0.113.5/32" in f.summary
 
 
 def test_success_after_failures_by_user_from_other_addresses():
     e = engine(distributed={"enabled": False})
-    for i in range(3):
-        e.feed(ev(Kind.AUTH_FAILURE, ip=f"192.0.2.{i + 1}", user="bob", dt=i))
+    e.history.sources["bob"] = {"192.0.2.0/24"}
+    for i in range(5):
+        e.feed(ev(Kind.AUTH_FAILURE, ip=f"203.0.113.{i + 1}", user="bob", dt=i))
     out = e.feed(ev(Kind.AUTH_SUCCESS, ip="198.51.100.1", user="bob", dt=10))
-    assert "success_after_failures" in rules_of(out)
+    f = next(x for x in out if x.rule == "success_after_failures")
+    assert f.severity == "critical" and f.subject == "user bob"
+    assert "5 addresses failed against bob" in f.summary
 
 
 def test_plain_success_raises_nothing():

@@ -45,6 +45,26 @@ EVIDENCE_KEEP = 6  # log lines kept per address as an alert's evidence
 # one-shot addresses must not hold a million log lines in memory. An address that keeps
 # failing stays at the recent end, so the ones that trigger findings keep their evidence.
 EVIDENCE_ADDRESSES = 5_000
+# When several rules fire on one event (25 invalid names from one address reach bruteforce
+# and enumeration together), the most specific one names the incident: first here, first
+# in an alert's headline (notify/render.py).
+SPECIFICITY: dict[str, int] = {
+    rule: i
+    for i, rule in enumerate(
+        (
+            "success_after_failures",
+            "enumeration",
+            "distributed",
+            "slow_bruteforce",
+            "bruteforce",
+            "root_login",
+            "new_key",
+            "new_source",
+            "off_hours",
+        )
+    )
+}
+SPRAY_KEEP = 100  # addresses remembered per user name failing against it
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 NEVER = float("-inf")
 
@@ -105,7 +125,9 @@ class Engine:
         self.findings_total = 0
         r = cfg.rules
         self.by_ip = WindowCounter(1, 1, cfg.max_keys)
-        self.by_user = WindowCounter(1, 1, max(1000, cfg.max_keys // 4))
+        # The same failures per (address key, user name): which of an address's failures a
+        # user's own login explains, and which were against other names.
+        self.by_ip_user = WindowCounter(1, 1, cfg.max_keys)
         self.users_per_ip = DistinctCounter(
             r.enumeration.threshold, r.enumeration.window, max(1000, cfg.max_keys // 4)
         )
@@ -140,12 +162,17 @@ class Engine:
             r.bruteforce.window, r.slow_bruteforce.window, r.success_after_failures.window
         )
         self.by_ip.max_keys = cfg.max_keys
-        self.by_user.keep = max(self.by_user.keep, r.success_after_failures.threshold)
-        self.by_user.horizon = r.success_after_failures.window
+        self.by_ip_user.keep = self.by_ip.keep
+        self.by_ip_user.horizon = self.by_ip.horizon
+        self.by_ip_user.max_keys = cfg.max_keys
         self.users_per_ip.keep = r.enumeration.threshold
         self.users_per_ip.horizon = r.enumeration.window
-        self.ips_per_user.keep = r.distributed.threshold
-        self.ips_per_user.horizon = r.distributed.window
+        sa = r.success_after_failures
+        # More than any threshold asks: "this address took part in the spray" needs to
+        # remember the sprayers, and only names under attack ever grow this large.
+        self.ips_per_user.keep = max(r.distributed.threshold, sa.spray_threshold, SPRAY_KEEP)
+        self.ips_per_user.horizon = max(r.distributed.window, sa.window)
+        self.track_sprays = r.distributed.enabled or sa.enabled
 
     # ------------------------------------------------------------------ the stream
 
@@ -153,10 +180,14 @@ class Engine:
         """One event → the findings it completes (usually none)."""
         k = ev.kind
         if k in FAILURES:
-            return self._failure(ev)
-        if k is Kind.AUTH_SUCCESS:
-            return self._success(ev)
-        return []
+            out = self._failure(ev)
+        elif k is Kind.AUTH_SUCCESS:
+            out = self._success(ev)
+        else:
+            return []
+        if len(out) > 1:
+            out.sort(key=lambda f: SPECIFICITY.get(f.rule, len(SPECIFICITY)))
+        return out
 
     def feed_all(self, events: Iterable[Event]) -> list[Finding]:
         out: list[Finding] = []
@@ -192,8 +223,6 @@ class Engine:
             and self.invalid_sessions.pop(sess, None) is not None
         ):
             restates = True
-        if ev.user is not None and ev.kind in USER_FAILURES and not restates:
-            self.by_user.add(ev.user, ts, ev.count)
         if ev.ip is None:
             return out
         key = addr_key(ev.ip, self.v6)
@@ -218,6 +247,14 @@ class Engine:
                 self._trim_sessions()
         if weight:
             self.by_ip.add(key, ts, weight * ev.count)
+            # Invalid names never log in, so nothing ever explains their failures: the
+            # per-address total counts them, and a botnet's random names cost no entry here.
+            if (
+                ev.user is not None
+                and ev.kind is not Kind.INVALID_USER
+                and not ev.detail.get("invalid_user")
+            ):
+                self.by_ip_user.add((key, ev.user), ts, weight * ev.count)
             for rule, c in (("bruteforce", r.bruteforce), ("slow_bruteforce", r.slow_bruteforce)):
                 if (
                     c.enabled
@@ -254,10 +291,17 @@ class Engine:
                     )
                 )
         d = r.distributed
-        if d.enabled and ev.user is not None and ev.kind in (Kind.AUTH_FAILURE, Kind.INVALID_USER):
+        if (
+            self.track_sprays
+            and ev.user is not None
+            and ev.kind in (Kind.AUTH_FAILURE, Kind.INVALID_USER)
+        ):
             self.ips_per_user.add(ev.user, key, ts)
             if (
-                self.ips_per_user.count(ev.user, self._since("distributed", ev.user, ts, d.window))
+                d.enabled
+                and self.ips_per_user.count(
+                    ev.user, self._since("distributed", ev.user, ts, d.window)
+                )
                 >= d.threshold
             ):
                 self.fired[("distributed", ev.user)] = ts
@@ -280,42 +324,13 @@ class Engine:
         ts = ev.ts.timestamp()
         r = self.rules
         key = addr_key(ev.ip, self.v6) if ev.ip is not None else None
+        if r.success_after_failures.enabled:
+            f = self._compromise(ev, key, ts)
+            if f is not None:
+                out.append(f)
         if key is not None:
             self.authenticated.add(key)
-        sa = r.success_after_failures
-        if sa.enabled:
-            n_ip = self.by_ip.count(key, ts - sa.window) if key is not None else 0
-            # Failures against a user name from *other* addresses make a login suspicious
-            # only if it could be their fruit: a guessed password (not a key), from a network
-            # the user has never logged in from. Otherwise every botnet spraying "deploy"
-            # would page the operator each time the real deploy user logs in with their key.
-            n_user = 0
-            if ev.user and ev.method not in KEY_METHODS:
-                known = ev.ip is not None and source_prefix(
-                    ev.ip, r.new_source.ipv4_prefix, r.new_source.ipv6_prefix
-                ) in self.history.sources.get(ev.user, ())
-                if not known:
-                    n_user = self.by_user.count(ev.user, ts - sa.window)
-            if n_ip >= sa.threshold or n_user >= sa.threshold:
-                evidence = tuple(self.evidence.get(key, ())) if key is not None else ()
-                subject = (
-                    str(key_network(key, self.v6))
-                    if n_ip >= sa.threshold and key is not None
-                    else f"user {ev.user}"
-                )
-                self.findings_total += 1
-                out.append(
-                    Finding(
-                        "success_after_failures",
-                        Severity(sa.severity),
-                        subject,
-                        (*evidence, ev),
-                        Action(sa.action),
-                        f"{ev.user} logged in from {ev.ip or '?'} after "
-                        f"{sa.threshold} or more failures within {_span(sa.window)}: "
-                        "possible compromise",
-                    )
-                )
+            self._explain(key, ev.user or "")
         if r.root_login.enabled and ev.user == "root":
             self.findings_total += 1
             out.append(
@@ -343,6 +358,105 @@ class Engine:
             )
         out.extend(self._history(ev, ts))
         return out
+
+    def _compromise(self, ev: Event, key: int | None, ts: float) -> Finding | None:
+        """success_after_failures: was this login the fruit of the failures before it?
+
+        The evidence is weighed against the signature of a user's own typos (few failures,
+        their own name, their usual network); docs/detection.md has the reasoning."""
+        sa = self.rules.success_after_failures
+        since = ts - sa.window
+        user = ev.user or ""
+        password = ev.method not in KEY_METHODS
+        ns = self.rules.new_source
+        pfx = None if ev.ip is None else source_prefix(ev.ip, ns.ipv4_prefix, ns.ipv6_prefix)
+        sources = self.history.sources.get(user)
+        known = pfx is not None and sources is not None and pfx in sources
+        own = foreign = 0
+        if key is not None:
+            total = self.by_ip.count(key, since)
+            own = self.by_ip_user.count((key, user), since)
+            foreign = total - own
+            if foreign and pfx is not None:
+                # Other people's typos behind the same address (an office NAT) are theirs to
+                # explain: names known to log in from this network are not an attacker's.
+                for other, nets in self.history.sources.items():
+                    if other != user and pfx in nets:
+                        foreign -= self.by_ip_user.count((key, other), since)
+                foreign = max(0, foreign)
+        attempts = own + foreign
+        sprayers = self.ips_per_user.count(user, since) if user else 0
+        in_spray = key is not None and self.ips_per_user.seen(user, key, since)
+        span = _span(sa.window)
+        net = str(key_network(key, self.v6)) if key is not None else "?"
+        where = (
+            f"{user} had never logged in from {pfx}"
+            if sources and not known
+            else f"{user} has no earlier login on record"
+            if not sources
+            else f"{pfx} is {user}'s usual network"
+        )
+        how = f"{ev.method or 'unknown method'}"
+        critical = reason = None
+        if password and attempts >= sa.threshold and (not known or foreign >= sa.threshold):
+            critical, reason = True, self._attempts_text(attempts, foreign, own, net, span)
+        elif (
+            password
+            and sprayers >= sa.spray_threshold
+            and not known
+            and (sources or in_spray)
+        ):
+            critical = True
+            many = "at least " if sprayers >= self.ips_per_user.keep else ""
+            reason = f"{many}{sprayers} addresses failed against {user} within {span}" + (
+                ", this one among them" if in_spray else ""
+            )
+        elif attempts >= sa.threshold:
+            # Recorded, not paged: the user's own mistakes from their usual network, or a
+            # key login (a key is not guessed). A spray of the user name from elsewhere says
+            # nothing about a login from the usual network or with a key: not recorded.
+            critical, reason = False, self._attempts_text(attempts, foreign, own, net, span)
+        if critical is None or reason is None:
+            return None
+        if critical:
+            verdict = f"{where}: possible compromise"
+            severity = Severity(sa.severity)
+        else:
+            verdict = (
+                f"the login used a key ({how}), which failures cannot guess"
+                if not password
+                else f"{where}: probably the user's own mistakes"
+            )
+            severity = Severity(sa.weak_severity)
+        subject = net if critical and attempts >= sa.threshold else f"user {user}"
+        evidence = tuple(self.evidence.get(key, ())) if key is not None else ()
+        self.findings_total += 1
+        return Finding(
+            "success_after_failures",
+            severity,
+            subject,
+            (*evidence, ev),
+            Action(sa.action),
+            f"{user} logged in from {ev.ip or '?'} ({how}) after {reason}; {verdict}",
+        )
+
+    @staticmethod
+    def _attempts_text(attempts: int, foreign: int, own: int, net: str, span: str) -> str:
+        text = f"{attempts} failed attempts from {net} within {span}"
+        if foreign and own:
+            return f"{text} ({foreign} against other user names)"
+        if foreign:
+            return f"{text} (all against other user names)"
+        return text
+
+    def _explain(self, key: int, user: str) -> None:
+        """A user's login explains their own failures from that address: gone from every
+        count, so one more typo next hour is one typo, not the fifth failure. Only that
+        user's name: logging in as guest never clears an attack on root."""
+        stamps = self.by_ip_user.pop((key, user))
+        if stamps:
+            self.by_ip.remove(key, stamps)
+        self.ips_per_user.discard(user, key)
 
     def off_hours(self, ev: Event) -> bool:
         """Is the event's own time outside the configured working days and hours?"""
@@ -424,7 +538,7 @@ class Engine:
     def sweep(self, now: float) -> None:
         """Forget what is older than every window (the daemon calls this now and then)."""
         self.by_ip.sweep(now)
-        self.by_user.sweep(now)
+        self.by_ip_user.sweep(now)
         self.users_per_ip.sweep(now)
         self.ips_per_user.sweep(now)
         horizon = self.by_ip.horizon
@@ -437,7 +551,7 @@ class Engine:
             "tracked_addresses": len(self.by_ip),
             "evicted_addresses": self.by_ip.evicted,
             "expired_addresses": self.by_ip.expired,
-            "tracked_users": len(self.by_user),
+            "tracked_users": len(self.ips_per_user),
             "findings": self.findings_total,
         }
 

@@ -13,6 +13,7 @@ first (counted). Keys are ints: an IPv4 address, or an IPv6 prefix (see :func:`a
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import itertools
 from bisect import insort
@@ -103,6 +104,29 @@ class WindowCounter:
     def forget(self, key: Hashable) -> None:
         self.data.pop(key, None)
 
+    def pop(self, key: Hashable) -> list[float]:
+        """Forget ``key`` and return its timestamps (oldest first)."""
+        cur = self.data.pop(key, None)
+        if cur is None:
+            return []
+        return [cur] if isinstance(cur, float) else cur
+
+    def remove(self, key: Hashable, stamps: list[float]) -> None:
+        """Take these timestamps (one occurrence each) out of ``key``'s history: events
+        that turned out to mean something else (a user's own typos, then their login)."""
+        cur = self.data.get(key)
+        if cur is None or not stamps:
+            return
+        if isinstance(cur, float):
+            if cur in stamps:
+                del self.data[key]
+            return
+        for t in stamps:
+            with contextlib.suppress(ValueError):  # already trimmed past ``keep``
+                cur.remove(t)
+        if not cur:
+            del self.data[key]
+
     def sweep(self, now: float) -> int:
         """Drop keys whose newest event is older than the horizon; return how many."""
         self._ops = 0
@@ -171,6 +195,23 @@ class DistinctCounter:
 
     def items(self, key: Hashable, since: float) -> list[Hashable]:
         return [i for i, t in self._items(key).items() if t >= since]
+
+    def seen(self, key: Hashable, item: Hashable, since: float) -> bool:
+        """Was ``item`` seen with ``key`` at or after ``since``?"""
+        t = self._items(key).get(item)
+        return t is not None and t >= since
+
+    def discard(self, key: Hashable, item: Hashable) -> None:
+        cur = self.data.get(key)
+        if cur is None:
+            return
+        if isinstance(cur, tuple):
+            if cur[0] == item:
+                del self.data[key]
+            return
+        cur.pop(item, None)
+        if not cur:
+            del self.data[key]
 
     def forget(self, key: Hashable) -> None:
         self.data.pop(key, None)

@@ -20,6 +20,7 @@ import shlex
 import time
 import unicodedata
 
+from ..detect.engine import SPECIFICITY
 from ..timefmt import fmt_local
 from .alert import Alert, Message, make_id, message_id, severity_rank
 
@@ -105,8 +106,17 @@ def ordinal(n: int) -> str:
 
 
 def order(alerts: list[Alert]) -> list[Alert]:
-    """Worst severity first; within a severity, the earliest first."""
-    return sorted(alerts, key=lambda a: (-severity_rank(a.severity), a.first_seen, a.id))
+    """Worst severity first; within a severity, the earliest first; at the same moment, the
+    most specific rule first (the headline says "user enumeration", not "brute force")."""
+    return sorted(
+        alerts,
+        key=lambda a: (
+            -severity_rank(a.severity),
+            a.first_seen,
+            SPECIFICITY.get(a.rule, len(SPECIFICITY)),
+            a.id,
+        ),
+    )
 
 
 def _sentence(summary: str) -> str:
