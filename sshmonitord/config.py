@@ -243,7 +243,7 @@ class EnumerationRule:
 class SuccessAfterFailuresRule:
     enabled: bool = _f(True)
     threshold: int = _f(
-        5,
+        3,
         min=1,
         max=1000,
         help="unexplained failed attempts from the login's address (its /64) within window",

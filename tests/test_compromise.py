@@ -196,3 +196,20 @@ def test_enumeration_and_bruteforce_on_one_line_headline_says_enumeration() -> N
     for pair in (alerts, alerts[::-1]):  # whatever order the queue hands them over
         subject = render(pair, "web1").subject
         assert "invalid user names" in subject.split("(", 1)[1], subject
+
+
+def test_fresh_install_users_without_history_are_not_paged_for_typos() -> None:
+    """While the login history is learning, "no history" is not evidence of anything."""
+    e = Engine(config.DetectionConfig(), History(since=T0.timestamp() - 3600), zone=UTC)
+    out = typos(e, OFFICE, "alice", 0, 4, pid=1)
+    out += e.feed(ev(Kind.AUTH_SUCCESS, OFFICE, "alice", 60, pid=2))
+    assert compromise(out) == []
+
+
+def test_three_failures_then_a_password_login_from_a_network_never_used_pages() -> None:
+    """Live, bruteforce bans at the 5th failure: a guessed password from outside shows as
+    three or four failures, then the success, from a network the user never used."""
+    e = engine()
+    typos(e, ATTACKER, "alice", 0, 3, pid=1)
+    [f] = compromise(e.feed(ev(Kind.AUTH_SUCCESS, ATTACKER, "alice", 60, pid=2)))
+    assert f.severity == "critical" and "3 failed attempts" in f.summary

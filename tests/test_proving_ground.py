@@ -144,7 +144,9 @@ def test_burst_compromise_and_legitimate_user(netns_pair, daemon_factory, tmp_pa
         conf = (
             f"sources: {{mode: file, files: [{sshd.auth_log}], poll_interval: 200ms}}\n"
             f"response: {{backend: nftables, nft_table: {TABLE}, bantime: 10m}}\n"
-            "detection: {rules: {new_source: {enabled: false}, new_key: {enabled: false}}}\n"
+            # Every address here is in 10.N.0.0/24: judge "a network never used" per address.
+            "detection: {rules: {new_source: {enabled: false, ipv4_prefix: 32},"
+            " new_key: {enabled: false}}}\n"
             "notify:\n  digest_window: 1s\n  retry_initial: 300ms\n  retry_max: 2s\n"
             "  channels:\n"
             f"    - {{type: smtp, name: mail, host: 127.0.0.1, port: {SMTP_PORT}, tls: none, "

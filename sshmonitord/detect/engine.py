@@ -389,31 +389,45 @@ class Engine:
         in_spray = key is not None and self.ips_per_user.seen(user, key, since)
         span = _span(sa.window)
         net = str(key_network(key, self.v6)) if key is not None else "?"
-        where = (
-            f"{user} had never logged in from {pfx}"
-            if sources and not known
-            else f"{user} has no earlier login on record"
-            if not sources
-            else f"{pfx} is {user}'s usual network"
-        )
+        h = self.history
+        learning = h.since is None or ts - h.since < ns.learning
+        if sources:
+            new_net = not known
+            where = (
+                f"{user} had never logged in from {pfx}"
+                if new_net
+                else f"{pfx} is {user}'s usual network"
+            )
+        else:
+            # A dormant account is an attacker's favourite; but on a fresh install every
+            # user is "without history" until the learning period is over.
+            new_net = not learning
+            where = (
+                f"{user} has no earlier login on record"
+                if new_net
+                else f"{user} has no login history yet (learning)"
+            )
         how = f"{ev.method or 'unknown method'}"
+        # From the usual network, only what bruteforce itself calls an attack: names that
+        # do not log in from there, as many as its threshold.
+        inside = max(sa.threshold, self.rules.bruteforce.threshold)
         critical = reason = None
-        if password and attempts >= sa.threshold and (not known or foreign >= sa.threshold):
+        if password and ((new_net and attempts >= sa.threshold) or foreign >= inside):
             critical, reason = True, self._attempts_text(attempts, foreign, own, net, span)
         elif (
             password
             and sprayers >= sa.spray_threshold
             and not known
-            and (sources or in_spray)
+            and (new_net or in_spray)
         ):
             critical = True
             many = "at least " if sprayers >= self.ips_per_user.keep else ""
             reason = f"{many}{sprayers} addresses failed against {user} within {span}" + (
                 ", this one among them" if in_spray else ""
             )
-        elif attempts >= sa.threshold:
-            # Recorded, not paged: the user's own mistakes from their usual network, or a
-            # key login (a key is not guessed). A spray of the user name from elsewhere says
+        elif attempts >= (sa.threshold if new_net else inside):
+            # Recorded, not paged: a key login (a key is not guessed), or more of the user's
+            # own mistakes from their usual network than bruteforce allows anyone. A spray of the user name from elsewhere says
             # nothing about a login from the usual network or with a key: not recorded.
             critical, reason = False, self._attempts_text(attempts, foreign, own, net, span)
         if critical is None or reason is None:
