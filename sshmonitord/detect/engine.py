@@ -427,8 +427,9 @@ class Engine:
             )
         elif attempts >= (sa.threshold if new_net else inside):
             # Recorded, not paged: a key login (a key is not guessed), or more of the user's
-            # own mistakes from their usual network than bruteforce allows anyone. A spray of the user name from elsewhere says
-            # nothing about a login from the usual network or with a key: not recorded.
+            # own mistakes from their usual network than bruteforce allows anyone. A spray of
+            # the user name from elsewhere says nothing about a login from the usual network
+            # or with a key: not recorded.
             critical, reason = False, self._attempts_text(attempts, foreign, own, net, span)
         if critical is None or reason is None:
             return None
