@@ -265,6 +265,9 @@ class SuccessAfterFailuresRule:
 class RootLoginRule:
     enabled: bool = _f(True)
     severity: Severity = _f("high")
+    routine_severity: Severity = _f(
+        "info", help="a root login with a key root used before, from a network it used before"
+    )
     action: Literal["alert"] = _f("alert")
 
 

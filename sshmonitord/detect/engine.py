@@ -125,6 +125,10 @@ class Engine:
         self.findings_total = 0
         r = cfg.rules
         self.by_ip = WindowCounter(1, 1, cfg.max_keys)
+        # Connections that never tried a credential (scanners, health checks): they count
+        # for bruteforce's short window, never for slow_bruteforce or a compromise — a
+        # monitoring probe every five minutes is 288 "failures" a day and guesses nothing.
+        self.by_ip_scan = WindowCounter(1, 1, cfg.max_keys)
         # The same failures per (address key, user name): which of an address's failures a
         # user's own login explains, and which were against other names.
         self.by_ip_user = WindowCounter(1, 1, cfg.max_keys)
@@ -162,6 +166,9 @@ class Engine:
             r.bruteforce.window, r.slow_bruteforce.window, r.success_after_failures.window
         )
         self.by_ip.max_keys = cfg.max_keys
+        self.by_ip_scan.keep = max(self.by_ip_scan.keep, r.bruteforce.threshold)
+        self.by_ip_scan.horizon = r.bruteforce.window
+        self.by_ip_scan.max_keys = cfg.max_keys
         self.by_ip_user.keep = self.by_ip.keep
         self.by_ip_user.horizon = self.by_ip.horizon
         self.by_ip_user.max_keys = cfg.max_keys
@@ -246,20 +253,25 @@ class Engine:
             if len(self.counted_sessions) > 100_000:
                 self._trim_sessions()
         if weight:
-            self.by_ip.add(key, ts, weight * ev.count)
+            scan = ev.kind in SCANNER_ONLY
+            (self.by_ip_scan if scan else self.by_ip).add(key, ts, weight * ev.count)
             # Invalid names never log in, so nothing ever explains their failures: the
             # per-address total counts them, and a botnet's random names cost no entry here.
             if (
-                ev.user is not None
+                not scan
+                and ev.user is not None
                 and ev.kind is not Kind.INVALID_USER
                 and not ev.detail.get("invalid_user")
             ):
                 self.by_ip_user.add((key, ev.user), ts, weight * ev.count)
             for rule, c in (("bruteforce", r.bruteforce), ("slow_bruteforce", r.slow_bruteforce)):
-                if (
-                    c.enabled
-                    and self.by_ip.count(key, self._since(rule, key, ts, c.window)) >= c.threshold
-                ):
+                if not c.enabled or (scan and rule == "slow_bruteforce"):
+                    continue
+                since = self._since(rule, key, ts, c.window)
+                n = self.by_ip.count(key, since)
+                if rule == "bruteforce":
+                    n += self.by_ip_scan.count(key, since)
+                if n >= c.threshold:
                     self.fired[(rule, key)] = ts
                     out.append(
                         self._on_address(
@@ -332,15 +344,17 @@ class Engine:
             self.authenticated.add(key)
             self._explain(key, ev.user or "")
         if r.root_login.enabled and ev.user == "root":
+            routine = self._routine_root(ev)
             self.findings_total += 1
             out.append(
                 Finding(
                     "root_login",
-                    Severity(r.root_login.severity),
+                    Severity(r.root_login.routine_severity if routine else r.root_login.severity),
                     "user root",
                     (ev,),
                     Action(r.root_login.action),
-                    f"root logged in from {ev.ip or '?'} ({ev.method})",
+                    f"root logged in from {ev.ip or '?'} ({ev.method})"
+                    + (": a known key, from a network it used before" if routine else ""),
                 )
             )
         if r.off_hours.enabled and self.off_hours(ev):
@@ -358,6 +372,17 @@ class Engine:
             )
         out.extend(self._history(ev, ts))
         return out
+
+    def _routine_root(self, ev: Event) -> bool:
+        """A root login with a key root used before, from a network root logged in from
+        before (the bastion's nightly job): recorded, not paged. Anything else about a root
+        login (a password, a new key, a new network) keeps the rule's severity."""
+        if ev.method not in KEY_METHODS or not ev.key_fp or ev.ip is None:
+            return False
+        ns = self.rules.new_source
+        pfx = source_prefix(ev.ip, ns.ipv4_prefix, ns.ipv6_prefix)
+        h = self.history
+        return ev.key_fp in h.keys.get("root", ()) and pfx in h.sources.get("root", ())
 
     def _compromise(self, ev: Event, key: int | None, ts: float) -> Finding | None:
         """success_after_failures: was this login the fruit of the failures before it?
@@ -554,16 +579,18 @@ class Engine:
         """Forget what is older than every window (the daemon calls this now and then)."""
         self.by_ip.sweep(now)
         self.by_ip_user.sweep(now)
+        self.by_ip_scan.sweep(now)
         self.users_per_ip.sweep(now)
         self.ips_per_user.sweep(now)
         horizon = self.by_ip.horizon
         self.fired = {k: t for k, t in self.fired.items() if t >= now - horizon}
-        live = self.by_ip.data
-        self.evidence = {k: v for k, v in self.evidence.items() if k in live}
+        live, scanning = self.by_ip.data, self.by_ip_scan.data
+        self.evidence = {k: v for k, v in self.evidence.items() if k in live or k in scanning}
 
     def stats(self) -> dict[str, int]:
         return {
             "tracked_addresses": len(self.by_ip),
+            "tracked_scanners": len(self.by_ip_scan),
             "evicted_addresses": self.by_ip.evicted,
             "expired_addresses": self.by_ip.expired,
             "tracked_users": len(self.ips_per_user),

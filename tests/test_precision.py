@@ -1,4 +1,6 @@
-"""success_after_failures: critical means a credible compromise, never a user's own typos.
+"""Precision (issue #13): a high or critical finding means an attack, never routine use.
+
+success_after_failures: critical means a credible compromise, never a user's own typos.
 
 Each case is one of the shapes issue #13 found paging the operator (or one that must keep
 paging): the engine is pure, so plain event lists are enough here; bench/detection.py
@@ -213,3 +215,45 @@ def test_three_failures_then_a_password_login_from_a_network_never_used_pages() 
     typos(e, ATTACKER, "alice", 0, 3, pid=1)
     [f] = compromise(e.feed(ev(Kind.AUTH_SUCCESS, ATTACKER, "alice", 60, pid=2)))
     assert f.severity == "critical" and "3 failed attempts" in f.summary
+
+
+def test_a_health_check_every_five_minutes_is_never_a_brute_force() -> None:
+    """A TCP probe that connects and closes without an SSH banner guesses nothing: 288 a
+    day must not add up to slow_bruteforce (and a ban of the monitoring host)."""
+    e = engine()
+    out: list[Finding] = []
+    for i in range(288):
+        out += e.feed(ev(Kind.PREAUTH_DISCONNECT, "198.51.100.200", "", i * 300, pid=5000 + i))
+    assert out == []
+
+
+def test_a_scanner_hammering_still_reaches_bruteforce() -> None:
+    e = engine()
+    out: list[Finding] = []
+    for i in range(5):
+        out += e.feed(ev(Kind.PROTOCOL_ERROR, ATTACKER, "", i * 10, pid=5100 + i))
+    assert [f.rule for f in out] == ["bruteforce"]
+
+
+def test_slow_password_guessing_still_reaches_slow_bruteforce() -> None:
+    e = engine()
+    out: list[Finding] = []
+    for i in range(24):  # one guess every 50 minutes: never 5 in 10 minutes
+        out += e.feed(ev(Kind.AUTH_FAILURE, ATTACKER, "root", i * 3000, pid=5200 + i))
+        out += e.feed(ev(Kind.PREAUTH_DISCONNECT, ATTACKER, "root", i * 3000 + 1, pid=5200 + i))
+    assert [f.rule for f in out] == ["slow_bruteforce"]
+
+
+def test_root_with_its_known_key_from_its_usual_network_is_recorded_not_paged() -> None:
+    e = engine()
+    e.history.sources["root"] = {"10.20.0.0/24"}
+    e.history.keys["root"] = {"SHA256:bastion"}
+
+    def root(ip: str, method: str = "publickey", fp: str | None = "SHA256:bastion") -> Finding:
+        out = e.feed(ev(Kind.AUTH_SUCCESS, ip, "root", 0, method=method, key_fp=fp))
+        return next(f for f in out if f.rule == "root_login")
+
+    assert root("10.20.0.7").severity == "info"
+    assert root("203.0.113.9").severity == "high"  # a new network
+    assert root("10.20.0.7", fp="SHA256:other").severity == "high"  # a new key
+    assert root("10.20.0.7", method="password", fp=None).severity == "high"
