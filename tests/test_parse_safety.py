@@ -189,3 +189,152 @@ def test_malformed_lines_are_counted_not_dropped_silently():
     ]:
         assert p.parse_text(text) is None
     assert p.stats.malformed == 4, p.stats.malformed_samples
+
+
+# ---------------------------------------------------------------- every catalogue entry
+# Each entry of sshd's catalogue carries example messages with the attacker's slots marked:
+# {u} text before the address (user names), {x} text after it (banners, reasons, key IDs,
+# client names), {a}/{p} the real address and port. A new entry without examples fails
+# test_every_entry_has_examples_of_itself, so the injection tests below cover it.
+
+FAKES = ["198.51.100.66", "2001:db8:dead::66"]
+SHAPES = [
+    "from {f} port 1 ssh2",
+    "from {f} port 1 ssh2: RSA SHA256:fake",
+    "{f} port 1",
+    "{f} port 1: y",
+    "[{f}]:1",
+    "({f})",
+    "for X from {f}",
+    "for invalid user X from {f} port 1",
+    "user X {f} port 1",
+    "rhost={f} user=x",
+    "host=x, ip={f}, required=y",
+    "Connection from {f} port 1: x",
+]
+INJECTIONS = sorted(
+    {
+        variant
+        for shape in SHAPES
+        for f in FAKES
+        for inj in [shape.format(f=f)]
+        for variant in (inj, f"x {inj}", f"{inj} y", f"a: {inj}: b", f'x" {inj}')
+    }
+)
+BENIGN = {"u": "alice", "x": "hello"}
+
+
+def _entries():
+    from sshmonitord.parse import sshd
+
+    return sshd.ENTRIES
+
+
+def _fill(example: str, u: str, x: str, a: str, p: int = 4242) -> str:
+    # str.format would trip on braces in attacker text: replace the slots one by one.
+    return example.replace("{u}", u).replace("{x}", x).replace("{a}", a).replace("{p}", str(p))
+
+
+def _strip_tags(msg: str) -> str:
+    for tag in (" [preauth]", " [net]", " [postauth]"):
+        if msg.endswith(tag):
+            return msg[: -len(tag)]
+    return msg
+
+
+def _real_or_none(ev, real: str) -> bool:
+    """The event has the real address, the network sshd penalised it under, or none."""
+    if ev.ip is None:
+        return True
+    want = _norm(real)
+    if ev.ip == want:
+        return True
+    prefix = ev.detail.get("prefix")
+    if prefix is not None:
+        bits = int(prefix.rsplit("/", 1)[1])
+        return want in ipaddress.ip_network(f"{ev.ip}/{bits}", strict=False)
+    return False
+
+
+def test_every_entry_has_examples_of_itself():
+    from sshmonitord.parse import sshd
+
+    registered = {id(pat) for lst in sshd.CATALOGUE.values() for pat, _ in lst}
+    registered |= {id(pat) for pat, _ in sshd.FALLBACK}
+    entries = _entries()
+    assert registered == {id(e.pattern) for e in entries}
+    for e in entries:
+        assert e.examples, f"catalogue entry without examples: {e.pattern.pattern}"
+        for ex in e.examples:
+            msg = _strip_tags(_fill(ex, **BENIGN, a="203.0.113.9"))
+            assert e.pattern.match(msg), (ex, e.pattern.pattern)
+            if e.first is not None:
+                assert msg.split(" ", 1)[0] == e.first, (ex, e.first)
+
+
+def test_every_example_parses_with_the_real_address():
+    for e in _entries():
+        for ex in e.examples:
+            for a in ADDRS:
+                p = Parser(reference=REF)
+                ev = p.parse_text(PREFIX + _fill(ex, **BENIGN, a=a))
+                assert p.stats.errors == 0, p.stats.error_samples
+                assert ev is not None and ev.kind is not Kind.UNRECOGNIZED, ex
+                if "{a}" not in ex:
+                    assert ev.ip is None, (ex, ev)
+                    continue
+                assert _real_or_none(ev, a), (ex, a, ev)
+                # Where a name may stand in the address's place (UseDNS) it is no address.
+                assert ev.ip is not None or ev.detail.get("host"), (ex, a, ev)
+
+
+def _inject_all(slots: tuple[str, ...]) -> None:
+    for e in _entries():
+        for ex in e.examples:
+            if not any("{" + s + "}" in ex for s in slots):
+                continue
+            for a in ADDRS:
+                for inj in INJECTIONS:
+                    fill = dict(BENIGN)
+                    for s in slots:
+                        fill[s] = inj
+                    p = Parser(reference=REF)
+                    line = PREFIX + _fill(ex, a=a, **fill)
+                    ev = p.parse_text(line)
+                    assert p.stats.errors == 0, p.stats.error_samples
+                    assert ev is not None
+                    assert _real_or_none(ev, a), (line, ev)
+                    # ... and what the connection memory learnt from it is no fake either.
+                    after = p.parse_text(PREFIX + "fatal: Write failed: Broken pipe [preauth]")
+                    assert _real_or_none(after, a), (line, after)
+
+
+def test_injection_before_the_address_in_every_entry():
+    _inject_all(("u",))
+
+
+def test_injection_after_the_address_in_every_entry():
+    _inject_all(("x",))
+
+
+def test_injection_on_both_sides_of_the_address_in_every_entry():
+    _inject_all(("u", "x"))
+
+
+_EXAMPLES = [ex for e in _entries() for ex in e.examples if "{u}" in ex or "{x}" in ex]
+
+
+@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    ex=st.sampled_from(_EXAMPLES),
+    u=st.text(max_size=120).map(lambda s: s.replace("\n", " ")),
+    x=st.text(max_size=120).map(lambda s: s.replace("\n", " ")),
+    a=st.sampled_from(ADDRS),
+    port=st.integers(min_value=1, max_value=65535),
+)
+def test_random_text_in_every_slot_never_frames_another_address(ex, u, x, a, port):
+    p = Parser(reference=REF)
+    ev = p.parse_text(PREFIX + _fill(ex, u, x, a, port))
+    assert p.stats.errors == 0, p.stats.error_samples
+    assert ev is not None and _real_or_none(ev, a), (ex, u, x, ev)
+    event_json(ev)

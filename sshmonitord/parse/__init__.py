@@ -1,8 +1,10 @@
 """Parsing: a Line → at most one Event. Pure functions behind a small stateful front.
 
 The :class:`Parser` holds only what a stream needs: the time context (zone, reference time
-for year inference) and counters. It never reads a clock: the live pipeline moves the
-reference forward, ``replay`` sets it from the file being read.
+for year inference), counters, and the connection memory (:mod:`.connections`: which address
+each sshd process's connection has, whether it logged in), applied to every sshd event after
+the pure parse functions. It never reads a clock: the live pipeline moves the reference
+forward, ``replay`` sets it from the file being read.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from datetime import UTC, datetime, tzinfo
 from ..events import Event, Kind, Line
 from . import sshd
 from .audit import AUDIT_SOURCE_PREFIX, parse_audit
+from .connections import Connections
 from .logind import parse_logind
 from .prefix import OTHER, Prefix, TimeContext, split_journal, split_syslog
 from .sftp import parse_sftp
@@ -99,10 +102,13 @@ class Parser:
         if reference is not None:
             self.time.set_reference(reference)
         self.stats = ParseStats()
+        self.connections = Connections()
 
     def parse_line(self, line: Line) -> Event | None:
         if line.fields is not None:
-            return self.parse_fields(line.fields)
+            # A record only half trusted (a user's own process wrote it) may be read with
+            # what the connection memory knows, never teach it.
+            return self.parse_fields(line.fields, trusted=line.audit_user is None)
         if line.source.startswith(AUDIT_SOURCE_PREFIX):
             return self.parse_audit(line.text)
         return self.parse_text(line.text)
@@ -138,22 +144,25 @@ class Parser:
             return None
         return self._finish(pre, text)
 
-    def parse_fields(self, fields: dict[str, str]) -> Event | None:
-        """One journald record → Event, or None."""
+    def parse_fields(self, fields: dict[str, str], trusted: bool = True) -> Event | None:
+        """One journald record → Event, or None. ``trusted``: see :meth:`parse_line`."""
         st = self.stats
         st.lines += 1
         pre = split_journal(fields, PROGRAMS)
         if pre is None or pre is OTHER:
             st.other_programs += 1
             return None
-        return self._finish(pre, fields.get("MESSAGE", ""))
+        return self._finish(pre, fields.get("MESSAGE", ""), trusted)
 
-    def _finish(self, pre: Prefix, raw: str) -> Event | None:
+    def _finish(self, pre: Prefix, raw: str, trusted: bool = True) -> Event | None:
         count = 1
         if pre.message.startswith(_REPEATED):
             pre, count = _repeated(pre)
         try:
-            ev = dispatch(pre, raw)
+            if pre.program in SSHD_PROGRAMS:
+                ev: Event | None = self.connections.apply(sshd.parse(pre, raw), trusted)
+            else:
+                ev = dispatch(pre, raw)
         except Exception:
             self._error(raw)
             return None

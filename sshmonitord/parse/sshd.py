@@ -1,11 +1,25 @@
 """sshd's messages (sshd, sshd-session, sshd-auth) → Events.
 
-Safety rule: user names are attacker-controlled, and sshd writes them *before* the address.
-Every pattern here anchors the address at the **end** of the message and lets the user name
-be greedy, so the address is always the last one in the line — the one sshd wrote. A user
-name such as ``x from 6.6.6.6 port 1 ssh2`` stays a user name. The one place where attacker
-text can also follow the address (a certificate's key ID in publickey lines) is checked for
-ambiguity, and an ambiguous line is attributed to no address at all.
+Safety rule: attackers control text in sshd's messages — user names, which sshd writes *before*
+the address, and client banners, disconnect reasons, service names, certificate key IDs and
+hostbased client names, which it writes *after* it. The address taken is always the one sshd
+wrote in its fixed position, read one of three ways:
+
+- attacker text only before the address: the pattern anchors the address at the **end** of
+  the message and lets the user name be greedy, so the address is the last one in the line.
+  A user name such as ``x from 6.6.6.6 port 1 ssh2`` stays a user name;
+- attacker text only after it: the address follows a fixed head (``probed from A port P with
+  …``, ``Received disconnect from A port P:N: …``) and ``\\S+`` cannot run past a space;
+- attacker text on both sides (a log preamble's user name and a disconnect reason; a key ID;
+  hostbased client names): the line is read with the user name as long and as short as it
+  can be. When the two readings put the address in different places the line could be
+  forged: it keeps its kind but gets no address (``detail.ambiguous``). The connection
+  memory (``connections.py``) may still give it the address an earlier line of the same
+  connection stated.
+
+Every catalogue entry carries example messages with the attacker-controlled slots marked
+(``{u}`` before the address, ``{x}`` after it, ``{a}``/``{p}`` the address and port):
+tests/test_parse_safety.py injects fake addresses into those slots for every entry.
 """
 
 from __future__ import annotations
@@ -15,7 +29,7 @@ import re
 import socket
 from collections.abc import Callable
 from functools import lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..addresses import normalize_address
 from ..events import Event, Kind
@@ -54,13 +68,97 @@ def addr(text: str) -> tuple[IP | None, str | None]:
 # Building blocks. USER is greedy on purpose (see the module docstring).
 A = r"(?P<addr>\S+)"
 P = r"(?P<port>\d+)"
+# sshd's log preamble (packet.c sshpkt_fmt_connection_id): "authenticating user X " or
+# "invalid user X " while authenticating, "user X " once authenticated, nothing before.
+PRE = r"(?:(?P<pre>authenticating |invalid )?user (?P<user>.*) )?"
 KEYINFO = (
     r"(?:: (?P<ktype>[A-Za-z0-9@._-]+)(?: (?P<fp>(?:SHA256|MD5):[A-Za-z0-9+/=:]+))?"
     r"(?: ID (?P<cid>.*) \(serial (?P<serial>\d+)\) CA (?P<catype>\S+) (?P<cafp>\S+))?"
     r"(?:, client user \"(?P<cuser>.*)\", client host \"(?P<chost>.*)\")?)?"
 )
+_GREEDY_USER = "(?P<user>.*)"
+_LAZY_USER = "(?P<user>.*?)"
 
 Builder = Callable[[Prefix, "re.Match[str]", dict[str, Any]], Event | None]
+
+
+class Entry(NamedTuple):
+    """One catalogue message: its first word (None: a fallback, tried on every line nothing
+    else matched), its pattern and example messages with the attacker slots marked."""
+
+    first: str | None
+    pattern: re.Pattern[str]
+    examples: tuple[str, ...]
+
+
+# first word of the message → [(compiled regex, builder)]; tried in order.
+CATALOGUE: dict[str, list[tuple[re.Pattern[str], Builder]]] = {}
+# Messages whose first word varies (a function name, a file name): tried last.
+FALLBACK: list[tuple[re.Pattern[str], Builder]] = []
+ENTRIES: list[Entry] = []
+# For patterns with attacker text on both sides of the address: the same pattern with the
+# user name as short as possible (see _ambiguous).
+_LAZY: dict[re.Pattern[str], re.Pattern[str]] = {}
+
+
+def _register(
+    first: str | None, pattern: str, build: Builder, examples: tuple[str, ...]
+) -> re.Pattern[str]:
+    pat = re.compile(pattern, re.S)
+    (FALLBACK if first is None else CATALOGUE.setdefault(first, [])).append((pat, build))
+    ENTRIES.append(Entry(first, pat, examples))
+    if _GREEDY_USER in pattern:
+        _LAZY[pat] = re.compile(pattern.replace(_GREEDY_USER, _LAZY_USER), re.S)
+    return pat
+
+
+def rule(first: str | None, pattern: str, *examples: str) -> Callable[[Builder], Builder]:
+    def deco(fn: Builder) -> Builder:
+        _register(first, pattern, fn, examples)
+        return fn
+
+    return deco
+
+
+def simple(
+    first: str | None,
+    pattern: str,
+    kind: Kind,
+    method: str | None = None,
+    *,
+    examples: tuple[str, ...],
+    post: Kind | None = None,
+    two_sided: bool = False,
+    user: str | None = None,
+    detail: dict[str, Any] | None = None,
+) -> None:
+    """A catalogue entry whose Event is read straight off the named groups.
+
+    ``post``: the kind when the log preamble says the user is authenticated (``user X``
+    rather than ``authenticating user X``/``invalid user X``). ``two_sided``: attacker text
+    may follow the address too (see :func:`_ambiguous`)."""
+    fixed_user = user
+    fixed_detail = detail
+
+    def build(pre: Prefix, m: re.Match[str], d: dict[str, Any]) -> Event | None:
+        gd = m.groupdict()
+        k = kind
+        if gd.get("inv") or gd.get("pre") == "invalid ":
+            d["invalid_user"] = True
+        if post is not None and gd.get("user") is not None and gd.get("pre") is None:
+            k = post
+        if gd.get("reason"):
+            d["reason"] = gd["reason"]
+        if gd.get("what"):
+            d["what"] = gd["what"]
+        if fixed_detail:
+            d.update(fixed_detail)
+        ev = _ev_gd(pre, k, gd, fixed_user, method, None, d)
+        if ev is not None and two_sided and _ambiguous(m):
+            return _strip_ip(ev)
+        return ev
+
+    _register(first, pattern, build, examples)
 
 
 def _ev(
@@ -124,37 +222,22 @@ def _ev_gd(
     )
 
 
-# ---------------------------------------------------------------------------- catalogue
-# first word of the message → [(compiled regex, builder)]; tried in order.
-CATALOGUE: dict[str, list[tuple[re.Pattern[str], Builder]]] = {}
+def _ambiguous(m: re.Match[str]) -> bool:
+    """Whether attacker text on both sides of the address allows a second reading: the same
+    pattern with the shortest user name puts the address elsewhere."""
+    lazy = _LAZY.get(m.re)
+    if lazy is None:
+        return False
+    m2 = lazy.match(m.string)
+    return m2 is None or m2.start("addr") != m.start("addr")
 
 
-def rule(first: str, pattern: str) -> Callable[[Builder], Builder]:
-    def deco(fn: Builder) -> Builder:
-        CATALOGUE.setdefault(first, []).append((re.compile(pattern, re.S), fn))
-        return fn
-
-    return deco
-
-
-def simple(first: str, pattern: str, kind: Kind, method: str | None = None, **fixed: Any) -> None:
-    """A catalogue entry whose Event is read straight off the named groups."""
-    fixed_user = fixed.get("user")
-    fixed_detail = fixed.get("detail")
-
-    def build(pre: Prefix, m: re.Match[str], d: dict[str, Any]) -> Event | None:
-        gd = m.groupdict()
-        if gd.get("inv"):
-            d["invalid_user"] = True
-        if gd.get("reason"):
-            d["reason"] = gd["reason"]
-        if gd.get("what"):
-            d["what"] = gd["what"]
-        if fixed_detail:
-            d.update(fixed_detail)
-        return _ev_gd(pre, kind, gd, fixed_user, method, None, d)
-
-    CATALOGUE.setdefault(first, []).append((re.compile(pattern, re.S), build))
+def _strip_ip(ev: Event) -> Event:
+    ev.detail["ambiguous"] = True
+    ev.ip = None
+    ev.port = None
+    ev.detail.pop("host", None)
+    return ev
 
 
 def _key(gd: dict[str, Any], d: dict[str, Any]) -> str | None:
@@ -170,78 +253,98 @@ def _key(gd: dict[str, Any], d: dict[str, Any]) -> str | None:
     return gd["fp"]
 
 
-def _ambiguous(gd: dict[str, Any], msg: str) -> bool:
-    """Attacker text after the address (a certificate key ID, a hostbased client user or
-    host) could hide a fake address: then the line is attributed to no address."""
-    if gd["cid"] is None and gd["cuser"] is None:
-        return False
-    return len(re.findall(r" from \S+ port \d+ ssh2[:,]", msg)) > 1
+def _auth_log(kind: Kind) -> Builder:
+    """auth.c auth_log(): ``Failed|Accepted|Partial <method> for [invalid user ]X from A port
+    P ssh2[: KEY …]``. Only a certificate's key ID and hostbased client names are attacker
+    text after the address; lines carrying them are checked for a second reading."""
+
+    def build(pre: Prefix, m: re.Match[str], d: dict[str, Any]) -> Event | None:
+        gd = m.groupdict()
+        if gd["inv"]:
+            d["invalid_user"] = True
+        if gd["proto"] == "ssh1":
+            d["protocol"] = 1
+        fp = _key(gd, d)
+        ev = _ev_gd(pre, kind, gd, None, gd["method"], fp, d)
+        if ev is not None and (gd["cid"] is not None or gd["cuser"] is not None) and _ambiguous(m):
+            return _strip_ip(ev)
+        return ev
+
+    return build
 
 
-@rule(
-    "Failed",
-    r"Failed (?P<method>\S+) for (?P<inv>invalid user )?(?P<user>.*) from "
+_AUTH_LOG = (
+    r" (?P<method>\S+) for (?P<inv>invalid user )?(?P<user>.*) from "
     + A
     + " port "
     + P
-    + " ssh2"
+    + " (?P<proto>ssh[12])"
     + KEYINFO
-    + r"$",
+    + r"$"
 )
-def _failed(pre: Prefix, m: re.Match[str], d: dict[str, Any]) -> Event | None:
-    gd = m.groupdict()
-    if gd["inv"]:
-        d["invalid_user"] = True
-    fp = _key(gd, d)
-    ev = _ev_gd(pre, Kind.AUTH_FAILURE, gd, None, gd["method"], fp, d)
-    return _strip_ip(ev) if ev is not None and _ambiguous(gd, m.string) else ev
-
-
-@rule(
-    "Accepted",
-    r"Accepted (?P<method>\S+) for (?P<user>.*) from "
-    + A
-    + " port "
-    + P
-    + " ssh2"
-    + KEYINFO
-    + r"$",
+_KEY_EXAMPLES = (
+    " for {u} from {a} port {p} ssh2",
+    " for invalid user {u} from {a} port {p} ssh2",
+    " for {u} from {a} port {p} ssh2: RSA SHA256:abcDEF123+/x",
+    " for {u} from {a} port {p} ssh2: ED25519-CERT SHA256:aaaa ID {x} (serial 7) CA ED25519"
+    " SHA256:cccc",
+    ' for {u} from {a} port {p} ssh2: ED25519 SHA256:k, client user "{x}", client host "{x}"',
+    " for {u} from {a} port {p} ssh1",
 )
-def _accepted(pre: Prefix, m: re.Match[str], d: dict[str, Any]) -> Event | None:
-    gd = m.groupdict()
-    fp = _key(gd, d)
-    ev = _ev_gd(pre, Kind.AUTH_SUCCESS, gd, None, gd["method"], fp, d)
-    return _strip_ip(ev) if ev is not None and _ambiguous(gd, m.string) else ev
+rule("Failed", "Failed" + _AUTH_LOG, *("Failed publickey" + e for e in _KEY_EXAMPLES))(
+    _auth_log(Kind.AUTH_FAILURE)
+)
+rule("Accepted", "Accepted" + _AUTH_LOG, *("Accepted publickey" + e for e in _KEY_EXAMPLES))(
+    _auth_log(Kind.AUTH_SUCCESS)
+)
+# AuthenticationMethods: one method of several passed. Not a login yet, not a failure.
+rule("Partial", "Partial" + _AUTH_LOG, *("Partial publickey" + e for e in _KEY_EXAMPLES))(
+    _auth_log(Kind.IGNORED)
+)
 
-
-def _strip_ip(ev: Event) -> Event:
-    ev.detail["ambiguous"] = True
-    ev.ip = None
-    ev.port = None
-    return ev
-
-
-simple("Invalid", r"Invalid user (?P<user>.*) from " + A + " port " + P + "$", Kind.INVALID_USER)
-simple("Invalid", r"Invalid user (?P<user>.*) from " + A + "$", Kind.INVALID_USER)
+simple(
+    "Invalid",
+    r"Invalid user (?P<user>.*) from " + A + " port " + P + "$",
+    Kind.INVALID_USER,
+    examples=("Invalid user {u} from {a} port {p}",),
+)
+simple(
+    "Invalid",
+    r"Invalid user (?P<user>.*) from " + A + "$",
+    Kind.INVALID_USER,
+    examples=("Invalid user {u} from {a}",),
+)
+# Old sshd's restatement of "Invalid user X from A" (same connection, no address): the
+# connection memory deliberately leaves it address-less, so the attempt counts once.
 simple(
     "input_userauth_request:",
     r"input_userauth_request: invalid user (?P<user>.*)$",
     Kind.INVALID_USER,
+    examples=("input_userauth_request: invalid user {u} [preauth]",),
 )
 simple(
     "User",
+    # Only the reasons allowed_user() logs with the host: a user name with "from A" in it
+    # followed by an address-less reason ("account is locked") must not read as one of these.
     r"User (?P<user>.*) from " + A + r" not allowed because (?P<reason>"
     r"not listed in AllowUsers|listed in DenyUsers|not in any group|"
-    r"none of user's groups are listed in AllowGroups|a group is listed in DenyGroups|"
-    r"shell \S+ is not executable|shell \S+ does not exist|account is locked|"
-    r"its shell is not executable|[^ ].*)$",
+    r"none of user's groups are listed in AllowGroups|a group is listed in DenyGroups)$",
     Kind.NOT_ALLOWED,
+    examples=(
+        "User {u} from {a} not allowed because not listed in AllowUsers",
+        "User {u} from {a} not allowed because a group is listed in DenyGroups",
+        "User {u} from {a} not allowed because none of user's groups are listed in AllowGroups",
+    ),
 )
 simple(
     "User",
     r"User (?P<user>.*) not allowed because (?P<reason>account is locked|"
-    r"shell \S+ does not exist|shell \S+ is not executable)$",
+    r"shell \S+ does not exist|shell \S+ is not executable|\S+ exists)$",
     Kind.NOT_ALLOWED,
+    examples=(
+        "User {u} not allowed because account is locked",
+        "User {u} not allowed because /etc/nologin exists",
+    ),
 )
 simple(
     "ROOT",
@@ -249,6 +352,38 @@ simple(
     Kind.NOT_ALLOWED,
     user="root",
     detail={"reason": "PermitRootLogin"},
+    examples=("ROOT LOGIN REFUSED FROM {a} port {p}", "ROOT LOGIN REFUSED FROM {a}"),
+)
+# monitor.c, OpenSSH 10.x RefuseConnection (also through PerSourcePenalties' "connection
+# prohibited by RefuseConnection").
+simple(
+    "administratively",
+    r"administratively prohibited connection for (?P<inv>invalid user )?(?P<user>.*) from "
+    + A
+    + " port "
+    + P
+    + "$",
+    Kind.NOT_ALLOWED,
+    detail={"reason": "RefuseConnection"},
+    examples=(
+        "administratively prohibited connection for {u} from {a} port {p}",
+        "administratively prohibited connection for invalid user {u} from {a} port {p}",
+    ),
+)
+# tcp wrappers (libwrap's refuse(), under sshd's identity): "NAME (ADDR)" or the bare address.
+simple(
+    "refused",
+    r"refused connect from (?P<name>\S+) \((?P<addr>[^()\s]+)\)$",
+    Kind.NOT_ALLOWED,
+    detail={"reason": "tcp_wrappers"},
+    examples=("refused connect from host.example.net ({a})", "refused connect from {a} ({a})"),
+)
+simple(
+    "refused",
+    r"refused connect from " + A + "$",
+    Kind.NOT_ALLOWED,
+    detail={"reason": "tcp_wrappers"},
+    examples=("refused connect from {a}",),
 )
 
 # max auth
@@ -257,54 +392,151 @@ simple(
     r"error: maximum authentication attempts exceeded for (?P<inv>invalid user )?"
     r"(?P<user>.*) from " + A + " port " + P + " ssh2$",
     Kind.MAX_AUTH_EXCEEDED,
+    examples=(
+        "error: maximum authentication attempts exceeded for {u} from {a} port {p} ssh2"
+        " [preauth]",
+    ),
 )
 simple(
     "maximum",
     r"maximum authentication attempts exceeded for (?P<inv>invalid user )?"
     r"(?P<user>.*) from " + A + " port " + P + " ssh2$",
     Kind.MAX_AUTH_EXCEEDED,
-)
+    examples=("maximum authentication attempts exceeded for invalid user {u} from {a} port {p}"
+              " ssh2",),
+)  # fmt: skip
+# packet.c ssh_packet_disconnect(): "Disconnecting <preamble>A port P: <reason>".
 simple(
     "Disconnecting",
-    r"Disconnecting (?:authenticating|(?P<inv>invalid)) user (?P<user>.*) "
-    + A
-    + " port "
-    + P
-    + r": Too many authentication failures$",
+    r"Disconnecting " + PRE + A + " port " + P + r": Too many authentication failures$",
     Kind.MAX_AUTH_EXCEEDED,
+    examples=(
+        "Disconnecting invalid user {u} {a} port {p}: Too many authentication failures"
+        " [preauth]",
+        "Disconnecting authenticating user {u} {a} port {p}: Too many authentication failures",
+    ),
 )
+# Any other reason: strict KEX violations, a second KEXINIT, a change of user name or
+# service, a bad service request (the reason may quote the client's user and service).
+# After authentication ("user X") it ends an authenticated connection.
 simple(
     "Disconnecting",
+    r"Disconnecting " + PRE + A + " port " + P + r": (?P<reason>.*)$",
+    Kind.PROTOCOL_ERROR,
+    post=Kind.DISCONNECT,
+    two_sided=True,
+    examples=(
+        "Disconnecting invalid user {u} {a} port {p}: Change of username or service not"
+        " allowed: ({u},ssh-connection) -> ({x},ssh-connection) [preauth]",
+        "Disconnecting {a} port {p}: strict KEX violation: unexpected packet type 2 (seqnr 1)",
+        "Disconnecting authenticating user {u} {a} port {p}: bad service request {x} [preauth]",
+        "Disconnecting user {u} {a} port {p}: Protocol error: you already have a pty.",
+    ),
+)
+# Older sshd: the address is on another line of the connection (connections.py).
+simple(
+    "Disconnecting:",
     r"Disconnecting: Too many authentication failures(?: for "
     r"(?P<inv>invalid user )?(?P<user>.*))?$",
     Kind.MAX_AUTH_EXCEEDED,
+    examples=(
+        "Disconnecting: Too many authentication failures [preauth]",
+        "Disconnecting: Too many authentication failures for {u} [preauth]",
+    ),
+)
+simple(
+    "Disconnecting:",
+    r"Disconnecting: (?P<reason>.*)$",
+    Kind.PROTOCOL_ERROR,
+    examples=("Disconnecting: Change of username or service not allowed: ({u},x) -> ({x},y)",),
 )
 
-# pre-auth disconnects: the address is last (before the port) in every form.
+# Connections ending. packet.c sshpkt_fatal(): "Connection closed|reset by <preamble>A port
+# P"; before authentication (a preamble naming an authenticating or invalid user, or none)
+# it is a pre-auth disconnect, after it ("user X") a disconnect. Without a preamble and
+# without [preauth] (serverloop.c after login, or the banner exchange of sshd <= 9.7) the
+# connection memory decides by whether this address and port logged in.
 simple(
     "Connection",
-    r"Connection (?P<what>closed|reset) by (?:(?:authenticating|(?P<inv>invalid)) "
-    r"user (?P<user>.*) )?" + A + " port " + P + "$",
+    r"Connection (?P<what>closed|reset) by " + PRE + A + " port " + P + "$",
     Kind.PREAUTH_DISCONNECT,
+    post=Kind.DISCONNECT,
+    examples=(
+        "Connection closed by {a} port {p}",
+        "Connection closed by {a} port {p} [preauth]",
+        "Connection closed by invalid user {u} {a} port {p} [preauth]",
+        "Connection reset by authenticating user {u} {a} port {p} [preauth]",
+        "Connection closed by user {u} {a} port {p}",
+    ),
 )
-simple("Connection", r"Connection (?P<what>closed|reset) by " + A + "$", Kind.PREAUTH_DISCONNECT)
+simple(
+    "Connection",
+    r"Connection (?P<what>closed|reset) by " + A + "$",
+    Kind.PREAUTH_DISCONNECT,
+    examples=("Connection closed by {a} [preauth]",),
+)
+simple(
+    "Connection",
+    r"Connection from " + PRE + A + " port " + P + " timed out$",
+    Kind.PREAUTH_DISCONNECT,
+    post=Kind.DISCONNECT,
+    detail={"what": "timed out"},
+    examples=(
+        "Connection from {a} port {p} timed out [preauth]",
+        "Connection from user {u} {a} port {p} timed out",
+    ),
+)
 simple(
     "Disconnected",
-    r"Disconnected from (?:authenticating|(?P<inv>invalid)) user "
+    r"Disconnected from (?P<pre>authenticating |invalid )user "
     r"(?P<user>.*) " + A + " port " + P + "$",
     Kind.PREAUTH_DISCONNECT,
+    examples=(
+        "Disconnected from invalid user {u} {a} port {p} [preauth]",
+        "Disconnected from authenticating user {u} {a} port {p} [preauth]",
+    ),
 )
 simple(
     "Timeout",
     r"Timeout before authentication for " + A + "(?: port " + P + ")?$",
     Kind.PREAUTH_DISCONNECT,
     detail={"reason": "timeout"},
+    examples=("Timeout before authentication for {a} port {p}",),
 )
 simple(
     "Did",
     r"Did not receive identification string from " + A + "(?: port " + P + ")?$",
     Kind.PREAUTH_DISCONNECT,
     detail={"reason": "no identification"},
+    examples=(
+        "Did not receive identification string from {a} port {p}",
+        "Did not receive identification string from {a}",
+    ),
+)
+
+# After login (serverloop.c, in the user's own sshd process).
+simple(
+    "Timeout,",
+    r"Timeout, client not responding(?: from " + PRE + A + " port " + P + r")?\.?$",
+    Kind.DISCONNECT,
+    detail={"reason": "client not responding"},
+    examples=(
+        "Timeout, client not responding from user {u} {a} port {p}",
+        "Timeout, client not responding.",
+    ),
+)
+simple(
+    "terminating",
+    r"terminating inactive connection from " + PRE + A + " port " + P + "$",
+    Kind.DISCONNECT,
+    detail={"reason": "inactive"},
+    examples=("terminating inactive connection from user {u} {a} port {p}",),
+)
+simple(
+    "Read",
+    r"Read error from remote host " + A + " port " + P + r": (?P<reason>.*)$",
+    Kind.DISCONNECT,
+    examples=("Read error from remote host {a} port {p}: Connection reset by peer",),
 )
 
 # protocol errors
@@ -312,67 +544,206 @@ simple(
     "banner",
     r"banner exchange: Connection from " + A + " port " + P + r": (?P<reason>.*)$",
     Kind.PROTOCOL_ERROR,
+    examples=("banner exchange: Connection from {a} port {p}: invalid format",),
 )
 simple(
     "kex_exchange_identification:",
     r"kex_exchange_identification: (?P<reason>.*?)"
     r"(?: from " + A + " port " + P + ")?$",
     Kind.PROTOCOL_ERROR,
+    examples=(
+        "kex_exchange_identification: Connection closed by remote host",
+        "kex_exchange_identification: banner line contains invalid characters",
+    ),
 )
 simple(
     "Unable",
-    r"Unable to negotiate with " + A + " port " + P + r": no matching "
+    r"Unable to negotiate with " + PRE + A + " port " + P + r": no matching "
     r"(?P<what>.+?) found\.?(?: Their offer: .*)?$",
     Kind.PROTOCOL_ERROR,
+    two_sided=True,
+    examples=(
+        "Unable to negotiate with {a} port {p}: no matching key exchange method found. Their"
+        " offer: {x} [preauth]",
+        "Unable to negotiate with invalid user {u} {a} port {p}: no matching cipher found."
+        " Their offer: {x} [preauth]",
+    ),
 )
+# The general sshpkt_fatal(): "<what>: Connection from <preamble>A port P: <error>" (through
+# fatal() before 7.4). <what> is sshd's own: a function name, optionally with one of the verbs
+# packet.c's callers add ("parse packet", "send reply", ...), "banner exchange", "send DEBUG"
+# or "read" -- never free text, so that no other message's attacker text can pose as one.
+GENERAL_TAG = (
+    r"(?P<what>banner exchange|send DEBUG|read|(?!(?:error|fatal|debug[123]?|verbose)\b)"
+    r"[A-Za-z_][A-Za-z0-9_]*(?:: (?:parse|send|exit|start|append|ssh_packet_write_poll)"
+    r"(?: [A-Za-z@._-]+)*)?)"
+)
+GENERAL = GENERAL_TAG + r": Connection from " + PRE + A + " port " + P + r": (?P<reason>.*)$"
 simple(
     "ssh_dispatch_run_fatal:",
-    r"ssh_dispatch_run_fatal: Connection from (?:"
-    r"(?:authenticating|(?P<inv>invalid)) user (?P<user>.*) )?"
-    + A
-    + " port "
-    + P
-    + r": (?P<reason>.*)$",
+    GENERAL,
     Kind.PROTOCOL_ERROR,
+    post=Kind.DISCONNECT,
+    two_sided=True,
+    examples=(
+        "ssh_dispatch_run_fatal: Connection from {a} port {p}: message authentication code"
+        " incorrect [preauth]",
+        "ssh_dispatch_run_fatal: Connection from invalid user {u} {a} port {p}: Connection"
+        " corrupted [preauth]",
+        "ssh_dispatch_run_fatal: Connection from user {u} {a} port {p}: Broken pipe",
+    ),
+)
+simple(
+    "fatal:",
+    "fatal: " + GENERAL,
+    Kind.PROTOCOL_ERROR,
+    post=Kind.DISCONNECT,
+    two_sided=True,
+    examples=(
+        "fatal: ssh_dispatch_run_fatal: Connection from {a} port {p}: incomplete message"
+        " [preauth]",
+    ),
 )
 simple(
     "Bad",
     r"Bad protocol version identification '.*' from " + A + "(?: port " + P + ")?$",
     Kind.PROTOCOL_ERROR,
     detail={"reason": "bad protocol version"},
+    examples=(
+        "Bad protocol version identification '{u}' from {a} port {p}",
+        "Bad protocol version identification '{u}' from {a}",
+    ),
+)
+# kex.c, current wording: no address (the connection memory may know it).
+simple(
+    "error:",
+    r"error: Bad remote protocol version identification: '(?P<version>.*)'$",
+    Kind.PROTOCOL_ERROR,
+    detail={"reason": "bad protocol version"},
+    examples=("error: Bad remote protocol version identification: '{x}'",),
+)
+simple(
+    "Bad",
+    r"Bad remote protocol version identification: '(?P<version>.*)'$",
+    Kind.PROTOCOL_ERROR,
+    detail={"reason": "bad protocol version"},
+    examples=("Bad remote protocol version identification: '{x}'",),
 )
 simple(
     "Protocol",
     r"Protocol major versions differ for " + A + "(?: port " + P + r")?: .*$",
     Kind.PROTOCOL_ERROR,
+    examples=("Protocol major versions differ for {a} port {p}: SSH-2.0-OpenSSH vs. {x}",),
+)
+# kex.c: old SSH probes and scanners (the version string is the client's).
+simple(
+    "probed",
+    r"(?P<what>probed) from " + A + "(?: port " + P + r")? with .*$",
+    Kind.PROTOCOL_ERROR,
+    examples=(
+        "probed from {a} port {p} with {x}.  Don't panic.",
+        "probed from {a} with {x}.  Don't panic.",
+    ),
+)
+simple(
+    "scanned",
+    r"(?P<what>scanned) from " + A + "(?: port " + P + r")? with .*$",
+    Kind.PROTOCOL_ERROR,
+    examples=("scanned from {a} port {p} with {x}.  Don't panic.",),
+)
+simple(
+    "Finished",
+    r"Finished discarding for " + A + " port " + P + "$",
+    Kind.PROTOCOL_ERROR,
+    detail={"reason": "discarded a corrupt packet"},
+    examples=("Finished discarding for {a} port {p} [preauth]",),
 )
 simple(
     "fatal:",
     r"fatal: Timeout before authentication for " + A + "(?: port " + P + ")?$",
     Kind.PREAUTH_DISCONNECT,
     detail={"reason": "timeout"},
+    examples=("fatal: Timeout before authentication for {a} port {p}",),
 )
-simple("fatal:", r"fatal: (?P<reason>.*?) from " + A + " port " + P + "$", Kind.PROTOCOL_ERROR)
 simple(
-    "Timeout",
-    r"Timeout before authentication for connection from " + A + r" to \S+, pid = \d+$",
-    Kind.PREAUTH_DISCONNECT,
-    detail={"reason": "timeout"},
+    "fatal:",
+    r"fatal: Connection from " + A + " port " + P + r" with IP opts: .*$",
+    Kind.PROTOCOL_ERROR,
+    detail={"reason": "IP options"},
+    examples=("fatal: Connection from {a} port {p} with IP opts: {x}",),
 )
-simple("error:", r"error: kex_exchange_identification: (?P<reason>.*)$", Kind.PROTOCOL_ERROR)
-simple("error:", r"error: Protocol major versions differ: .*$", Kind.PROTOCOL_ERROR)
+simple(
+    "fatal:",
+    r"fatal: (?P<reason>.*?) from " + A + " port " + P + "$",
+    Kind.PROTOCOL_ERROR,
+    examples=("fatal: Username too long from {a} port {p}",),
+)
+simple(
+    "error:",
+    r"error: kex_exchange_identification: (?P<reason>.*)$",
+    Kind.PROTOCOL_ERROR,
+    examples=(
+        "error: kex_exchange_identification: read: Connection reset by peer",
+        'error: kex_exchange_identification: client sent invalid protocol identifier "{x}"',
+    ),
+)
+simple(
+    "error:",
+    r"error: Protocol major versions differ: .*$",
+    Kind.PROTOCOL_ERROR,
+    examples=("error: Protocol major versions differ: 2 vs. 1",),
+)
+# Address-less fatal errors of older sshd's pre-authentication child (the connection memory
+# gives them the address an earlier line of the connection stated).
+simple(
+    "fatal:",
+    r"fatal: (?P<reason>(?:Read from socket failed|Write failed): .*)$",
+    Kind.PREAUTH_DISCONNECT,
+    examples=(
+        "fatal: Read from socket failed: Connection reset by peer [preauth]",
+        "fatal: Write failed: Broken pipe [preauth]",
+    ),
+)
 
 
-# penalties (OpenSSH 9.8+ PerSourcePenalties, logged by the listener)
+@rule(
+    "fatal:",
+    r"fatal: (?P<reason>.*)$",
+    "fatal: Unable to negotiate a key exchange method [preauth]",
+    "fatal: no matching mac found: client {x} server hmac-sha2-256 [preauth]",
+)
+def _fatal(pre: Prefix, m: re.Match[str], d: dict[str, Any]) -> Event | None:
+    # Before authentication a fatal error is the client's doing (negotiation, packet
+    # format); anything else is sshd's own trouble and stays unrecognized, to be seen.
+    if not d.get("preauth"):
+        return None
+    d["reason"] = m.group("reason")
+    return _ev(pre, Kind.PROTOCOL_ERROR, None, detail=d)
+
+
+# penalties and refusals by the listener (OpenSSH 9.8+). Its lines name other processes'
+# connections: "listener" tells the connection memory not to learn from them.
 @rule(
     "drop",
     r"drop connection #\d+ from \[(?P<addr>[^\]]+)\]:(?P<port>\d+) on "
-    r"\[(?P<laddr>[^\]]+)\]:(?P<lport>\d+) penalty: (?P<reason>.*)$",
+    r"\[(?P<laddr>[^\]]+)\]:(?P<lport>\d+) (?P<reason>.*)$",
+    "drop connection #3 from [{a}]:{p} on [192.0.2.1]:22 penalty: failed authentication",
+    "drop connection #3 from [{a}]:{p} on [192.0.2.1]:22 penalty: exceeded LoginGraceTime",
+    "drop connection #10 from [{a}]:{p} on [192.0.2.1]:22 past Maxstartups",
+    "drop connection #10 from [{a}]:{p} on [192.0.2.1]:22 Maxstartups",
+    "drop connection #0 from [{a}]:{p} on [192.0.2.1]:22 too many penalised addresses",
 )
 def _drop(pre: Prefix, m: re.Match[str], d: dict[str, Any]) -> Event | None:
-    d["reason"] = m.group("reason")
+    reason = m.group("reason")
     d["local"] = f"{m.group('laddr')}:{m.group('lport')}"
-    return _ev(pre, Kind.PENALTY, m, detail=d)
+    d["listener"] = True
+    if reason.startswith("penalty: "):
+        d["reason"] = reason[9:]
+        return _ev(pre, Kind.PENALTY, m, detail=d)
+    # MaxStartups or a full penalty table: sshd refused this connection because of *other*
+    # connections' load. A legitimate user dropped by someone else's flood is no attacker.
+    d["reason"] = reason
+    return _ev(pre, Kind.IGNORED, m, detail=d)
 
 
 @rule(
@@ -380,32 +751,96 @@ def _drop(pre: Prefix, m: re.Match[str], d: dict[str, Any]) -> Event | None:
     r"srclimit_penalise: (?P<addr>[0-9A-Fa-f:.]+)/(?P<bits>\d+): "
     r"(?:activating|extending) (?:ipv4|ipv6) penalty of (?P<secs>\d+(?:\.\d+)?) "
     r"seconds? for (?P<reason>.*)$",
+    "srclimit_penalise: {a}/32: activating ipv4 penalty of 30.000 seconds for penalty: failed"
+    " authentication",
 )
 @rule(
     "srclimit_penalise:",
     r"srclimit_penalise: (?:ipv4|ipv6): new (?P<addr>[0-9A-Fa-f:.]+)/(?P<bits>\d+) "
-    r"active penalty of (?P<secs>\d+(?:\.\d+)?) seconds? for (?P<reason>.*)$",
+    r"(?P<state>active|deferred) penalty of (?P<secs>\d+(?:\.\d+)?) seconds? for (?P<reason>.*)$",
+    "srclimit_penalise: ipv4: new {a}/32 active penalty of 90.000 seconds for penalty: caused"
+    " crash",
+    "srclimit_penalise: ipv6: new {a}/64 deferred penalty of 5.000 seconds for penalty:"
+    " connections without attempting authentication",
 )
 def _penalise(pre: Prefix, m: re.Match[str], d: dict[str, Any]) -> Event | None:
     # sshd names the client address with the prefix length it penalises; the penalty
     # covers the whole network, so that is the address we report.
-    try:
-        net = ipaddress.ip_network(f"{m.group('addr')}/{m.group('bits')}", strict=False)
-    except ValueError:
+    ip0, _ = addr(m.group("addr"))
+    if ip0 is None:
         return None
+    # sshd unmaps IPv4-mapped addresses before it counts; should one appear, judge it as the
+    # IPv4 address it is (a /32 of ::ffff:a.b.c.d would otherwise be ::/32).
+    net = ipaddress.ip_network((ip0, min(int(m.group("bits")), ip0.max_prefixlen)), strict=False)
     d["reason"] = m.group("reason").removeprefix("penalty: ")
     d["prefix"] = f"{m.group('addr')}/{m.group('bits')}"
+    d["listener"] = True
     secs = m.group("secs")
     d["seconds"] = float(secs) if "." in secs else int(secs)
-    ev = _ev(pre, Kind.PENALTY, None, detail=d)
+    # A deferred penalty is bookkeeping below PerSourcePenalties' threshold: nothing blocked.
+    deferred = m.groupdict().get("state") == "deferred"
+    ev = _ev(pre, Kind.IGNORED if deferred else Kind.PENALTY, None, detail=d)
     if ev is not None:
         ip = net.network_address
         ev.ip = ip.ipv4_mapped if ip.version == 6 and ip.ipv4_mapped else ip
     return ev
 
 
+# sshd.c child_reap(), the listener on its per-connection processes (9.8+). A crash of the
+# process serving a connection is a sign of an exploit attempt.
 @rule(
-    "Postponed", r"Postponed (?P<method>\S+) for (?P<user>.*) from " + A + " port " + P + " ssh2.*$"
+    "Timeout",
+    r"Timeout before authentication for connection from "
+    + A
+    + r"(?: to \S+)?, pid = (?P<child>\d+)(?: \([^()]*\))?$",
+    "Timeout before authentication for connection from {a} to 192.0.2.1, pid = 4321",
+    "Timeout before authentication for connection from {a} to 192.0.2.1, pid = 4321 (early)",
+)
+def _grace(pre: Prefix, m: re.Match[str], d: dict[str, Any]) -> Event | None:
+    d["reason"] = "timeout"
+    d["child_pid"] = int(m.group("child"))
+    d["listener"] = True
+    return _ev(pre, Kind.PREAUTH_DISCONNECT, m, detail=d)
+
+
+@rule(
+    "session",
+    r"session process (?P<child>\d+) for connection from "
+    + A
+    + r"(?: to \S+)? (?P<reason>killed by signal \d+|terminated abnormally, status=0x[0-9a-fA-F]+)"
+    r"(?: \([^()]*\))?$",
+    "session process 4321 for connection from {a} to 192.0.2.1 killed by signal 11",
+    "session process 4321 for connection from {a} to 192.0.2.1 terminated abnormally,"
+    " status=0x86 (early)",
+)
+@rule(
+    "error:",
+    r"error: session process (?P<child>\d+) for connection from "
+    + A
+    + r"(?: to \S+)? (?P<reason>killed by signal \d+|terminated abnormally, status=0x[0-9a-fA-F]+)"
+    r"(?: \([^()]*\))?$",
+    "error: session process 4321 for connection from {a} to 192.0.2.1 killed by signal 11",
+    "error: session process 4321 for connection from {a} to 192.0.2.1 terminated abnormally,"
+    " status=0x86",
+)
+@rule(
+    "Session",
+    r"Session process (?P<child>\d+) unpriv child (?P<reason>crash) for connection from "
+    + A
+    + r"(?: to \S+)?(?: \([^()]*\))?$",
+    "Session process 4321 unpriv child crash for connection from {a} to 192.0.2.1",
+)
+def _child_crash(pre: Prefix, m: re.Match[str], d: dict[str, Any]) -> Event | None:
+    d["reason"] = m.group("reason")
+    d["child_pid"] = int(m.group("child"))
+    d["listener"] = True
+    return _ev(pre, Kind.PROTOCOL_ERROR, m, detail=d)
+
+
+@rule(
+    "Postponed",
+    r"Postponed (?P<method>\S+) for (?P<user>.*) from " + A + " port " + P + " ssh2.*$",
+    "Postponed publickey for {u} from {a} port {p} ssh2 [preauth]",
 )
 def _postponed(pre: Prefix, m: re.Match[str], d: dict[str, Any]) -> Event | None:
     return _ev(pre, Kind.IGNORED, m, method=m.group("method"), detail=d)
@@ -415,6 +850,7 @@ def _postponed(pre: Prefix, m: re.Match[str], d: dict[str, Any]) -> Event | None
     "reverse",
     r"reverse mapping checking getaddrinfo for (?P<name>.*) "
     r"\[(?P<addr>[^\]]+)\] failed.*$",
+    "reverse mapping checking getaddrinfo for {u} [{a}] failed.",
 )
 def _reverse(pre: Prefix, m: re.Match[str], d: dict[str, Any]) -> Event | None:
     d["name"] = m.group("name")
@@ -426,10 +862,16 @@ simple(
     "Disconnected",
     r"Disconnected from user (?P<user>.*) " + A + " port " + P + "$",
     Kind.DISCONNECT,
+    examples=("Disconnected from user {u} {a} port {p}",),
 )
 
 
-@rule("Disconnected", r"Disconnected from " + A + " port " + P + "$")
+@rule(
+    "Disconnected",
+    r"Disconnected from " + A + " port " + P + "$",
+    "Disconnected from {a} port {p}",
+    "Disconnected from {a} port {p} [preauth]",
+)
 def _disconnected(pre: Prefix, m: re.Match[str], d: dict[str, Any]) -> Event | None:
     return _ev(pre, Kind.PREAUTH_DISCONNECT if d.get("preauth") else Kind.DISCONNECT, m, detail=d)
 
@@ -441,10 +883,14 @@ def _disconnected(pre: Prefix, m: re.Match[str], d: dict[str, Any]) -> Event | N
     + "(?: port "
     + P
     + r")?: ?(?P<code>\d+): (?P<reason>.*)$",
+    "error: Received disconnect from {a} port {p}:3: {x} [preauth]",
 )
 @rule(
     "Received",
     r"Received disconnect from " + A + "(?: port " + P + r")?: ?(?P<code>\d+): (?P<reason>.*)$",
+    "Received disconnect from {a} port {p}:11: {x} [preauth]",
+    "Received disconnect from {a}: 3: com.jcraft.jsch.JSchException: Auth fail [preauth]",
+    "Received disconnect from {a} port {p}:11: disconnected by user",
 )
 def _received(pre: Prefix, m: re.Match[str], d: dict[str, Any]) -> Event | None:
     # Before authentication it is a scanner or a failed client; after it, a normal logout.
@@ -453,34 +899,177 @@ def _received(pre: Prefix, m: re.Match[str], d: dict[str, Any]) -> Event | None:
     return _ev(pre, Kind.PREAUTH_DISCONNECT if d.get("preauth") else Kind.DISCONNECT, m, detail=d)
 
 
+# "LOC: Authentication tried for X with correct key but not from a permitted host (host=H,
+# ip=A, required=R)." (auth2-pubkeyfile.c; before 8.x without LOC and required=). A key that
+# works, used from elsewhere: a stolen key. H is the client's reverse DNS name and R the
+# key's from= option, text on both sides of the address: the line must read one way only.
+_NOT_PERMITTED = re.compile(r", ip=")
+
+
+@rule(
+    "Authentication",
+    r"Authentication tried for (?P<user>.*?) with correct key but not from a permitted host "
+    r"\(host=(?P<name>.*), ip=(?P<addr>[^,\s]+)(?:, required=.*)?\)\.$",
+    "Authentication tried for alice with correct key but not from a permitted host"
+    " (host={x}, ip={a}).",
+)
+@rule(
+    None,
+    r"(?P<loc>\S+): Authentication tried for (?P<user>.*?) with correct key but not from a "
+    r"permitted host \(host=(?P<name>.*), ip=(?P<addr>[^,\s]+)(?:, required=.*)?\)\.$",
+    "/home/alice/.ssh/authorized_keys:3: Authentication tried for alice with correct key but"
+    " not from a permitted host (host={x}, ip={a}, required={x}).",
+)
+def _wrong_host(pre: Prefix, m: re.Match[str], d: dict[str, Any]) -> Event | None:
+    d["reason"] = "key not from a permitted host"
+    if m.groupdict().get("loc"):
+        d["key_file"] = m.group("loc")
+    ev = _ev(pre, Kind.AUTH_FAILURE, m, method="publickey", detail=d)
+    if ev is not None and len(_NOT_PERMITTED.findall(m.string)) != 1:
+        return _strip_ip(ev)
+    return ev
+
+
+@rule(
+    "Authentication",
+    r"Authentication tried for (?P<user>.*?) with valid certificate but not from a permitted "
+    r"source address \((?P<addr>[^()\s]+)\)\.$",
+    "Authentication tried for alice with valid certificate but not from a permitted source"
+    " address ({a}).",
+)
+@rule(
+    None,
+    r"(?P<loc>\S+): Authentication tried for (?P<user>.*?) with valid certificate but not "
+    r"from a permitted source address \((?P<addr>[^()\s]+)\)\.$",
+    "/home/alice/.ssh/authorized_keys:1: Authentication tried for alice with valid"
+    " certificate but not from a permitted source address ({a}).",
+)
+def _wrong_source(pre: Prefix, m: re.Match[str], d: dict[str, Any]) -> Event | None:
+    d["reason"] = "certificate not from a permitted source address"
+    if m.groupdict().get("loc"):
+        d["key_file"] = m.group("loc")
+    return _ev(pre, Kind.AUTH_FAILURE, m, method="publickey", detail=d)
+
+
+# The general sshpkt_fatal() for any other <what> (see GENERAL_TAG).
+simple(
+    None,
+    GENERAL,
+    Kind.PROTOCOL_ERROR,
+    post=Kind.DISCONNECT,
+    two_sided=True,
+    examples=(
+        "ssh_packet_read_poll2: Connection from {a} port {p}: Connection corrupted [preauth]",
+        "server_input_global_request: parse packet: Connection from user {u} {a} port {p}:"
+        " incomplete message",
+        "send DEBUG: Connection from authenticating user {u} {a} port {p}: Broken pipe"
+        " [preauth]",
+        "session_input_channel_req: send open confirm: Connection from user {u} {a} port {p}:"
+        " Broken pipe",
+    ),
+)
+
+# Written only after authentication, by the user's own sshd process (``postauth``: the
+# connection memory never takes such a process for a pre-authentication connection).
+for _first, _pat, _ex in (
+    (
+        "Closing",
+        r"Closing connection to " + A + " port " + P + "$",
+        "Closing connection to {a} port {p}",
+    ),
+    (
+        "Starting",
+        r"Starting session: .* for (?P<user>.*) from " + A + " port " + P + r" id \d+$",
+        "Starting session: shell on pts/0 for {u} from {a} port {p} id 0",
+    ),
+    (
+        "Close",
+        r"Close session: user (?P<user>.*) from " + A + " port " + P + r" id \d+$",
+        "Close session: user {u} from {a} port {p} id 0",
+    ),
+    (
+        "Received",
+        r"Received request from " + A + " port " + P + r" to remote forward.*$",
+        "Received request from {a} port {p} to remote forward to host {x} port 80, but the"
+        " request was denied.",
+    ),
+    # A configuration refusal after login (ForceCommand internal-sftp): the user is known.
+    (
+        "error:",
+        r"error: Connection from " + PRE + A + " port " + P + r": refusing non-sftp session$",
+        "error: Connection from user {u} {a} port {p}: refusing non-sftp session",
+    ),
+):  # fmt: skip
+    simple(_first, _pat, Kind.IGNORED, detail={"postauth": True}, examples=(_ex,))
+
 # recognised, recorded, never scored
-for _first, _pat in (
-    ("Server", r"Server listening on .*$"),
-    ("Connection", r"Connection from " + A + " port " + P + r" on \S+ port \d+.*$"),
-    ("Address", r"Address " + A + r" maps to .*$"),
-    ("Starting", r"Starting session: .*$"),
-    ("Close", r"Close session: user (?P<user>.*) from " + A + " port " + P + ".*$"),
-    ("User", r"User child is on pid \d+$"),
-    ("Received", r"Received signal \d+; terminating\.?$"),
-    ("Received", r"Received SIGHUP; restarting\.?$"),
-    ("Transferred:", r"Transferred: sent \d+, received \d+ bytes.*$"),
-    ("Connection", r"Connection closed by UNKNOWN port \d+$"),
-    ("Changed", r"Changed root directory to .*$"),
-    ("Set", r"Set /proc/self/oom_score_adj .*$"),
-    ("Exiting", r"Exiting on signal \d+$"),
-    ("pam_unix(sshd:account):", r".*$"),
-    ("pam_systemd(sshd:session):", r".*$"),
-    ("pam_env(sshd:session):", r".*$"),
-    ("Accepted", r"Accepted key .*$"),
-    ("Authorized", r"Authorized to .*$"),
-    ("Nasty", r"Nasty PTR record .*$"),
-    ("debug1:", r".*$"),
-    ("debug2:", r".*$"),
-    ("debug3:", r".*$"),
-    ("rexec", r".*$"),
-    ("Failed", r"Failed to .*$"),
-):
-    simple(_first, _pat, Kind.IGNORED)
+for _first, _pat, _ex in (
+    ("Server", r"Server listening on .*$", "Server listening on 0.0.0.0 port 22."),
+    (
+        "Connection",
+        r"Connection from " + A + " port " + P + r" on \S+ port \d+.*$",
+        "Connection from {a} port {p} on 192.0.2.1 port 22 rdomain \"\"",
+    ),
+    ("Connection", r"Connection from " + A + " port " + P + "$", "Connection from {a} port {p}"),
+    ("Address", r"Address " + A + r" maps to .*$", "Address {a} maps to {x}, but this does not"),
+    ("Starting", r"Starting session: .*$", "Starting session: subsystem 'sftp'"),
+    ("User", r"User child is on pid \d+$", "User child is on pid 42"),
+    ("Received", r"Received signal \d+; terminating\.?$", "Received signal 15; terminating."),
+    ("Received", r"Received SIGHUP; restarting\.?$", "Received SIGHUP; restarting."),
+    ("Transferred:", r"Transferred: sent \d+, received \d+ bytes.*$",
+     "Transferred: sent 3276, received 3416 bytes"),
+    ("Changed", r"Changed root directory to .*$", "Changed root directory to \"/srv\""),
+    ("Set", r"Set /proc/self/oom_score_adj .*$", "Set /proc/self/oom_score_adj from 0 to -1000"),
+    ("Exiting", r"Exiting on signal \d+$", "Exiting on signal 15"),
+    ("pam_unix(sshd:account):", r".*$", "pam_unix(sshd:account): account bob has expired"),
+    ("pam_systemd(sshd:session):", r".*$", "pam_systemd(sshd:session): Failed to connect"),
+    ("pam_env(sshd:session):", r".*$", "pam_env(sshd:session): deprecated reading"),
+    ("Accepted", r"Accepted key .*$", "Accepted key ED25519 SHA256:k found at /x:1"),
+    ("Accepted", r"Accepted certificate ID .*$", "Accepted certificate ID \"{x}\" signed by x"),
+    ("Authorized", r"Authorized to .*$", "Authorized to alice, krb5 principal alice@X"),
+    (
+        "Nasty",
+        r"Nasty PTR record .* is set up for " + A + ", ignoring$",
+        "Nasty PTR record \"{u}\" is set up for {a}, ignoring",
+    ),
+    ("debug1:", r".*$", "debug1: x"),
+    ("debug2:", r".*$", "debug2: x"),
+    ("debug3:", r".*$", "debug3: x"),
+    ("rexec", r".*$", "rexec line 1: x"),
+    ("Failed", r"Failed to .*$", "Failed to bind"),
+    # A FIDO key whose user did not touch it: sshd logs "Failed publickey" for it too.
+    (
+        "error:",
+        r"error: public key .* signature for (?P<user>.*) from " + A + " port " + P
+        + r" rejected: .*$",
+        "error: public key ED25519-SK SHA256:k signature for {u} from {a} port {p} rejected:"
+        " user presence (authenticator touch) requirement not met ",
+    ),
+    (
+        "public",
+        r"public key .* signature for (?P<user>.*) from " + A + " port " + P + r" rejected: .*$",
+        "public key ECDSA-SK SHA256:k signature for {u} from {a} port {p} rejected: user"
+        " verification requirement not met ",
+    ),
+    # direct-tcpip's originator is what the client claims, not the client's address.
+    ("refused", r"refused (?:local|streamlocal) port forward: .*$",
+     "refused local port forward: originator {x} port 1, target {x} port 80"),
+    (
+        "srclimit_penalise:",
+        r"srclimit_penalise: ipv[46] penalty table full, cannot penalise "
+        r"(?P<addr>[0-9A-Fa-f:.]+)/\d+ for .*$",
+        "srclimit_penalise: ipv4 penalty table full, cannot penalise {a}/32 for penalty: x",
+    ),
+    # The penalty table, listed on SIGINFO (addresses masked to the penalised network).
+    ("client", r"client (?P<addr>[0-9A-Fa-f:.]+)/\d+ penalty: .*$",
+     "client {a}/32 penalty: failed authentication (12.500 secs left)"),
+    (None, r"\d+ active ipv[46] penalties$", "3 active ipv4 penalties"),
+    ("Maxstartups", r"Maxstartups logging rate-limited: .*$",
+     "Maxstartups logging rate-limited: additional 5 connections dropped"),
+    ("PerSourcePenalties", r"PerSourcePenalties logging rate-limited: .*$",
+     "PerSourcePenalties logging rate-limited: additional 5 connections dropped"),
+):  # fmt: skip
+    simple(_first, _pat, Kind.IGNORED, examples=(_ex,))
 
 
 # ---------------------------------------------------------------------------- PAM (in sshd)
@@ -501,13 +1090,22 @@ def _pam_fields(tail: str) -> dict[str, str]:
     return out
 
 
-@rule("pam_unix(sshd:auth):", r"pam_unix\(sshd:auth\): authentication failure; (?P<kv>.*)$")
+@rule(
+    "pam_unix(sshd:auth):",
+    r"pam_unix\(sshd:auth\): authentication failure; (?P<kv>.*)$",
+    "pam_unix(sshd:auth): authentication failure; logname= uid=0 euid=0 tty=ssh ruser= "
+    "rhost={a}  user={u}",
+)
 def _pam_auth_fail(pre: Prefix, m: re.Match[str], d: dict[str, Any]) -> Event:
     f = _pam_fields(m.group("kv"))
     return _pam_event(pre, f, d, 1)
 
 
-@rule("PAM", r"PAM (?P<n>[0-9]{1,9}) more authentication failures?; (?P<kv>.*)$")
+@rule(
+    "PAM",
+    r"PAM (?P<n>[0-9]{1,9}) more authentication failures?; (?P<kv>.*)$",
+    "PAM 2 more authentication failures; logname= uid=0 euid=0 tty=ssh ruser= rhost={a}  user={u}",
+)
 def _pam_more(pre: Prefix, m: re.Match[str], d: dict[str, Any]) -> Event:
     return _pam_event(pre, _pam_fields(m.group("kv")), d, int(m.group("n")))
 
@@ -537,20 +1135,32 @@ def _sess(pre: Prefix) -> str | None:
     return str(pre.pid) if pre.pid is not None else None
 
 
-simple(
-    "error:",
-    r"error: PAM: Authentication failure for (?P<inv>illegal user )?(?P<user>.*) "
-    r"from " + A + "$",
-    Kind.AUTH_FAILURE,
-    method="pam",
+# auth-pam.c: "PAM: <pam_strerror text> for [illegal user ]X from A" (an "error: " first in
+# most versions). The text is PAM's and varies by PAM implementation and casing
+# ("Authentication failure", "authentication error", "User not known to the underlying
+# authentication module", "Authentication token is no longer valid; new one required"...).
+_PAM_ERROR = (
+    r"PAM: (?P<reason>.+?) for (?P<inv>illegal user )?(?P<user>.*) from " + A + "$"
 )
 simple(
     "error:",
-    r"error: PAM: (?:User not known to the underlying authentication module|"
-    r"Authentication token is no longer valid.*) for (?P<inv>illegal user )?(?P<user>.*) "
-    r"from " + A + "$",
+    "error: " + _PAM_ERROR,
     Kind.AUTH_FAILURE,
     method="pam",
+    examples=(
+        "error: PAM: Authentication failure for {u} from {a}",
+        "error: PAM: authentication error for illegal user {u} from {a}",
+    ),
+)
+simple(
+    "PAM:",
+    _PAM_ERROR,
+    Kind.AUTH_FAILURE,
+    method="pam",
+    examples=(
+        "PAM: User not known to the underlying authentication module for illegal user {u}"
+        " from {a}",
+    ),
 )
 
 
@@ -558,6 +1168,7 @@ simple(
     "pam_unix(sshd:session):",
     r"pam_unix\(sshd:session\): session opened for user "
     r"(?P<user>.*?)(?:\(uid=(?P<uid>\d+)\))? by (?P<by>.*)$",
+    "pam_unix(sshd:session): session opened for user alice(uid=1000) by (uid=0)",
 )
 def _sess_open(pre: Prefix, m: re.Match[str], d: dict[str, Any]) -> Event | None:
     if m.group("uid"):
@@ -569,14 +1180,25 @@ def _sess_open(pre: Prefix, m: re.Match[str], d: dict[str, Any]) -> Event | None
     "pam_unix(sshd:session):",
     r"pam_unix\(sshd:session\): session closed for user "
     r"(?P<user>.*)$",
+    "pam_unix(sshd:session): session closed for user alice",
 )
 def _sess_close(pre: Prefix, m: re.Match[str], d: dict[str, Any]) -> Event | None:
     return _ev(pre, Kind.SESSION_CLOSE, None, user=m.group("user"), detail=d)
 
 
 # Tried after the rules above for the same first word: PAM's chatter that scores nothing.
-simple("PAM", r"PAM service\(.*\) ignoring max retries.*$", Kind.IGNORED)
-simple("pam_unix(sshd:auth):", r"pam_unix\(sshd:auth\): .*$", Kind.IGNORED)
+simple(
+    "PAM",
+    r"PAM service\(.*\) ignoring max retries.*$",
+    Kind.IGNORED,
+    examples=("PAM service(sshd) ignoring max retries; 6 > 3",),
+)
+simple(
+    "pam_unix(sshd:auth):",
+    r"pam_unix\(sshd:auth\): .*$",
+    Kind.IGNORED,
+    examples=("pam_unix(sshd:auth): check pass; user unknown",),
+)
 
 
 # ---------------------------------------------------------------------------- entry point
@@ -585,19 +1207,22 @@ simple("pam_unix(sshd:auth):", r"pam_unix\(sshd:auth\): .*$", Kind.IGNORED)
 def parse(pre: Prefix, raw: str = "") -> Event:
     """One sshd message → an Event (``unrecognized`` when nothing in the catalogue matches)."""
     msg = pre.message
-    preauth = False
+    d0: dict[str, Any] | None = None
     if msg.endswith(" [preauth]"):
         msg = msg[:-10]
-        preauth = True
+        d0 = {"preauth": True}
     elif msg.endswith(" [net]"):
         msg = msg[:-6]
+    elif msg.endswith(" [postauth]"):  # 10.x's monitor relaying its post-auth child
+        msg = msg[:-11]
+        d0 = {"postauth": True}
     sp = msg.find(" ")
     entries = CATALOGUE.get(msg[:sp] if sp >= 0 else msg)
     if entries is not None:
         for pat, build in entries:
             m = pat.match(msg)
             if m is not None:
-                ev = build(pre, m, {"preauth": True} if preauth else {})
+                ev = build(pre, m, {} if d0 is None else dict(d0))
                 if ev is not None:
                     return ev
     if msg.startswith("pam_"):
@@ -606,6 +1231,12 @@ def parse(pre: Prefix, raw: str = "") -> Event:
         return Event(
             pre.ts, pre.host, pre.program, pre.pid, Kind.IGNORED, session=_sess(pre), raw=raw
         )
+    for pat, build in FALLBACK:
+        m = pat.match(msg)
+        if m is not None:
+            ev = build(pre, m, {} if d0 is None else dict(d0))
+            if ev is not None:
+                return ev
     return Event(
         pre.ts,
         pre.host,
@@ -613,6 +1244,6 @@ def parse(pre: Prefix, raw: str = "") -> Event:
         pre.pid,
         Kind.UNRECOGNIZED,
         session=_sess(pre),
-        detail={"preauth": True} if preauth else {},
+        detail={} if d0 is None else dict(d0),
         raw=raw,
     )

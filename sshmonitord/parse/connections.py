@@ -1,0 +1,216 @@
+"""What the parser remembers of sshd's connections: a bounded memory per (host, sshd pid).
+
+Parse functions are pure: one line in, one Event out. Some of sshd's lines name no address
+although they belong to a connection whose address an earlier line of the same process stated
+(``Disconnecting: Too many authentication failures [preauth]``, ``fatal: Read from socket
+failed: Connection reset by peer [preauth]``, ``error: kex_exchange_identification: …`` after
+a VERBOSE ``Connection from A port P``, ``fatal: no matching mac found: …``). And one message,
+``Connection closed by A port P``, means a pre-authentication disconnect or the end of a
+logged-in connection depending on what came before. :class:`Connections` is the small stateful
+step after the parse functions that knows both. The :class:`~sshmonitord.parse.Parser` owns
+one and applies it in ``Parser._finish`` to every sshd event, so ``replay`` (Parser.parse_text),
+the daemon's file sources (Parser.parse_line) and its journal source (Parser.parse_fields) run
+the same code and cannot disagree.
+
+Rules (docs/events.md, "The connection memory"):
+
+- A connection is (host, pid): every line sshd writes about one client connection before
+  authentication comes from one process (the monitor relays its unprivileged child's lines,
+  marked ``[preauth]``, under its own pid). It is never guessed across pids.
+- The memory learns a connection's address from any line of that (host, pid) that states one,
+  except the listener's lines about *other* processes' connections (``detail.listener``:
+  ``drop connection``, ``Timeout before authentication for connection from A to B, pid = N``,
+  ``session process N … killed by signal``, penalties), which instead end connection N.
+- An address-less line of a remembered connection gets its address and port, marked
+  ``detail.address_from = "connection"``, if its kind is one detection counts per address
+  (:data:`ATTRIBUTED`). ``input_userauth_request: invalid user X`` is not: it restates the
+  ``Invalid user X from A`` line of the same connection, which was counted already.
+- Pre-authentication only. A successful login (``Accepted …``) ends the pid's entry, and lines
+  sshd writes only after authentication (``disconnect`` events, ``Starting session`` …) never
+  create one: after login sshd's own address-less lines are not attacks, and the process that
+  served a login can live for days, so a reused pid must never inherit its address.
+- Ended: a line that ends the connection (a pre-auth disconnect, a protocol error, a
+  MaxAuthTries line, a disconnect, PAM's session close, the listener reporting the process
+  gone) starts a :data:`LINGER` of a few seconds for the dying process's last words; then the
+  entry is gone. A pre-authentication connection lives at most LoginGraceTime (120 s by
+  default), so an entry is also dropped :data:`PREAUTH_MAX_AGE` after the line that created
+  it, whether or not its end was seen: a new connection on a reused pid cannot inherit an old
+  address (pids are reused only after the whole pid space has been cycled through). A line
+  stating a different address on a remembered pid starts a new connection.
+- Bounded: at most :data:`MAX_CONNECTIONS` entries; when full, expired entries are swept and,
+  if that is not enough, the oldest go.
+- Logged in: the memory keeps the (host, address, port) of successful logins (bounded by
+  :data:`MAX_LOGINS` and :data:`LOGIN_MAX_AGE`), because after login sshd's lines come from
+  another process (the user's own, unprivileged sshd), whose pid the monitor names only at
+  LogLevel VERBOSE (``User child is on pid N``). The TCP connection's address *and* port name
+  it instead: ``Connection closed by A port P`` (no preamble, no ``[preauth]``) of a
+  connection that logged in is a ``disconnect``; otherwise it stays a ``preauth_disconnect``
+  (sshd <= 9.7 writes it during the banner exchange, after ``error: kex_exchange_identification:
+  Connection closed by remote host``). A disconnect forgets the login.
+
+Journal records a source only half trusts (``Line.audit_user``: written by a user's own
+process) are classified with what the memory knows but never teach it anything.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..events import Event, Kind
+
+# Seconds. LoginGraceTime defaults to 120 s; this leaves room for a server configured longer
+# (a LoginGraceTime of more than 10 minutes only loses attribution, never misattributes).
+PREAUTH_MAX_AGE = 600.0
+# Seconds after a connection's end during which its process may still log (its last lines
+# follow within milliseconds; a pid is not reused that fast).
+LINGER = 10.0
+MAX_CONNECTIONS = 16_384
+MAX_LOGINS = 16_384
+LOGIN_MAX_AGE = 30 * 86400.0
+
+# Kinds detection counts per address: these get a remembered address.
+ATTRIBUTED = frozenset(
+    {
+        Kind.AUTH_FAILURE,
+        Kind.MAX_AUTH_EXCEEDED,
+        Kind.NOT_ALLOWED,
+        Kind.PREAUTH_DISCONNECT,
+        Kind.PROTOCOL_ERROR,
+    }
+)
+# Kinds that end a connection (its last line, or nearly: see LINGER).
+ENDS = frozenset(
+    {
+        Kind.PREAUTH_DISCONNECT,
+        Kind.PROTOCOL_ERROR,
+        Kind.MAX_AUTH_EXCEEDED,
+        Kind.DISCONNECT,
+        Kind.SESSION_CLOSE,
+    }
+)
+# What only a logged-in connection writes.
+_POSTAUTH = frozenset({Kind.AUTH_SUCCESS, Kind.DISCONNECT, Kind.SESSION_OPEN, Kind.SESSION_CLOSE})
+_CLOSED = ("closed", "reset")
+_NEVER = float("inf")
+
+
+class Connections:
+    """The memory. :meth:`apply` one sshd event at a time, in log order."""
+
+    def __init__(
+        self,
+        max_connections: int = MAX_CONNECTIONS,
+        preauth_max_age: float = PREAUTH_MAX_AGE,
+        linger: float = LINGER,
+        max_logins: int = MAX_LOGINS,
+        login_max_age: float = LOGIN_MAX_AGE,
+    ) -> None:
+        self.max_connections = max_connections
+        self.preauth_max_age = preauth_max_age
+        self.linger = linger
+        self.max_logins = max_logins
+        self.login_max_age = login_max_age
+        # (host, pid) -> [ip, port, first seen, ended (inf while open)]
+        self._conns: dict[tuple[str, int], list[Any]] = {}
+        # (host, ip, port) -> when it logged in
+        self._logins: dict[tuple[str, Any, int | None], float] = {}
+        self.attributed = 0  # address-less lines given their connection's address
+
+    def __len__(self) -> int:
+        return len(self._conns)
+
+    def apply(self, ev: Event, learn: bool = True) -> Event:
+        """Attribute, classify and learn from one sshd event (in place; returned for ease)."""
+        pid = ev.pid
+        if pid is None:
+            return ev
+        kind = ev.kind
+        ip = ev.ip
+        ts = ev.ts.timestamp()
+        if ip is None:
+            if kind in ATTRIBUTED or kind in ENDS:
+                self._addressless(ev, kind, (ev.host, pid), ts, learn)
+            return ev
+        d = ev.detail
+        if d.get("listener"):
+            # The listener speaks of another process's connection; if it ended, forget it.
+            child = d.get("child_pid")
+            if learn and child is not None:
+                self._conns.pop((ev.host, child), None)
+            return ev
+        if (
+            kind is Kind.PREAUTH_DISCONNECT
+            and ev.user is None
+            and "preauth" not in d
+            and d.get("what") in _CLOSED
+            and ((ev.host, ip, ev.port) in self._logins or "postauth" in d)
+        ):
+            ev.kind = kind = Kind.DISCONNECT
+        if not learn:
+            return ev
+        if kind in _POSTAUTH or "postauth" in d:
+            self._conns.pop((ev.host, pid), None)
+            if kind is Kind.AUTH_SUCCESS:
+                self._login(ev.host, ip, ev.port, ts)
+            elif kind is Kind.DISCONNECT:
+                self._logins.pop((ev.host, ip, ev.port), None)
+            return ev
+        key = (ev.host, pid)
+        conns = self._conns
+        e = conns.get(key)
+        if e is None or e[0] != ip or not self._alive(e, ts):
+            if e is not None:
+                del conns[key]  # re-inserted at the end: the dict's order is learning order
+            elif len(conns) >= self.max_connections:
+                self._sweep(ts)
+            e = [ip, ev.port, ts, _NEVER]
+            conns[key] = e
+        elif e[1] is None:
+            e[1] = ev.port
+        if kind in ENDS and e[3] == _NEVER:
+            e[3] = ts
+        return ev
+
+    def _addressless(
+        self, ev: Event, kind: Kind, key: tuple[str, int], ts: float, learn: bool
+    ) -> None:
+        e = self._conns.get(key)
+        if e is None:
+            return
+        if not self._alive(e, ts):
+            if learn:
+                del self._conns[key]
+            return
+        if learn and kind in ATTRIBUTED:
+            ev.ip = e[0]
+            ev.port = e[1]
+            ev.detail["address_from"] = "connection"
+            self.attributed += 1
+        if learn and kind in ENDS and e[3] == _NEVER:
+            e[3] = ts
+
+    def _alive(self, e: list[Any], ts: float) -> bool:
+        return ts - e[2] <= self.preauth_max_age and ts - e[3] <= self.linger
+
+    def _login(self, host: str, ip: Any, port: int | None, ts: float) -> None:
+        logins = self._logins
+        key = (host, ip, port)
+        logins.pop(key, None)
+        if len(logins) >= self.max_logins:
+            old = ts - self.login_max_age
+            for k in [k for k, t in logins.items() if t < old]:
+                del logins[k]
+            if len(logins) >= self.max_logins:
+                for k in list(logins)[: len(logins) // 4 or 1]:
+                    del logins[k]
+        logins[key] = ts
+
+    def _sweep(self, ts: float) -> None:
+        """Make room: drop what expired, then, if still nearly full, the oldest quarter (so a
+        sweep happens at most every max/8 new connections)."""
+        conns = self._conns
+        for k in [k for k, e in conns.items() if not self._alive(e, ts)]:
+            del conns[k]
+        if len(conns) > self.max_connections * 7 // 8:
+            for k in list(conns)[: len(conns) - self.max_connections * 3 // 4]:
+                del conns[k]
