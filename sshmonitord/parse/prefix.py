@@ -1,8 +1,11 @@
 """Split a log record into (ts, host, program, pid, message).
 
-Formats: classic syslog (``Nov 24 21:45:48 web1 sshd[1234]: …``, no year and no zone),
-rsyslog high precision (``2026-11-24T21:45:48.123456+01:00 web1 sshd[1234]: …``), RFC 5424
-(``<38>1 2026-11-24T21:45:48.123Z web1 sshd 1234 - - …``) and journald records.
+Formats: classic syslog (``Nov 24 21:45:48 web1 sshd[1234]: …``, no year and no zone; also
+``Nov 4`` with one space, fractions, no host, ``sshd:`` and ``[sshd]`` tags, facility.level
+words, Solaris message ids), rsyslog high precision and other ISO 8601 stamps
+(``2026-11-24T21:45:48.123456+01:00 web1 sshd[1234]: …``), RFC 5424
+(``<38>1 2026-11-24T21:45:48.123Z web1 sshd 1234 - - …``), journalctl's text formats and
+journald records. docs/events.md ("Log line prefixes") lists them with examples.
 
 Everything here is pure: the current time never comes from a clock but from
 :class:`TimeContext`, which the live daemon advances and ``replay`` sets from the file.
@@ -63,9 +66,13 @@ class TimeContext:
         self.reference = when
 
     def classic(self, stamp: str) -> datetime | None:
-        """``Nov 24 21:45:48`` (or ``Nov  4 …``) → aware UTC datetime, or None if malformed."""
+        """``Nov 24 21:45:48`` (or ``Nov  4 …``, ``Nov 4 …``) → aware UTC datetime, or None if
+        malformed."""
         if stamp == self._cache_key:
             return self._cache_val
+        key = stamp
+        if len(stamp) == 14:  # "Nov 4 21:45:48": one space, one digit (only on a cache miss)
+            stamp = stamp[:4] + " " + stamp[4:]
         # Year, zone and DST are settled per hour (offsets change on the hour); within it
         # only minutes and seconds are added. A busy log has thousands of lines per hour.
         base = self._hours.get(stamp[:9], _MISS)
@@ -83,7 +90,7 @@ class TimeContext:
         if mm > 59 or ss > 60:
             return None
         val = base + timedelta(minutes=mm, seconds=min(ss, 59))
-        self._cache_key, self._cache_val = stamp, val
+        self._cache_key, self._cache_val = key, val
         return val
 
     def _hour_base(self, stamp: str) -> datetime | None:
@@ -106,16 +113,60 @@ class TimeContext:
         return None
 
 
-# "Nov 24 21:45:48 web1 sshd[1234]: msg" and "2026-11-24T21:45:48.1+01:00 web1 sshd[1234]: msg".
-# One C-level match gives every field; the program is checked before any timestamp work.
+# Fast paths: the prefixes of nearly every real auth.log, rsyslog's traditional and high
+# precision file formats ("Nov 24 21:45:48 web1 sshd[1234]: msg",
+# "2026-11-24T21:45:48.1+01:00 web1 sshd[1234]: msg"). One C-level match gives every field
+# and the program is checked before any timestamp work. The host may neither start with
+# "[" nor end with ":": such a word is the program tag of a line without a host (see
+# split_syslog), which the general path below reads. A Solaris message id right after the
+# tag is consumed by the same match.
+_HOST = r"(?!\[)(\S+)(?<!:)"
+_TAG_FAST = r"([^\s\[:|]+)(?:\[(\d*)\])?: ?"
+_MSGID_RE = r"\[ID \d{1,10} [a-z0-9|]{1,20}\.[a-z]{1,10}\] ?"
+_SOLARIS = f"(?:{_MSGID_RE})?"
 _CLASSIC = re.compile(
-    r"([A-Z][a-z][a-z] [ \d]\d \d\d:\d\d:\d\d) (\S+) ([^\s\[:]+)(?:\[(\d*)\])?: ?"
+    r"([A-Z][a-z][a-z] [ \d]?\d \d\d:\d\d:\d\d) " + _HOST + " " + _TAG_FAST + _SOLARIS, re.ASCII
 )
-_ISO = re.compile(r"(\d{4}-\d\d-\d\dT\S+) (\S+) ([^\s\[:]+)(?:\[(\d*)\])?: ?")
+_ISO = re.compile(r"(\d{4}-\d\d-\d\dT\S+) " + _HOST + " " + _TAG_FAST + _SOLARIS, re.ASCII)
+_MSGID = re.compile(_MSGID_RE, re.ASCII)  # the same tag, for the other paths
+
+# The general path: any supported time stamp, then
+#   [<facility.level> ] [HOST ] [FACILITY.LEVEL ] TAG MESSAGE
+# Time stamps: classic with a one- or two-digit day and an optional fraction (journalctl
+# -o short-precise, syslog-ng frac-digits); ISO 8601 with "T" or a space, "." or ","
+# before the fraction and Z, +HH:MM, +HHMM or +HH (macOS `log show --style syslog`,
+# journalctl -o short-iso); ctime with a year (OpenWrt logread); journalctl -o short-full
+# (weekday, date, time, zone abbreviation) and -o short-unix (epoch seconds).
+_STAMP = re.compile(
+    r"(?:(?P<classic>[A-Z][a-z][a-z] [ \d]?\d \d\d:\d\d:\d\d)(?P<frac>\.\d{1,9})?"
+    r"|(?P<iso>\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(?:[.,]\d{1,9})?(?:Z|[+-]\d\d(?::?\d\d)?)?)"
+    r"|(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun) (?:"
+    r"(?P<ctime>[A-Z][a-z][a-z] [ \d]?\d \d\d:\d\d:\d\d \d{4})"
+    r"|(?P<full>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d{1,6})?)"
+    r" (?P<abbr>[A-Za-z]{1,6}|[+-]\d\d(?:\d\d)?))"
+    r"|(?P<unix>\d{9,11})(?P<ufrac>\.\d{1,9})?"
+    r") +",
+    re.ASCII,
+)
+_FAC = (
+    r"(?:kern|user|mail|daemon|auth|syslog|lpr|news|uucp|cron|authpriv|ftp|ntp|security"
+    r"|console|audit|alert|clock|local[0-7])"
+)
+_LEVEL = r"(?:emerg|panic|alert|crit|err|error|warn|warning|notice|info|debug|none)"
+# busybox syslogd "authpriv.info", OpenWrt logread "auth.notice", AIX "auth|security:info".
+_FACLEVEL = re.compile(rf"{_FAC}(?:\|{_FAC})*[.:]{_LEVEL} ", re.ASCII)
+# FreeBSD syslogd -v "<4.6>" and -vv "<auth.info>", written before the host.
+_BSD_VERBOSE = re.compile(rf"<(?:\d{{1,2}}\.\d|{_FAC}\.{_LEVEL})> ", re.ASCII)
+# Program tags: "sshd[1234]:", "sshd:", "[sshd]:", "[sshd]". After a host the space after
+# the colon may be missing (as in the fast path). As the first word after the stamp (no
+# host) a tag must end in ": " or be bracketed, which no host name can be: host names and
+# IPv4 addresses contain no colon, an IPv6 address has colons inside ("fe80::1") and a
+# trailing colon is never followed by a space.
+_TAG = re.compile(r"(?:([^\s\[\]:]+)(?:\[(\d*)\])?:|\[([^\s\[\]:]+)\]:?(?= |$)) ?", re.ASCII)
+_TAG_ALONE = re.compile(r"(?:([^\s\[\]:]+)(?:\[(\d*)\])?:|\[([^\s\[\]:]+)\]:?)(?: |$)", re.ASCII)
 
 # Returned by split_syslog for a well-formed line of a program we do not read.
 OTHER = Prefix(datetime.min.replace(tzinfo=UTC), "", "", None, "")
-
 
 
 def _pid(text: str | None) -> int | None:
@@ -126,6 +177,18 @@ def _pid(text: str | None) -> int | None:
         return int(text)
     return None
 
+
+def _strip_msgid(msg: str) -> str:
+    """Solaris/illumos syslog puts ``[ID 800047 auth.info] `` before the message text. Only
+    at the very start, where sshd's own words begin (no attacker text can be there), and
+    only one: anything after it is the message."""
+    if msg.startswith("[ID "):
+        m = _MSGID.match(msg)
+        if m is not None:
+            return msg[m.end() :]
+    return msg
+
+
 def split_syslog(
     text: str, tc: TimeContext, programs: frozenset[str] | None = None
 ) -> Prefix | None:
@@ -134,6 +197,14 @@ def split_syslog(
     Returns None for a line with no recognisable prefix, and :data:`OTHER` for a line from a
     program not in ``programs`` (checked before any timestamp work: most lines of a busy
     auth.log are CRON's).
+
+    A line may carry no host name (busybox syslogd -S, OpenWrt logread, some relays): the
+    first word after the time stamp (and after a facility.level word) is then the program
+    tag, and ``host`` is ``""``, which means "the machine whose log this is". The word is
+    taken for a tag only when it has a tag's shape, ``name[pid]:`` or ``name:`` followed by
+    a space, or ``[name]``; a host name never has one, so a host called ``sshd`` stays a
+    host. Only the words before the tag are ever looked at: whatever the message holds
+    (attacker text included) cannot change host, program or pid.
     """
     m = _CLASSIC.match(text)
     if m is not None:
@@ -142,20 +213,122 @@ def split_syslog(
             return OTHER
         ts = tc.classic(m.group(1))
     else:
-        c0 = text[:1]
-        if c0 == "<":
+        if text[:1] == "<":
             return _rfc5424(text, tc, programs)
         m = _ISO.match(text)
         if m is None:
-            return None
+            return _split_general(text, tc, programs)
         program = m.group(3)
         if programs is not None and program not in programs:
             return OTHER
         ts = parse_iso(m.group(1))
     if ts is None:
         return None
-    pid_s = m.group(4)
-    return Prefix(ts, m.group(2), program, _pid(pid_s), text[m.end() :])
+    return Prefix(ts, m.group(2), program, _pid(m.group(4)), text[m.end() :])
+
+
+def _split_general(text: str, tc: TimeContext, programs: frozenset[str] | None) -> Prefix | None:
+    """Every prefix the fast paths do not take (see the comments on _STAMP and _TAG)."""
+    st = _STAMP.match(text)
+    if st is None:
+        return None
+    pos = st.end()
+    v = _BSD_VERBOSE.match(text, pos)
+    if v is not None:
+        pos = v.end()
+    host = ""
+    tag = _TAG_ALONE.match(text, pos)
+    if tag is None:
+        fl = _FACLEVEL.match(text, pos)  # OpenWrt: a facility.level word and no host
+        if fl is not None:
+            tag = _TAG_ALONE.match(text, fl.end())
+    if tag is None:
+        sp = text.find(" ", pos)
+        if sp <= pos:
+            return None
+        host = text[pos:sp]
+        pos = sp + 1
+        fl = _FACLEVEL.match(text, pos)
+        if fl is not None:
+            pos = fl.end()
+        tag = _TAG.match(text, pos)
+        if tag is None:
+            iso = st.group("iso")
+            # NetBSD syslogd -o syslog: RFC 5424's fields on file, without <PRI>1.
+            return None if iso is None else _structured(iso, host, text[pos:], programs)
+    program = tag.group(1) or tag.group(3)
+    if programs is not None and program not in programs:
+        return OTHER
+    ts = _general_ts(st, tc)
+    if ts is None:
+        return None
+    return Prefix(ts, host, program, _pid(tag.group(2)), _strip_msgid(text[tag.end() :]))
+
+
+def _general_ts(st: re.Match[str], tc: TimeContext) -> datetime | None:
+    stamp = st.group("classic")
+    if stamp is not None:
+        ts = tc.classic(stamp)
+        frac = st.group("frac")
+        if ts is not None and frac:
+            ts += timedelta(microseconds=int(frac[1:7].ljust(6, "0")))
+        return ts
+    stamp = st.group("iso")
+    if stamp is not None:
+        return parse_iso(stamp)
+    stamp = st.group("ctime")
+    if stamp is not None:
+        return _ctime(stamp, tc.zone)
+    stamp = st.group("full")
+    if stamp is not None:
+        return _short_full(stamp, st.group("abbr"), tc.zone)
+    try:
+        ts = datetime.fromtimestamp(int(st.group("unix")), UTC)
+    except (OverflowError, OSError, ValueError):
+        return None
+    frac = st.group("ufrac")
+    if frac:
+        ts += timedelta(microseconds=int(frac[1:7].ljust(6, "0")))
+    return ts
+
+
+def _ctime(stamp: str, zone: tzinfo) -> datetime | None:
+    """``Jun  7 01:10:56 2026`` (ctime without the weekday), local time in ``zone``."""
+    if len(stamp) == 19:
+        stamp = stamp[:4] + " " + stamp[4:]
+    month = MONTHS.get(stamp[:3])
+    if month is None:
+        return None
+    try:
+        local = datetime(
+            int(stamp[16:20]),
+            month,
+            int(stamp[4:6]),
+            int(stamp[7:9]),
+            int(stamp[10:12]),
+            min(int(stamp[13:15]), 59),
+            tzinfo=zone,
+        )
+    except ValueError:
+        return None
+    return local.astimezone(UTC)
+
+
+def _short_full(stamp: str, abbr: str, zone: tzinfo) -> datetime | None:
+    """journalctl -o short-full: local time and the zone's abbreviation. The abbreviation
+    must be UTC's or the configured zone's at that time (it also settles the hour that
+    occurs twice when summer time ends); any other is not guessed at."""
+    try:
+        naive = datetime.fromisoformat(stamp)
+    except ValueError:
+        return None
+    if abbr in ("UTC", "GMT"):
+        return naive.replace(tzinfo=UTC)
+    for fold in (0, 1):
+        local = naive.replace(tzinfo=zone, fold=fold)
+        if local.tzname() == abbr:
+            return local.astimezone(UTC)
+    return None
 
 
 def parse_iso(stamp: str) -> datetime | None:
@@ -176,30 +349,40 @@ def _rfc5424(text: str, tc: TimeContext, programs: frozenset[str] | None) -> Pre
     if not rest.startswith("1 "):
         # RFC 3164 with a PRI in front (what a network syslog receiver may store).
         return split_syslog(rest, tc, programs) if rest[:1] != "<" else None
-    parts = rest.split(" ", 6)
-    if len(parts) < 7:
+    parts = rest.split(" ", 3)
+    if len(parts) < 4:
         return None
-    _v, stamp, host, app, procid, _msgid, tail = parts
+    return _structured(parts[1], parts[2], parts[3], programs)
+
+
+def _structured(
+    stamp: str, host: str, tail: str, programs: frozenset[str] | None
+) -> Prefix | None:
+    """RFC 5424 after TIMESTAMP and HOSTNAME: APP-NAME PROCID MSGID STRUCTURED-DATA MSG."""
+    parts = tail.split(" ", 3)
+    if len(parts) < 4:
+        return None
+    app, procid, _msgid, sd = parts
     if programs is not None and app not in programs:
         return OTHER
     ts = parse_iso(stamp)
     if ts is None:
         return None
-    # STRUCTURED-DATA: "-" or one or more [..] elements, then the message.
-    if tail.startswith("- "):
-        msg = tail[2:]
-    elif tail == "-":
+    # STRUCTURED-DATA: "-" or one or more [..] elements, then one space and the message.
+    if sd.startswith("- "):
+        msg = sd[2:]
+    elif sd == "-":
         msg = ""
-    elif tail.startswith("["):
-        end = _sd_end(tail)
+    elif sd.startswith("["):
+        end = _sd_end(sd)
         if end < 0:
             return None
-        msg = tail[end:].lstrip(" ")
+        msg = sd[end + 1 :] if sd[end : end + 1] == " " else sd[end:]
     else:
         return None
     if msg.startswith("\ufeff"):
         msg = msg[1:]
-    return Prefix(ts, host, app, _pid(procid), msg)
+    return Prefix(ts, "" if host == "-" else host, app, _pid(procid), _strip_msgid(msg))
 
 
 def _sd_end(tail: str) -> int:
