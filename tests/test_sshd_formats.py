@@ -191,6 +191,62 @@ CASES: list[tuple[str, Kind, str | None, int | None, str | None, dict[str, Any]]
     ("input_userauth_request: invalid user admin [preauth]", Kind.INVALID_USER, None, None,
      "admin", {}),
     ("Connection from 203.0.113.9 port 4242", Kind.IGNORED, A4, 4242, None, {}),
+    ("Illegal user oracle from 203.0.113.9", Kind.INVALID_USER, A4, None, "oracle", {}),
+    ("Failed password for illegal user oracle from 203.0.113.9 port 4242 ssh2",
+     Kind.AUTH_FAILURE, A4, 4242, "oracle", {"invalid_user": True}),
+    ("input_userauth_request: illegal user oracle", Kind.INVALID_USER, None, None, "oracle", {}),
+    ("Accepted publickey for alice from 203.0.113.9 port 4242 ssh2: RSA "
+     "8f:3c:a1:5e:22:9b:7d:10:6e:4f:c2:91:0a:77:b3:58", Kind.AUTH_SUCCESS, A4, 4242, "alice",
+     {"key_type": "RSA"}),
+    ("Disconnecting: Too many authentication failures for invalid user x [preauth]",
+     Kind.MAX_AUTH_EXCEEDED, None, None, "invalid user x", {}),
+    # PAM_MAXTRIES: MaxAuthTries' PAM twin (Linux-PAM's text has a " for " of its own)
+    ("error: PAM: Have exhausted maximum number of retries for service for root from "
+     "203.0.113.9", Kind.MAX_AUTH_EXCEEDED, A4, None, "root", {}),
+    ("error: PAM: Maximum number of tries exceeded for root from 203.0.113.9",
+     Kind.MAX_AUTH_EXCEEDED, A4, None, "root", {}),
+    # refusals by configuration
+    ("Disconnecting authenticating user alice 203.0.113.9 port 4242: no authentication methods "
+     "enabled [preauth]", Kind.NOT_ALLOWED, A4, 4242, "alice", {}),
+    ("fatal: Access denied for user alice by PAM account configuration [preauth]",
+     Kind.NOT_ALLOWED, None, None, "alice", {}),
+    ("error: Authentication key RSA SHA256:abc revoked by file /etc/ssh/revoked_keys",
+     Kind.NOT_ALLOWED, None, None, None, {"reason": "revoked key"}),
+    ("error: WARNING: revoked key for 203.0.113.9 attempted authentication", Kind.NOT_ALLOWED,
+     A4, None, None, {"reason": "revoked host key"}),
+    # the peer went away: no misbehaviour
+    ("ssh_dispatch_run_fatal: Connection from 203.0.113.9 port 4242: Broken pipe [preauth]",
+     Kind.PREAUTH_DISCONNECT, A4, 4242, None, {}),
+    ("banner exchange: Connection from 203.0.113.9 port 4242: Connection reset by peer "
+     "[preauth]", Kind.PREAUTH_DISCONNECT, A4, 4242, None, {}),
+    # address-less protocol violations (the connection memory adds the address)
+    ("error: kex_protocol_error: type 90 seq 3 [preauth]", Kind.PROTOCOL_ERROR, None, None, None,
+     {}),
+    ("dispatch_protocol_error: type 100 seq 4 [preauth]", Kind.PROTOCOL_ERROR, None, None, None,
+     {}),
+    ("Bad packet length 1349676916. [preauth]", Kind.PROTOCOL_ERROR, None, None, None, {}),
+    ("Corrupted MAC on input. [preauth]", Kind.PROTOCOL_ERROR, None, None, None, {}),
+    ("padding error: need 45 block 8 mod 5 [preauth]", Kind.PROTOCOL_ERROR, None, None, None,
+     {}),
+    ("error: RekeyLimit exceeded before authentication completed [preauth]",
+     Kind.PROTOCOL_ERROR, None, None, None, {}),
+    # hostbased's VERBOSE lines and the listener's dumps: recorded with the address
+    ("userauth_hostbased mismatch: client sends evil.example.net, but we resolve 203.0.113.9 to "
+     "h.example.net", Kind.IGNORED, A4, None, None, {"client_host": "evil.example.net"}),
+    ("Accepted ECDSA public key SHA256:abc from jdoe@203.0.113.9", Kind.IGNORED, A4, None, None,
+     {"client_user": "jdoe"}),
+    ('Accepted certificate ID "build-7" signed by ED25519 CA SHA256:abc from jdoe@2001:db8::9',
+     Kind.IGNORED, A6, None, None, {}),
+    ("child 3: fd=14 pid=4242 connection from 203.0.113.9 to 192.0.2.1 (early)", Kind.IGNORED,
+     A4, None, None, {"listener": True}),
+    ("error: beginning MaxStartups throttling", Kind.IGNORED, None, None, None, {}),
+    ("Received request from 203.0.113.9 port 4242 to connect to host 10.0.0.5 port 3306, but "
+     "the request was denied.", Kind.IGNORED, A4, 4242, None, {"postauth": True}),
+    ("Connection: user alice 203.0.113.9 port 4242 (pid 4243)", Kind.IGNORED, A4, 4242, None,
+     {}),
+    # Tru64 SIA
+    ("error: Couldn't authenticate oracle from 203.0.113.9", Kind.AUTH_FAILURE, A4, None,
+     "oracle", {}),
     ("Starting session: shell on pts/0 for alice from 203.0.113.9 port 4242 id 0", Kind.IGNORED,
      A4, 4242, "alice", {}),
 ]  # fmt: skip
@@ -244,7 +300,8 @@ def test_the_general_form_only_takes_sshd_s_own_tags():
         "resolve 203.0.113.9 to h"
     )
     ev = Parser(reference=REF).parse_text(f"Nov 24 21:45:48 web1 sshd[1234]: {msg}")
-    assert ev.kind is Kind.UNRECOGNIZED and ev.ip is None
+    assert ev.kind is Kind.IGNORED and str(ev.ip) == A4
+    assert ev.detail["client_host"] == "a: Connection from 6.6.6.6 port 1: x"
     msg = "error: foo: Connection from 6.6.6.6 port 1: bar"
     ev = Parser(reference=REF).parse_text(f"Nov 24 21:45:48 web1 sshd[1234]: {msg}")
     assert ev.ip is None
@@ -338,13 +395,14 @@ def test_never_across_pids():
     assert ev.ip is None
 
 
-def test_the_old_invalid_user_restatement_is_not_attributed():
-    # "Invalid user X from A" was counted; "input_userauth_request: invalid user X" is the same
-    # attempt again and must not become a second one from A.
+def test_the_old_invalid_user_restatement_is_attributed_and_marked():
+    # "Invalid user X from A" came first; "input_userauth_request: invalid user X" is the same
+    # attempt again: it gets A, marked, so detection can count it as the follow-up it is.
     log = Log()
     log.line(505, "Invalid user admin from 203.0.113.9")
     ev = log.line(505, "input_userauth_request: invalid user admin [preauth]")
-    assert ev.kind is Kind.INVALID_USER and ev.ip is None
+    assert ev.kind is Kind.INVALID_USER and ip(ev) == A4
+    assert ev.detail["address_from"] == "connection" and ev.session == "505"
 
 
 def test_interleaved_connections_keep_their_own_addresses():
@@ -532,3 +590,19 @@ def test_a_user_s_own_process_is_never_a_pre_authentication_connection():
     log.line(46, "Starting session: shell on pts/0 for alice from 203.0.113.9 port 4242 id 0")
     ev = log.line(46, "Disconnecting: Corrupted MAC on input.")
     assert ev.kind is Kind.PROTOCOL_ERROR and ev.ip is None
+
+
+def test_old_connection_closed_without_a_port_after_login():
+    # OpenSSH <= 7.3 (VERBOSE, post-auth): "Connection closed by A", no port.
+    log = Log()
+    log.line(40, "Accepted password for alice from 203.0.113.9 port 4242 ssh2")
+    assert log.line(46, "Connection closed by 203.0.113.9").kind is Kind.DISCONNECT
+    assert log.line(47, "Connection closed by 198.51.100.7").kind is Kind.PREAUTH_DISCONNECT
+
+
+def test_address_less_protocol_errors_of_a_connection_count_as_its_own():
+    log = Log()
+    log.line(60, "Connection from 203.0.113.9 port 4242 on 192.0.2.1 port 22")
+    for msg in ("Bad packet length 1349676916. [preauth]", "Corrupted MAC on input. [preauth]"):
+        ev = log.line(60, msg, dt=0.1)
+        assert ev.kind is Kind.PROTOCOL_ERROR and ip(ev) == A4

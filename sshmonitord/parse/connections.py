@@ -22,9 +22,11 @@ Rules (docs/events.md, "The connection memory"):
   ``drop connection``, ``Timeout before authentication for connection from A to B, pid = N``,
   ``session process N … killed by signal``, penalties), which instead end connection N.
 - An address-less line of a remembered connection gets its address and port, marked
-  ``detail.address_from = "connection"``, if its kind is one detection counts per address
-  (:data:`ATTRIBUTED`). ``input_userauth_request: invalid user X`` is not: it restates the
-  ``Invalid user X from A`` line of the same connection, which was counted already.
+  ``detail.address_from = "connection"`` (:data:`ATTRIBUTED`: the kinds detection counts per
+  address, and ``ignored``). Such a line often restates one the connection already stated
+  with its address (older sshd's ``input_userauth_request: invalid user X`` after ``Invalid
+  user X from A``; ``Disconnecting: Too many authentication failures`` after the failures):
+  detection counts it as a follow-up of its connection (``session``), never as a new attempt.
 - Pre-authentication only. A successful login (``Accepted …``) ends the pid's entry, and lines
   sshd writes only after authentication (``disconnect`` events, ``Starting session`` …) never
   create one: after login sshd's own address-less lines are not attacks, and the process that
@@ -54,6 +56,7 @@ process) are classified with what the memory knows but never teach it anything.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from ..events import Event, Kind
@@ -68,10 +71,13 @@ MAX_CONNECTIONS = 16_384
 MAX_LOGINS = 16_384
 LOGIN_MAX_AGE = 30 * 86400.0
 
-# Kinds detection counts per address: these get a remembered address.
+# Kinds that get a remembered address: what detection counts per address, and the lines that
+# are recorded but never scored (so an operator sees whose they are).
 ATTRIBUTED = frozenset(
     {
+        Kind.IGNORED,
         Kind.AUTH_FAILURE,
+        Kind.INVALID_USER,
         Kind.MAX_AUTH_EXCEEDED,
         Kind.NOT_ALLOWED,
         Kind.PREAUTH_DISCONNECT,
@@ -90,8 +96,14 @@ ENDS = frozenset(
 )
 # What only a logged-in connection writes.
 _POSTAUTH = frozenset({Kind.AUTH_SUCCESS, Kind.DISCONNECT, Kind.SESSION_OPEN, Kind.SESSION_CLOSE})
+_ADDRESSLESS = ATTRIBUTED | ENDS
 _CLOSED = ("closed", "reset")
-_NEVER = float("inf")
+# This is the hot path (every sshd line): Kind.X is a slow attribute lookup, a module global
+# is not; times stay datetimes (comparing two is cheaper than datetime.timestamp()).
+_PREAUTH_DISCONNECT = Kind.PREAUTH_DISCONNECT
+_DISCONNECT = Kind.DISCONNECT
+_AUTH_SUCCESS = Kind.AUTH_SUCCESS
+_OPEN = datetime.max.replace(tzinfo=UTC)
 
 
 class Connections:
@@ -106,14 +118,17 @@ class Connections:
         login_max_age: float = LOGIN_MAX_AGE,
     ) -> None:
         self.max_connections = max_connections
-        self.preauth_max_age = preauth_max_age
-        self.linger = linger
         self.max_logins = max_logins
-        self.login_max_age = login_max_age
-        # (host, pid) -> [ip, port, first seen, ended (inf while open)]
+        self._max_age = timedelta(seconds=preauth_max_age)
+        self._linger = timedelta(seconds=linger)
+        self._login_max_age = timedelta(seconds=login_max_age)
+        # (host, pid) -> [ip, port, expires (first seen + max age), ends (end + linger)]
         self._conns: dict[tuple[str, int], list[Any]] = {}
-        # (host, ip, port) -> when it logged in
-        self._logins: dict[tuple[str, Any, int | None], float] = {}
+        # (host, port) -> [[ip, when it logged in], ...]: keyed by the port, because an
+        # ipaddress object hashes slowly and a client port is nearly unique on its own.
+        self._logins: dict[tuple[str, int | None], list[list[Any]]] = {}
+        # (host, ip) -> how many of those logins: for older sshd's close without a port.
+        self._login_ips: dict[tuple[str, Any], int] = {}
         self.attributed = 0  # address-less lines given their connection's address
 
     def __len__(self) -> int:
@@ -126,58 +141,58 @@ class Connections:
             return ev
         kind = ev.kind
         ip = ev.ip
-        ts = ev.ts.timestamp()
         if ip is None:
-            if kind in ATTRIBUTED or kind in ENDS:
-                self._addressless(ev, kind, (ev.host, pid), ts, learn)
+            if kind in _ADDRESSLESS:
+                self._addressless(ev, kind, (ev.host, pid), learn)
             return ev
         d = ev.detail
-        if d.get("listener"):
+        if d and "listener" in d:
             # The listener speaks of another process's connection; if it ended, forget it.
             child = d.get("child_pid")
             if learn and child is not None:
                 self._conns.pop((ev.host, child), None)
             return ev
         if (
-            kind is Kind.PREAUTH_DISCONNECT
+            kind is _PREAUTH_DISCONNECT
             and ev.user is None
             and "preauth" not in d
             and d.get("what") in _CLOSED
-            and ((ev.host, ip, ev.port) in self._logins or "postauth" in d)
+            and ("postauth" in d or self._logged_in(ev.host, ip, ev.port))
         ):
-            ev.kind = kind = Kind.DISCONNECT
+            ev.kind = kind = _DISCONNECT
         if not learn:
             return ev
-        if kind in _POSTAUTH or "postauth" in d:
+        if kind in _POSTAUTH or (d and "postauth" in d):
             self._conns.pop((ev.host, pid), None)
-            if kind is Kind.AUTH_SUCCESS:
-                self._login(ev.host, ip, ev.port, ts)
-            elif kind is Kind.DISCONNECT:
-                self._logins.pop((ev.host, ip, ev.port), None)
+            if kind is _AUTH_SUCCESS:
+                self._login(ev.host, ip, ev.port, ev.ts)
+            elif kind is _DISCONNECT:
+                self._logout(ev.host, ip, ev.port)
             return ev
         key = (ev.host, pid)
         conns = self._conns
         e = conns.get(key)
-        if e is None or e[0] != ip or not self._alive(e, ts):
+        ts = ev.ts
+        if e is not None and (e[0] is ip or e[0] == ip) and ts <= e[2] and ts <= e[3]:
+            if e[1] is None:
+                e[1] = ev.port
+        else:
             if e is not None:
                 del conns[key]  # re-inserted at the end: the dict's order is learning order
             elif len(conns) >= self.max_connections:
                 self._sweep(ts)
-            e = [ip, ev.port, ts, _NEVER]
+            e = [ip, ev.port, ts + self._max_age, _OPEN]
             conns[key] = e
-        elif e[1] is None:
-            e[1] = ev.port
-        if kind in ENDS and e[3] == _NEVER:
-            e[3] = ts
+        if kind in ENDS and e[3] is _OPEN:
+            e[3] = ts + self._linger
         return ev
 
-    def _addressless(
-        self, ev: Event, kind: Kind, key: tuple[str, int], ts: float, learn: bool
-    ) -> None:
+    def _addressless(self, ev: Event, kind: Kind, key: tuple[str, int], learn: bool) -> None:
         e = self._conns.get(key)
         if e is None:
             return
-        if not self._alive(e, ts):
+        ts = ev.ts
+        if ts > e[2] or ts > e[3]:
             if learn:
                 del self._conns[key]
             return
@@ -186,30 +201,63 @@ class Connections:
             ev.port = e[1]
             ev.detail["address_from"] = "connection"
             self.attributed += 1
-        if learn and kind in ENDS and e[3] == _NEVER:
-            e[3] = ts
+        if learn and kind in ENDS and e[3] is _OPEN:
+            e[3] = ts + self._linger
 
-    def _alive(self, e: list[Any], ts: float) -> bool:
-        return ts - e[2] <= self.preauth_max_age and ts - e[3] <= self.linger
+    def _logged_in(self, host: str, ip: Any, port: int | None) -> bool:
+        if port is None:  # sshd <= 7.3: "Connection closed by A"
+            return (host, ip) in self._login_ips
+        seen = self._logins.get((host, port))
+        return seen is not None and any(x[0] is ip or x[0] == ip for x in seen)
 
-    def _login(self, host: str, ip: Any, port: int | None, ts: float) -> None:
+    def _login(self, host: str, ip: Any, port: int | None, ts: datetime) -> None:
         logins = self._logins
-        key = (host, ip, port)
-        logins.pop(key, None)
-        if len(logins) >= self.max_logins:
-            old = ts - self.login_max_age
-            for k in [k for k, t in logins.items() if t < old]:
-                del logins[k]
+        key = (host, port)
+        seen = logins.pop(key, None)  # re-inserted at the end: the dict's order is by time
+        if seen is None:
+            seen = []
             if len(logins) >= self.max_logins:
-                for k in list(logins)[: len(logins) // 4 or 1]:
-                    del logins[k]
-        logins[key] = ts
+                old = ts - self._login_max_age
+                for k in [k for k, v in logins.items() if v[-1][1] < old]:
+                    self._drop_logins(k, logins.pop(k))
+                if len(logins) >= self.max_logins:
+                    for k in list(logins)[: len(logins) // 4 or 1]:
+                        self._drop_logins(k, logins.pop(k))
+        else:
+            self._drop_logins(key, [x for x in seen if x[0] is ip or x[0] == ip])
+            seen = [x for x in seen if not (x[0] is ip or x[0] == ip)]
+        seen.append([ip, ts])
+        logins[key] = seen
+        ips = self._login_ips
+        ips[(host, ip)] = ips.get((host, ip), 0) + 1
 
-    def _sweep(self, ts: float) -> None:
+    def _logout(self, host: str, ip: Any, port: int | None) -> None:
+        if port is None:
+            return  # which of the address's logins ended is unknown: they age out
+        seen = self._logins.get((host, port))
+        if seen is not None:
+            gone = [x for x in seen if x[0] is ip or x[0] == ip]
+            if gone:
+                self._drop_logins((host, port), gone)
+                seen[:] = [x for x in seen if not (x[0] is ip or x[0] == ip)]
+                if not seen:
+                    del self._logins[(host, port)]
+
+    def _drop_logins(self, key: tuple[str, int | None], gone: list[list[Any]]) -> None:
+        ips = self._login_ips
+        for x in gone:
+            k = (key[0], x[0])
+            n = ips.get(k, 0) - 1
+            if n > 0:
+                ips[k] = n
+            else:
+                ips.pop(k, None)
+
+    def _sweep(self, ts: datetime) -> None:
         """Make room: drop what expired, then, if still nearly full, the oldest quarter (so a
         sweep happens at most every max/8 new connections)."""
         conns = self._conns
-        for k in [k for k, e in conns.items() if not self._alive(e, ts)]:
+        for k in [k for k, e in conns.items() if ts > e[2] or ts > e[3]]:
             del conns[k]
         if len(conns) > self.max_connections * 7 // 8:
             for k in list(conns)[: len(conns) - self.max_connections * 3 // 4]:

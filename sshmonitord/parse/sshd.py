@@ -72,7 +72,8 @@ P = r"(?P<port>\d+)"
 # "invalid user X " while authenticating, "user X " once authenticated, nothing before.
 PRE = r"(?:(?P<pre>authenticating |invalid )?user (?P<user>.*) )?"
 KEYINFO = (
-    r"(?:: (?P<ktype>[A-Za-z0-9@._-]+)(?: (?P<fp>(?:SHA256|MD5):[A-Za-z0-9+/=:]+))?"
+    r"(?:: (?P<ktype>[A-Za-z0-9@._-]+)"
+    r"(?: (?P<fp>(?:SHA256|MD5):[A-Za-z0-9+/=:]+|[0-9a-f]{2}(?::[0-9a-f]{2}){15}))?"
     r"(?: ID (?P<cid>.*) \(serial (?P<serial>\d+)\) CA (?P<catype>\S+) (?P<cafp>\S+))?"
     r"(?:, client user \"(?P<cuser>.*)\", client host \"(?P<chost>.*)\")?)?"
 )
@@ -274,7 +275,7 @@ def _auth_log(kind: Kind) -> Builder:
 
 
 _AUTH_LOG = (
-    r" (?P<method>\S+) for (?P<inv>invalid user )?(?P<user>.*) from "
+    r" (?P<method>\S+) for (?P<inv>invalid user |illegal user )?(?P<user>.*) from "
     + A
     + " port "
     + P
@@ -318,9 +319,19 @@ simple(
 # connection memory deliberately leaves it address-less, so the attempt counts once.
 simple(
     "input_userauth_request:",
-    r"input_userauth_request: invalid user (?P<user>.*)$",
+    r"input_userauth_request: (?:invalid|illegal) user (?P<user>.*)$",
     Kind.INVALID_USER,
-    examples=("input_userauth_request: invalid user {u} [preauth]",),
+    examples=(
+        "input_userauth_request: invalid user {u} [preauth]",
+        "input_userauth_request: illegal user {u}",
+    ),
+)
+# OpenSSH <= 3.8 said "illegal".
+simple(
+    "Illegal",
+    r"Illegal user (?P<user>.*) from " + A + "(?: port " + P + ")?$",
+    Kind.INVALID_USER,
+    examples=("Illegal user {u} from {a}",),
 )
 simple(
     "User",
@@ -416,6 +427,17 @@ simple(
         "Disconnecting authenticating user {u} {a} port {p}: Too many authentication failures",
     ),
 )
+# The configuration leaves the user no usable method (AuthenticationMethods, PAM).
+simple(
+    "Disconnecting",
+    r"Disconnecting " + PRE + A + " port " + P + r": (?P<reason>no authentication methods "
+    r"enabled)$",
+    Kind.NOT_ALLOWED,
+    examples=(
+        "Disconnecting authenticating user {u} {a} port {p}: no authentication methods enabled"
+        " [preauth]",
+    ),
+)
 # Any other reason: strict KEX violations, a second KEXINIT, a change of user name or
 # service, a bad service request (the reason may quote the client's user and service).
 # After authentication ("user X") it ends an authenticated connection.
@@ -436,8 +458,8 @@ simple(
 # Older sshd: the address is on another line of the connection (connections.py).
 simple(
     "Disconnecting:",
-    r"Disconnecting: Too many authentication failures(?: for "
-    r"(?P<inv>invalid user )?(?P<user>.*))?$",
+    # AUTH_FAIL_MSG "Too many authentication failures for %.100s": the name as sent.
+    r"Disconnecting: Too many authentication failures(?: for (?P<user>.*))?$",
     Kind.MAX_AUTH_EXCEEDED,
     examples=(
         "Disconnecting: Too many authentication failures [preauth]",
@@ -541,12 +563,6 @@ simple(
 
 # protocol errors
 simple(
-    "banner",
-    r"banner exchange: Connection from " + A + " port " + P + r": (?P<reason>.*)$",
-    Kind.PROTOCOL_ERROR,
-    examples=("banner exchange: Connection from {a} port {p}: invalid format",),
-)
-simple(
     "kex_exchange_identification:",
     r"kex_exchange_identification: (?P<reason>.*?)"
     r"(?: from " + A + " port " + P + ")?$",
@@ -579,31 +595,62 @@ GENERAL_TAG = (
     r"(?: [A-Za-z@._-]+)*)?)"
 )
 GENERAL = GENERAL_TAG + r": Connection from " + PRE + A + " port " + P + r": (?P<reason>.*)$"
-simple(
+# With a system error for a reason (strerror) the client just went away: no misbehaviour.
+_GONE = frozenset(
+    {
+        "Broken pipe",
+        "Connection reset by peer",
+        "Connection timed out",
+        "No route to host",
+        "Network is unreachable",
+        "Host is down",
+        "Software caused connection abort",
+    }
+)
+
+
+def _general(pre: Prefix, m: re.Match[str], d: dict[str, Any]) -> Event | None:
+    """sshpkt_fatal(): a protocol error before authentication, a pre-auth disconnect when the
+    peer went away, the end of the connection after authentication (preamble "user X")."""
+    gd = m.groupdict()
+    reason = gd["reason"]
+    d["reason"] = reason
+    d["what"] = gd["what"]
+    if gd["pre"] == "invalid ":
+        d["invalid_user"] = True
+    if gd["user"] is not None and gd["pre"] is None:
+        kind = Kind.DISCONNECT
+    elif reason in _GONE:
+        kind = Kind.PREAUTH_DISCONNECT
+    else:
+        kind = Kind.PROTOCOL_ERROR
+    ev = _ev_gd(pre, kind, gd, None, None, None, d)
+    if ev is not None and _ambiguous(m):
+        return _strip_ip(ev)
+    return ev
+
+
+rule(
+    "banner",
+    GENERAL,
+    "banner exchange: Connection from {a} port {p}: invalid format",
+    "banner exchange: Connection from {a} port {p}: Broken pipe [preauth]",
+)(_general)
+rule(
     "ssh_dispatch_run_fatal:",
     GENERAL,
-    Kind.PROTOCOL_ERROR,
-    post=Kind.DISCONNECT,
-    two_sided=True,
-    examples=(
-        "ssh_dispatch_run_fatal: Connection from {a} port {p}: message authentication code"
-        " incorrect [preauth]",
-        "ssh_dispatch_run_fatal: Connection from invalid user {u} {a} port {p}: Connection"
-        " corrupted [preauth]",
-        "ssh_dispatch_run_fatal: Connection from user {u} {a} port {p}: Broken pipe",
-    ),
-)
-simple(
+    "ssh_dispatch_run_fatal: Connection from {a} port {p}: message authentication code"
+    " incorrect [preauth]",
+    "ssh_dispatch_run_fatal: Connection from invalid user {u} {a} port {p}: Connection"
+    " corrupted [preauth]",
+    "ssh_dispatch_run_fatal: Connection from user {u} {a} port {p}: Broken pipe",
+)(_general)
+rule(
     "fatal:",
     "fatal: " + GENERAL,
-    Kind.PROTOCOL_ERROR,
-    post=Kind.DISCONNECT,
-    two_sided=True,
-    examples=(
-        "fatal: ssh_dispatch_run_fatal: Connection from {a} port {p}: incomplete message"
-        " [preauth]",
-    ),
-)
+    "fatal: ssh_dispatch_run_fatal: Connection from {a} port {p}: incomplete message"
+    " [preauth]",
+)(_general)
 simple(
     "Bad",
     r"Bad protocol version identification '.*' from " + A + "(?: port " + P + ")?$",
@@ -706,6 +753,30 @@ simple(
 )
 
 
+simple(
+    "fatal:",
+    r"fatal: Access denied for user (?P<user>.*) by PAM account configuration$",
+    Kind.NOT_ALLOWED,
+    detail={"reason": "PAM account configuration"},
+    examples=("fatal: Access denied for user {u} by PAM account configuration [preauth]",),
+)
+# SIA (Tru64): auth-sia.c
+simple(
+    "error:",
+    r"error: Couldn't authenticate (?P<user>.*) from " + A + "$",
+    Kind.AUTH_FAILURE,
+    method="sia",
+    examples=("error: Couldn't authenticate {u} from {a}",),
+)
+simple(
+    "fatal:",
+    r"fatal: Couldn't (?:establish|launch) session for (?P<user>.*) from " + A + "$",
+    Kind.IGNORED,
+    detail={"postauth": True},
+    examples=("fatal: Couldn't establish session for {u} from {a}",),
+)
+
+
 @rule(
     "fatal:",
     r"fatal: (?P<reason>.*)$",
@@ -719,6 +790,46 @@ def _fatal(pre: Prefix, m: re.Match[str], d: dict[str, Any]) -> Event | None:
         return None
     d["reason"] = m.group("reason")
     return _ev(pre, Kind.PROTOCOL_ERROR, None, detail=d)
+
+
+# Address-less protocol violations (kex.c, dispatch.c, packet.c): the connection memory gives
+# them the connection's address.
+_first: str | None  # None: a message with no fixed first word (a fallback)
+for _first, _pat, _ex in (
+    ("error:", r"error: kex_protocol_error: type \d+ seq \d+$",
+     "error: kex_protocol_error: type 90 seq 3 [preauth]"),
+    ("error:", r"error: too many SSH2_MSG_EXT_INFO messages sent by peer$",
+     "error: too many SSH2_MSG_EXT_INFO messages sent by peer [preauth]"),
+    ("error:", r"error: SSH2_MSG_EXT_INFO with too many entries.*$",
+     "error: SSH2_MSG_EXT_INFO with too many entries, expected <=1024, received 4096"),
+    ("error:", r"error: RekeyLimit exceeded before authentication completed$",
+     "error: RekeyLimit exceeded before authentication completed [preauth]"),
+    ("error:", r"error: non-transport message \d+ received from peer during key exchange$",
+     "error: non-transport message 50 received from peer during key exchange [preauth]"),
+    ("dispatch_protocol_error:", r"dispatch_protocol_error: type \d+ seq \d+$",
+     "dispatch_protocol_error: type 100 seq 4 [preauth]"),
+    ("Bad", r"Bad packet length \d+\.?$", "Bad packet length 1349676916. [preauth]"),
+    ("padding", r"padding error: need \d+ block \d+ mod \d+$",
+     "padding error: need 45 block 8 mod 5 [preauth]"),
+    ("Corrupted", r"Corrupted MAC on input\.?$", "Corrupted MAC on input. [preauth]"),
+):  # fmt: skip
+    simple(_first, _pat, Kind.PROTOCOL_ERROR, examples=(_ex,))
+# A revoked key (perhaps a stolen one) was presented; auth.c, no address.
+simple(
+    "error:",
+    r"error: Authentication key (?P<ktype>\S+) (?P<fp>\S+) revoked by file .*$",
+    Kind.NOT_ALLOWED,
+    detail={"reason": "revoked key"},
+    examples=("error: Authentication key RSA SHA256:k revoked by file /etc/ssh/revoked_keys",),
+)
+# hostbased: the client host's key is revoked (host: the address with UseDNS no).
+simple(
+    "error:",
+    r"error: WARNING: revoked key for " + A + " attempted authentication$",
+    Kind.NOT_ALLOWED,
+    detail={"reason": "revoked host key"},
+    examples=("error: WARNING: revoked key for {a} attempted authentication",),
+)
 
 
 # penalties and refusals by the listener (OpenSSH 9.8+). Its lines name other processes'
@@ -839,10 +950,14 @@ def _child_crash(pre: Prefix, m: re.Match[str], d: dict[str, Any]) -> Event | No
 
 @rule(
     "Postponed",
-    r"Postponed (?P<method>\S+) for (?P<user>.*) from " + A + " port " + P + " ssh2.*$",
+    r"Postponed (?P<method>\S+) for (?P<inv>invalid user )?(?P<user>.*) from " + A + " port " + P
+    + " ssh2.*$",
     "Postponed publickey for {u} from {a} port {p} ssh2 [preauth]",
-)
+    "Postponed keyboard-interactive for invalid user {u} from {a} port {p} ssh2 [preauth]",
+)  # fmt: skip
 def _postponed(pre: Prefix, m: re.Match[str], d: dict[str, Any]) -> Event | None:
+    if m.group("inv"):
+        d["invalid_user"] = True
     return _ev(pre, Kind.IGNORED, m, method=m.group("method"), detail=d)
 
 
@@ -951,23 +1066,70 @@ def _wrong_source(pre: Prefix, m: re.Match[str], d: dict[str, Any]) -> Event | N
     return _ev(pre, Kind.AUTH_FAILURE, m, method="publickey", detail=d)
 
 
-# The general sshpkt_fatal() for any other <what> (see GENERAL_TAG).
+# auth2-hostbased.c: the host name the client claims is not what its address resolves to.
+# The claim comes before the address and the resolved (PTR) name after it.
+@rule(
+    "userauth_hostbased",
+    r"userauth_hostbased mismatch: client sends (?P<user>.*), but we resolve " + A + r" to .*$",
+    "userauth_hostbased mismatch: client sends {u}, but we resolve {a} to {x}",
+)
+def _hostbased_mismatch(pre: Prefix, m: re.Match[str], d: dict[str, Any]) -> Event | None:
+    gd = m.groupdict()
+    d["client_host"] = gd["user"]
+    gd["user"] = None
+    ev = _ev_gd(pre, Kind.IGNORED, gd, None, None, None, d)
+    return _strip_ip(ev) if ev is not None and _ambiguous(m) else ev
+
+
+# auth2-hostbased.c (VERBOSE): "... from CLIENTUSER@HOST", HOST the address (UseDNS no) or the
+# checked name; the client user, sent by the client, may hold an "@" but the host never does.
+@rule(
+    "Accepted",
+    r"Accepted certificate ID \".*\" signed by \S+ CA \S+ from (?P<cuser>.*)@(?P<addr>[^@\s]+)$",
+    'Accepted certificate ID "{u}" signed by ED25519 CA SHA256:k from {u}@{a}',
+)
+@rule(
+    "Accepted",
+    r"Accepted (?P<ktype>\S+) public key (?P<fp>\S+) from (?P<cuser>.*)@(?P<addr>[^@\s]+)$",
+    "Accepted ECDSA public key SHA256:k from {u}@{a}",
+)
+def _hostbased_key(pre: Prefix, m: re.Match[str], d: dict[str, Any]) -> Event | None:
+    gd = m.groupdict()
+    d["client_user"] = gd["cuser"]
+    return _ev_gd(pre, Kind.IGNORED, gd, None, "hostbased", gd.get("fp"), d)
+
+
+# The listener's own dumps and complaints about a child (the child lives on).
 simple(
-    None,
-    GENERAL,
-    Kind.PROTOCOL_ERROR,
-    post=Kind.DISCONNECT,
-    two_sided=True,
+    "child",
+    r"child \d+: fd=\d+ pid=\d+ connection from " + A + r"(?: to \S+)?(?: \([^()]*\))?$",
+    Kind.IGNORED,
+    detail={"listener": True},
+    examples=("child 3: fd=14 pid=4242 connection from {a} to 192.0.2.254 (early)",),
+)
+simple(
+    "error:",
+    r"error: server_accept_loop: .* for connection from " + A + r"(?: to \S+)? in state \d+$",
+    Kind.IGNORED,
+    detail={"listener": True},
     examples=(
-        "ssh_packet_read_poll2: Connection from {a} port {p}: Connection corrupted [preauth]",
-        "server_input_global_request: parse packet: Connection from user {u} {a} port {p}:"
-        " incomplete message",
-        "send DEBUG: Connection from authenticating user {u} {a} port {p}: Broken pipe"
-        " [preauth]",
-        "session_input_channel_req: send open confirm: Connection from user {u} {a} port {p}:"
-        " Broken pipe",
+        "error: server_accept_loop: unexpected message 0x05 child 4242 for connection from {a}"
+        " to 192.0.2.254 in state 1",
     ),
 )
+
+
+# The general sshpkt_fatal() for any other <what> (see GENERAL_TAG).
+rule(
+    None,
+    GENERAL,
+    "ssh_packet_read_poll2: Connection from {a} port {p}: Connection corrupted [preauth]",
+    "server_input_global_request: parse packet: Connection from user {u} {a} port {p}:"
+    " incomplete message",
+    "send DEBUG: Connection from authenticating user {u} {a} port {p}: Broken pipe [preauth]",
+    "session_input_channel_req: send open confirm: Connection from user {u} {a} port {p}:"
+    " Broken pipe",
+)(_general)
 
 # Written only after authentication, by the user's own sshd process (``postauth``: the
 # connection memory never takes such a process for a pre-authentication connection).
@@ -992,6 +1154,19 @@ for _first, _pat, _ex in (
         r"Received request from " + A + " port " + P + r" to remote forward.*$",
         "Received request from {a} port {p} to remote forward to host {x} port 80, but the"
         " request was denied.",
+    ),
+    (
+        "Received",
+        r"Received request from " + A + " port " + P + r" to connect to .*$",
+        "Received request from {a} port {p} to connect to host {x} port 3306, but the request"
+        " was denied.",
+    ),
+    # channel_report_open() on SIGINFO (BSD): an operator's dump.
+    (
+        "Connection:",
+        r"Connection: (?:(?:authenticating |invalid )?user .* )?" + A + " port " + P
+        + r" \(pid \d+\)$",
+        "Connection: user {u} {a} port {p} (pid 4243)",
     ),
     # A configuration refusal after login (ForceCommand internal-sftp): the user is known.
     (
@@ -1025,7 +1200,6 @@ for _first, _pat, _ex in (
     ("pam_systemd(sshd:session):", r".*$", "pam_systemd(sshd:session): Failed to connect"),
     ("pam_env(sshd:session):", r".*$", "pam_env(sshd:session): deprecated reading"),
     ("Accepted", r"Accepted key .*$", "Accepted key ED25519 SHA256:k found at /x:1"),
-    ("Accepted", r"Accepted certificate ID .*$", "Accepted certificate ID \"{x}\" signed by x"),
     ("Authorized", r"Authorized to .*$", "Authorized to alice, krb5 principal alice@X"),
     (
         "Nasty",
@@ -1040,14 +1214,15 @@ for _first, _pat, _ex in (
     # A FIDO key whose user did not touch it: sshd logs "Failed publickey" for it too.
     (
         "error:",
-        r"error: public key .* signature for (?P<user>.*) from " + A + " port " + P
-        + r" rejected: .*$",
+        r"error: public key \S+(?: \S+)? signature for (?:invalid user )?(?P<user>.*) from " + A
+        + " port " + P + r" rejected: .*$",
         "error: public key ED25519-SK SHA256:k signature for {u} from {a} port {p} rejected:"
         " user presence (authenticator touch) requirement not met ",
     ),
     (
         "public",
-        r"public key .* signature for (?P<user>.*) from " + A + " port " + P + r" rejected: .*$",
+        r"public key \S+(?: \S+)? signature for (?:invalid user )?(?P<user>.*) from " + A
+        + " port " + P + r" rejected: .*$",
         "public key ECDSA-SK SHA256:k signature for {u} from {a} port {p} rejected: user"
         " verification requirement not met ",
     ),
@@ -1064,6 +1239,10 @@ for _first, _pat, _ex in (
     ("client", r"client (?P<addr>[0-9A-Fa-f:.]+)/\d+ penalty: .*$",
      "client {a}/32 penalty: failed authentication (12.500 secs left)"),
     (None, r"\d+ active ipv[46] penalties$", "3 active ipv4 penalties"),
+    ("error:", r"error: (?:beginning|in) MaxStartups throttling.*$",
+     "error: beginning MaxStartups throttling"),
+    ("exited", r"exited MaxStartups throttling .*$",
+     "exited MaxStartups throttling after 00:01:02, 17 connections dropped"),
     ("Maxstartups", r"Maxstartups logging rate-limited: .*$",
      "Maxstartups logging rate-limited: additional 5 connections dropped"),
     ("PerSourcePenalties", r"PerSourcePenalties logging rate-limited: .*$",
@@ -1139,29 +1318,39 @@ def _sess(pre: Prefix) -> str | None:
 # most versions). The text is PAM's and varies by PAM implementation and casing
 # ("Authentication failure", "authentication error", "User not known to the underlying
 # authentication module", "Authentication token is no longer valid; new one required"...).
-_PAM_ERROR = (
-    r"PAM: (?P<reason>.+?) for (?P<inv>illegal user )?(?P<user>.*) from " + A + "$"
+# PAM_MAXTRIES (Linux-PAM's text has a " for " of its own) is MaxAuthTries' PAM twin.
+_PAM_MAXTRIES = (
+    r"(?i:Have exhausted maximum number of retries for service|"
+    r"Maximum number of tries exceeded|maximum number of tries exceeded)"
 )
-simple(
+_PAM_ERROR = (
+    r"PAM: (?P<reason>" + _PAM_MAXTRIES + r"|.+?) for (?P<inv>illegal user )?(?P<user>.*) from "
+    + A + "$"
+)  # fmt: skip
+
+
+def _pam_error(pre: Prefix, m: re.Match[str], d: dict[str, Any]) -> Event | None:
+    gd = m.groupdict()
+    d["reason"] = reason = gd["reason"]
+    if gd["inv"]:
+        d["invalid_user"] = True
+    kind = Kind.MAX_AUTH_EXCEEDED if _MAXTRIES.fullmatch(reason) else Kind.AUTH_FAILURE
+    return _ev_gd(pre, kind, gd, None, "pam", None, d)
+
+
+_MAXTRIES = re.compile(_PAM_MAXTRIES)
+rule(
     "error:",
     "error: " + _PAM_ERROR,
-    Kind.AUTH_FAILURE,
-    method="pam",
-    examples=(
-        "error: PAM: Authentication failure for {u} from {a}",
-        "error: PAM: authentication error for illegal user {u} from {a}",
-    ),
-)
-simple(
+    "error: PAM: Authentication failure for {u} from {a}",
+    "error: PAM: authentication error for illegal user {u} from {a}",
+    "error: PAM: Have exhausted maximum number of retries for service for {u} from {a}",
+)(_pam_error)
+rule(
     "PAM:",
     _PAM_ERROR,
-    Kind.AUTH_FAILURE,
-    method="pam",
-    examples=(
-        "PAM: User not known to the underlying authentication module for illegal user {u}"
-        " from {a}",
-    ),
-)
+    "PAM: User not known to the underlying authentication module for illegal user {u} from {a}",
+)(_pam_error)
 
 
 @rule(
