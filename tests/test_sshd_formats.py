@@ -566,7 +566,7 @@ def test_a_scanner_at_the_default_log_level_is_one_attempt():
         assert fired == [(4, "bruteforce")], (verbose, fired)
 
 
-def test_real_sshd_lines_replay_the_same_in_one_parser_as_line_by_line():
+def test_replay_and_the_daemon_s_line_path_share_the_memory():
     # Replay (parse_text over a file) and the daemon (parse_line of each Line) share the memory.
     text = [
         "Nov 24 21:45:48 web1 sshd[38]: Connection from 127.0.0.1 port 57918 on 127.0.0.1 port 22",
@@ -574,9 +574,9 @@ def test_real_sshd_lines_replay_the_same_in_one_parser_as_line_by_line():
         " remote host",
         "Nov 24 21:45:48 web1 sshd[38]: Connection closed by 127.0.0.1 port 57918",
     ]
-    a = [Parser(reference=REF)] * 1
+    a = Parser(reference=REF)
     b = Parser(reference=REF)
-    ra = [a[0].parse_text(t) for t in text]
+    ra = [a.parse_text(t) for t in text]
     rb = [b.parse_line(Line(text=t, source="/var/log/auth.log")) for t in text]
     assert [(e.kind, e.ip, e.port, e.detail) for e in ra] == [
         (e.kind, e.ip, e.port, e.detail) for e in rb
@@ -606,3 +606,52 @@ def test_address_less_protocol_errors_of_a_connection_count_as_its_own():
     for msg in ("Bad packet length 1349676916. [preauth]", "Corrupted MAC on input. [preauth]"):
         ev = log.line(60, msg, dt=0.1)
         assert ev.kind is Kind.PROTOCOL_ERROR and ip(ev) == A4
+
+
+# ------------------------------------------------------------------------ a real sshd
+# Which process writes which line (docs/events.md, "The connection memory"), seen on this
+# machine's OpenSSH 9.2 at LogLevel VERBOSE: the monitor writes a connection's pre-auth lines
+# and "Accepted", the user's own process (another pid) the end of a logged-in connection.
+
+pytest_plugins = ["realsshd"]
+
+
+@pytest.mark.real
+def test_real_sshd_pids_and_the_connection_memory(real_sshd_factory):
+    import signal
+    import socket
+    import subprocess
+    import time
+
+    from realsshd import stop_process
+
+    sshd = real_sshd_factory(log_level="VERBOSE")
+    # A scanner: takes the banner, leaves during the banner exchange.
+    with socket.create_connection(("127.0.0.1", sshd.port), timeout=10) as c:
+        c.recv(100)
+    sshd.wait_for(r"Connection closed by 127\.0\.0\.1 port \d+$")
+    # A key login whose client vanishes: the user's own sshd process logs the close.
+    argv = ["ssh", *sshd._ssh_opts(), *sshd._key_opts(), f"{sshd.user}@127.0.0.1", "sleep 30"]
+    client = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+    try:
+        sshd.wait_for(r"Starting session: command for ")
+        time.sleep(0.3)
+    finally:
+        stop_process(client, signal.SIGKILL)
+    sshd.wait_for(r"Closing connection to 127\.0\.0\.1 port \d+")
+
+    events = sshd.events()
+    by_text = [(ev, ev.raw.split("]: ", 1)[1]) for ev in events if ev.program == "sshd"]
+    kex = [ev for ev, m in by_text if m.startswith("error: kex_exchange_identification: ")]
+    assert len(kex) == 1 and str(kex[0].ip) == "127.0.0.1", by_text
+    assert kex[0].detail["address_from"] == "connection"
+    accepted = next(ev for ev, _ in by_text if ev.kind is Kind.AUTH_SUCCESS)
+    closes = [ev for ev, m in by_text if m.startswith("Connection closed by 127.0.0.1 port ")]
+    scanner = next(ev for ev in closes if ev.pid == kex[0].pid)
+    login_end = next(ev for ev in closes if ev.port == accepted.port)
+    assert scanner.kind is Kind.PREAUTH_DISCONNECT
+    # The finding of docs/events.md: another process (pid) closes the login's connection.
+    assert login_end.pid != accepted.pid and login_end.kind is Kind.DISCONNECT
+    child = next(m for _, m in by_text if m.startswith("User child is on pid "))
+    assert int(child.rsplit(" ", 1)[1]) == login_end.pid

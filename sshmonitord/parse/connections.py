@@ -135,42 +135,66 @@ class Connections:
         return len(self._conns)
 
     def apply(self, ev: Event, learn: bool = True) -> Event:
-        """Attribute, classify and learn from one sshd event (in place; returned for ease)."""
+        """Attribute, classify and learn from one sshd event (in place; returned for ease).
+
+        Every sshd line comes through here: the common cases cost a tuple, a dict lookup and
+        a few comparisons; everything else sits behind them."""
         pid = ev.pid
         if pid is None:
             return ev
         kind = ev.kind
         ip = ev.ip
+        conns = self._conns
         if ip is None:
             if kind in _ADDRESSLESS:
-                self._addressless(ev, kind, (ev.host, pid), learn)
+                key = (ev.host, pid)
+                e = conns.get(key)
+                if e is not None:
+                    ts = ev.ts
+                    if ts > e[2] or ts > e[3]:
+                        if learn:
+                            del conns[key]
+                    elif learn:
+                        if kind in ATTRIBUTED:
+                            ev.ip = e[0]
+                            ev.port = e[1]
+                            ev.detail["address_from"] = "connection"
+                            self.attributed += 1
+                        if kind in ENDS and e[3] is _OPEN:
+                            e[3] = ts + self._linger
             return ev
         d = ev.detail
-        if d and "listener" in d:
-            # The listener speaks of another process's connection; if it ended, forget it.
-            child = d.get("child_pid")
-            if learn and child is not None:
-                self._conns.pop((ev.host, child), None)
-            return ev
-        if (
-            kind is _PREAUTH_DISCONNECT
-            and ev.user is None
-            and "preauth" not in d
-            and d.get("what") in _CLOSED
-            and ("postauth" in d or self._logged_in(ev.host, ip, ev.port))
-        ):
-            ev.kind = kind = _DISCONNECT
+        # Listener lines, post-auth lines and the ambiguous close are never [preauth]-tagged,
+        # and most lines of an attack are: one test keeps them on the short path.
+        if d and "preauth" not in d:
+            if "listener" in d:
+                # The listener speaks of another process's connection; if it ended, forget it.
+                child = d.get("child_pid")
+                if learn and child is not None:
+                    conns.pop((ev.host, child), None)
+                return ev
+            if (
+                kind is _PREAUTH_DISCONNECT
+                and ev.user is None
+                and d.get("what") in _CLOSED
+                and ("postauth" in d or self._logged_in(ev.host, ip, ev.port))
+            ):
+                ev.kind = kind = _DISCONNECT
+            if "postauth" in d and kind not in _POSTAUTH:
+                # A line only a logged-in connection writes: never a pre-auth connection's.
+                if learn:
+                    conns.pop((ev.host, pid), None)
+                return ev
         if not learn:
             return ev
-        if kind in _POSTAUTH or (d and "postauth" in d):
-            self._conns.pop((ev.host, pid), None)
+        if kind in _POSTAUTH:
+            conns.pop((ev.host, pid), None)
             if kind is _AUTH_SUCCESS:
                 self._login(ev.host, ip, ev.port, ev.ts)
             elif kind is _DISCONNECT:
                 self._logout(ev.host, ip, ev.port)
             return ev
         key = (ev.host, pid)
-        conns = self._conns
         e = conns.get(key)
         ts = ev.ts
         if e is not None and (e[0] is ip or e[0] == ip) and ts <= e[2] and ts <= e[3]:
@@ -186,23 +210,6 @@ class Connections:
         if kind in ENDS and e[3] is _OPEN:
             e[3] = ts + self._linger
         return ev
-
-    def _addressless(self, ev: Event, kind: Kind, key: tuple[str, int], learn: bool) -> None:
-        e = self._conns.get(key)
-        if e is None:
-            return
-        ts = ev.ts
-        if ts > e[2] or ts > e[3]:
-            if learn:
-                del self._conns[key]
-            return
-        if learn and kind in ATTRIBUTED:
-            ev.ip = e[0]
-            ev.port = e[1]
-            ev.detail["address_from"] = "connection"
-            self.attributed += 1
-        if learn and kind in ENDS and e[3] is _OPEN:
-            e[3] = ts + self._linger
 
     def _logged_in(self, host: str, ip: Any, port: int | None) -> bool:
         if port is None:  # sshd <= 7.3: "Connection closed by A"

@@ -102,11 +102,29 @@ ENTRIES: list[Entry] = []
 _LAZY: dict[re.Pattern[str], re.Pattern[str]] = {}
 
 
+# Messages behind a level word ("error: ", "fatal: ") are many: they are filed under their
+# first two words when the second is literal text, and tried before the level's general ones.
+_LEVELS = frozenset({"error:", "fatal:"})
+_META = frozenset("\\()[]{}?*+.|^$")
+
+
+def _file_under(first: str, pattern: str) -> str:
+    if first in _LEVELS and pattern.startswith(first + " "):
+        word = pattern[len(first) + 1 :].split(" ", 1)[0]
+        if word and not _META.intersection(word) and len(word) < len(pattern) - len(first) - 1:
+            return f"{first} {word}"
+    return first
+
+
 def _register(
     first: str | None, pattern: str, build: Builder, examples: tuple[str, ...]
 ) -> re.Pattern[str]:
     pat = re.compile(pattern, re.S)
-    (FALLBACK if first is None else CATALOGUE.setdefault(first, [])).append((pat, build))
+    if first is None:
+        FALLBACK.append((pat, build))
+    else:
+        first = _file_under(first, pattern)
+        CATALOGUE.setdefault(first, []).append((pat, build))
     ENTRIES.append(Entry(first, pat, examples))
     if _GREEDY_USER in pattern:
         _LAZY[pat] = re.compile(pattern.replace(_GREEDY_USER, _LAZY_USER), re.S)
@@ -140,22 +158,32 @@ def simple(
     may follow the address too (see :func:`_ambiguous`)."""
     fixed_user = user
     fixed_detail = detail
+    # Look only for the groups the pattern has: this runs once per matching line.
+    groups = re.compile(pattern, re.S).groupindex
+    has_pre = "pre" in groups
+    has_inv = "inv" in groups
+    has_reason = "reason" in groups
+    has_what = "what" in groups
 
     def build(pre: Prefix, m: re.Match[str], d: dict[str, Any]) -> Event | None:
         gd = m.groupdict()
         k = kind
-        if gd.get("inv") or gd.get("pre") == "invalid ":
+        if has_pre:
+            preamble = gd["pre"]
+            if preamble == "invalid ":
+                d["invalid_user"] = True
+            elif preamble is None and post is not None and gd["user"] is not None:
+                k = post
+        if has_inv and gd["inv"]:
             d["invalid_user"] = True
-        if post is not None and gd.get("user") is not None and gd.get("pre") is None:
-            k = post
-        if gd.get("reason"):
+        if has_reason and gd["reason"]:
             d["reason"] = gd["reason"]
-        if gd.get("what"):
+        if has_what and gd["what"]:
             d["what"] = gd["what"]
         if fixed_detail:
             d.update(fixed_detail)
         ev = _ev_gd(pre, k, gd, fixed_user, method, None, d)
-        if ev is not None and two_sided and _ambiguous(m):
+        if two_sided and ev is not None and _ambiguous(m):
             return _strip_ip(ev)
         return ev
 
@@ -1393,25 +1421,43 @@ simple(
 # ---------------------------------------------------------------------------- entry point
 
 
+def _detail(preauth: bool, postauth: bool) -> dict[str, Any]:
+    if preauth:
+        return {"preauth": True}
+    return {"postauth": True} if postauth else {}
+
+
 def parse(pre: Prefix, raw: str = "") -> Event:
     """One sshd message → an Event (``unrecognized`` when nothing in the catalogue matches)."""
     msg = pre.message
-    d0: dict[str, Any] | None = None
+    preauth = postauth = False
     if msg.endswith(" [preauth]"):
         msg = msg[:-10]
-        d0 = {"preauth": True}
-    elif msg.endswith(" [net]"):
-        msg = msg[:-6]
-    elif msg.endswith(" [postauth]"):  # 10.x's monitor relaying its post-auth child
-        msg = msg[:-11]
-        d0 = {"postauth": True}
+        preauth = True
+    elif msg.endswith("]"):
+        if msg.endswith(" [net]"):
+            msg = msg[:-6]
+        elif msg.endswith(" [postauth]"):  # 10.x's monitor relaying its post-auth child
+            msg = msg[:-11]
+            postauth = True
     sp = msg.find(" ")
-    entries = CATALOGUE.get(msg[:sp] if sp >= 0 else msg)
+    first = msg[:sp] if sp >= 0 else msg
+    if first in _LEVELS:
+        sp2 = msg.find(" ", sp + 1)
+        entries = CATALOGUE.get(msg[:sp2] if sp2 >= 0 else msg)
+        if entries is not None:
+            for pat, build in entries:
+                m = pat.match(msg)
+                if m is not None:
+                    ev = build(pre, m, _detail(preauth, postauth))
+                    if ev is not None:
+                        return ev
+    entries = CATALOGUE.get(first)
     if entries is not None:
         for pat, build in entries:
             m = pat.match(msg)
             if m is not None:
-                ev = build(pre, m, {} if d0 is None else dict(d0))
+                ev = build(pre, m, {"preauth": True} if preauth else _detail(False, postauth))
                 if ev is not None:
                     return ev
     if msg.startswith("pam_"):
@@ -1423,7 +1469,7 @@ def parse(pre: Prefix, raw: str = "") -> Event:
     for pat, build in FALLBACK:
         m = pat.match(msg)
         if m is not None:
-            ev = build(pre, m, {} if d0 is None else dict(d0))
+            ev = build(pre, m, _detail(preauth, postauth))
             if ev is not None:
                 return ev
     return Event(
@@ -1433,6 +1479,6 @@ def parse(pre: Prefix, raw: str = "") -> Event:
         pre.pid,
         Kind.UNRECOGNIZED,
         session=_sess(pre),
-        detail={} if d0 is None else dict(d0),
+        detail=_detail(preauth, postauth),
         raw=raw,
     )
