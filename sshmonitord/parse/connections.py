@@ -26,7 +26,8 @@ Rules (docs/events.md, "The connection memory"):
   address, and ``ignored``). Such a line often restates one the connection already stated
   with its address (older sshd's ``input_userauth_request: invalid user X`` after ``Invalid
   user X from A``; ``Disconnecting: Too many authentication failures`` after the failures):
-  detection counts it as a follow-up of its connection (``session``), never as a new attempt.
+  for detection it is a follow-up of its connection (``session``), never a new attempt
+  (detect/engine.py counts a connection's follow-ups once).
 - Pre-authentication only. A successful login (``Accepted …``) ends the pid's entry, and lines
   sshd writes only after authentication (``disconnect`` events, ``Starting session`` …) never
   create one: after login sshd's own address-less lines are not attacks, and the process that
