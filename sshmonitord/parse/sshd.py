@@ -183,7 +183,8 @@ def simple(
         if fixed_detail:
             d.update(fixed_detail)
         ev = _ev_gd(pre, k, gd, fixed_user, method, None, d)
-        if two_sided and ev is not None and _ambiguous(m):
+        # Without a user name before it the address follows sshd's fixed head: one reading.
+        if two_sided and ev is not None and gd.get("user") is not None and _ambiguous(m):
             return _strip_ip(ev)
         return ev
 
@@ -653,7 +654,8 @@ def _general(pre: Prefix, m: re.Match[str], d: dict[str, Any]) -> Event | None:
     else:
         kind = Kind.PROTOCOL_ERROR
     ev = _ev_gd(pre, kind, gd, None, None, None, d)
-    if ev is not None and _ambiguous(m):
+    # Without a user name before it the address follows sshd's fixed head: one reading.
+    if ev is not None and gd["user"] is not None and _ambiguous(m):
         return _strip_ip(ev)
     return ev
 
