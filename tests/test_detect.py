@@ -424,3 +424,15 @@ def test_login_history_round_trips_through_the_store(tmp_path):
     assert h.sources == {"alice": {"192.0.2.0/24", "2001:db8:5::/48"}}
     assert h.keys == {"alice": {"SHA256:k1"}, "bob": {"SHA256:k2"}}
     assert h.since == (T0 + timedelta(seconds=10)).timestamp()
+
+
+def test_distinct_counter_limit_stops_counting_but_answers_at_least() -> None:
+    from sshmonitord.detect.windows import DistinctCounter
+
+    c = DistinctCounter(100, 3600)
+    for i in range(50):
+        c.add("root", i, float(i))
+    assert c.count("root", 0.0) == 50
+    assert c.count("root", 0.0, 10) == 10
+    assert c.count("root", 45.0, 10) == 5  # fewer than the limit inside the window
+    assert c.count("root", 100.0, 10) == 0

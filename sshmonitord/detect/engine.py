@@ -39,6 +39,8 @@ SCANNER_ONLY = frozenset({Kind.PREAUTH_DISCONNECT, Kind.PROTOCOL_ERROR})
 USER_FAILURES = frozenset({Kind.AUTH_FAILURE, Kind.INVALID_USER, Kind.MAX_AUTH_EXCEEDED})
 KEY_METHODS = frozenset({"publickey", "hostbased", "gssapi-with-mic"})
 # What sshd logs after a failure it already logged, on the same connection.
+# The Failed lines that restate sshd's own "PAM: <error> for X from A" of the same prompt.
+PAM_RESTATED_BY = frozenset({"keyboard-interactive/pam", "keyboard-interactive", "password"})
 FOLLOW_UPS = frozenset({Kind.PREAUTH_DISCONNECT, Kind.PROTOCOL_ERROR, Kind.MAX_AUTH_EXCEEDED})
 EVIDENCE_KEEP = 6  # log lines kept per address as an alert's evidence
 # Evidence is kept for the most recently active addresses only: a botnet of a million
@@ -143,6 +145,13 @@ class Engine:
         self.fired: dict[tuple[str, Any], float] = {}  # (rule, subject) -> ts of last finding
         self.counted_sessions: dict[tuple[str, str], float] = {}  # (host, sshd pid) -> ts
         self.invalid_sessions: dict[tuple[str, str], float] = {}
+        # sshd's own "PAM: <error> for X from A" lines not yet restated by their
+        # "Failed keyboard-interactive/pam" line (which INFO omits for a connection's first
+        # three failures: auth.c raises it only from failures >= MaxAuthTries / 2).
+        self.pam_pending: dict[tuple[str, str], int] = {}
+        # Unexplained failures against each valid name, from every address: a guess from one
+        # host and the login from another (its /24 neighbour, the next /64, a botnet's loader).
+        self.by_user = WindowCounter(1, 1, max(1000, cfg.max_keys // 4))
         self.configure(cfg)
 
     def configure(self, cfg: DetectionConfig) -> None:
@@ -171,7 +180,11 @@ class Engine:
         self.by_ip_scan.max_keys = cfg.max_keys
         self.by_ip_user.keep = self.by_ip.keep
         self.by_ip_user.horizon = self.by_ip.horizon
-        self.by_ip_user.max_keys = cfg.max_keys
+        # by_ip_user follows by_ip's addresses (pruned with them), never evicts on its own.
+        self.by_ip_user.max_keys = 4 * cfg.max_keys
+        self.by_user.keep = self.by_ip.keep
+        self.by_user.horizon = self.by_ip.horizon
+        self.users_per_ip.max_keys = self.ips_per_user.max_keys = max(1000, cfg.max_keys // 4)
         self.users_per_ip.keep = r.enumeration.threshold
         self.users_per_ip.horizon = r.enumeration.window
         sa = r.success_after_failures
@@ -180,6 +193,23 @@ class Engine:
         self.ips_per_user.keep = max(r.distributed.threshold, sa.spray_threshold, SPRAY_KEEP)
         self.ips_per_user.horizon = max(r.distributed.window, sa.window)
         self.track_sprays = r.distributed.enabled or sa.enabled
+        # Networks in the history stored at another granularity (new_source's prefixes
+        # changed since): judged by containment, parsed once. None: every one is at today's.
+        v4, v6 = r.new_source.ipv4_prefix, r.new_source.ipv6_prefix
+        odd = {
+            n
+            for nets in self.history.sources.values()
+            for n in nets
+            if not n.endswith(f"/{v4}") and not n.endswith(f"/{v6}")
+        }
+        self._odd_nets: dict[str, ipaddress.IPv4Network | ipaddress.IPv6Network] | None = None
+        if odd:
+            self._odd_nets = {}
+            for n in odd:
+                try:
+                    self._odd_nets[n] = ipaddress.ip_network(n, strict=False)
+                except ValueError:
+                    continue
 
     # ------------------------------------------------------------------ the stream
 
@@ -217,14 +247,28 @@ class Engine:
         # and, at MaxAuthTries, two "maximum authentication attempts" lines. Count sshd's
         # Failed line; PAM's lines restate it; the follow-ups count only for a connection
         # that showed no counted failure (a scanner that connects and leaves).
-        restates = ev.method == "pam"
         sess = (ev.host, ev.session) if ev.session is not None else None
+        # sshd's own PAM error line ("reason") is one failed prompt; PAM modules' lines
+        # (pam_unix, "PAM n more") restate it or a Failed line.
+        pam_sshd = ev.method == "pam" and "reason" in ev.detail and ev.kind is Kind.AUTH_FAILURE
+        restates = ev.method == "pam" and not pam_sshd
+        if pam_sshd and sess is not None:
+            self.pam_pending[sess] = self.pam_pending.get(sess, 0) + 1
+        elif (
+            sess is not None
+            and ev.kind is Kind.AUTH_FAILURE
+            and ev.method in PAM_RESTATED_BY
+            and self.pam_pending.get(sess)
+        ):
+            self.pam_pending[sess] -= 1
+            restates = True
         if ev.kind in FOLLOW_UPS and sess is not None and sess in self.counted_sessions:
             restates = True
         # "Invalid user X" came first on this connection and was counted: the first
         # "Failed password for invalid user X" after it is the same attempt.
         if (
-            sess is not None
+            not restates
+            and sess is not None
             and ev.kind is Kind.AUTH_FAILURE
             and ev.detail.get("invalid_user")
             and self.invalid_sessions.pop(sess, None) is not None
@@ -233,6 +277,13 @@ class Engine:
         if ev.ip is None:
             return out
         key = addr_key(ev.ip, self.v6)
+        # A key the server does not know guesses no password; an agent offers several per
+        # connection (LogLevel VERBOSE logs each), and a host that logs in offers stale ones.
+        key_try = ev.kind is Kind.AUTH_FAILURE and ev.method in KEY_METHODS
+        if key_try and (
+            key in self.authenticated or (sess is not None and sess in self.counted_sessions)
+        ):
+            restates = True
         store = self.evidence
         evidence = store.pop(key, None)  # re-inserted below: the dict's end is most recent
         if evidence is None:
@@ -253,7 +304,8 @@ class Engine:
             if len(self.counted_sessions) > 100_000:
                 self._trim_sessions()
         if weight:
-            scan = ev.kind in SCANNER_ONLY
+            scan = ev.kind in SCANNER_ONLY or key_try
+            evicted = self.by_ip.evicted
             (self.by_ip_scan if scan else self.by_ip).add(key, ts, weight * ev.count)
             # Invalid names never log in, so nothing ever explains their failures: the
             # per-address total counts them, and a botnet's random names cost no entry here.
@@ -264,6 +316,9 @@ class Engine:
                 and not ev.detail.get("invalid_user")
             ):
                 self.by_ip_user.add((key, ev.user), ts, weight * ev.count)
+                self.by_user.add(ev.user, ts, weight * ev.count)
+            if self.by_ip.evicted != evicted:
+                self._prune_by_ip_user()
             for rule, c in (("bruteforce", r.bruteforce), ("slow_bruteforce", r.slow_bruteforce)):
                 if not c.enabled or (scan and rule == "slow_bruteforce"):
                     continue
@@ -312,7 +367,7 @@ class Engine:
             if (
                 d.enabled
                 and self.ips_per_user.count(
-                    ev.user, self._since("distributed", ev.user, ts, d.window)
+                    ev.user, self._since("distributed", ev.user, ts, d.window), d.threshold
                 )
                 >= d.threshold
             ):
@@ -342,7 +397,8 @@ class Engine:
                 out.append(f)
         if key is not None:
             self.authenticated.add(key)
-            self._explain(key, ev.user or "")
+            if ev.method not in KEY_METHODS:  # a key login explains no password failure
+                self._explain(key, ev.user or "")
         if r.root_login.enabled and ev.user == "root":
             routine = self._routine_root(ev)
             self.findings_total += 1
@@ -396,7 +452,7 @@ class Engine:
         ns = self.rules.new_source
         pfx = None if ev.ip is None else source_prefix(ev.ip, ns.ipv4_prefix, ns.ipv6_prefix)
         sources = self.history.sources.get(user)
-        known = pfx is not None and sources is not None and pfx in sources
+        known = ev.ip is not None and sources is not None and self._contains(sources, ev.ip)
         own = foreign = 0
         if key is not None:
             total = self.by_ip.count(key, since)
@@ -406,16 +462,22 @@ class Engine:
                 # Other people's typos behind the same address (an office NAT) are theirs to
                 # explain: names known to log in from this network are not an attacker's.
                 for other, nets in self.history.sources.items():
-                    if other != user and pfx in nets:
+                    if other != user and ev.ip is not None and self._contains(nets, ev.ip):
                         foreign -= self.by_ip_user.count((key, other), since)
                 foreign = max(0, foreign)
         attempts = own + foreign
         sprayers = self.ips_per_user.count(user, since) if user else 0
-        in_spray = key is not None and self.ips_per_user.seen(user, key, since)
+        in_spray = key is not None and (
+            self.ips_per_user.seen(user, key, since)
+            or self.by_ip_user.count((key, user), since) > 0
+        )
+        guesses = self.by_user.count(user, since) if user else 0
+        slow = self.by_user.count(user, ts - self.rules.slow_bruteforce.window) if user else 0
+        capped = key is not None and self.by_ip.count(key, since) >= self.by_ip.keep
         span = _span(sa.window)
         net = str(key_network(key, self.v6)) if key is not None else "?"
         h = self.history
-        learning = h.since is None or ts - h.since < ns.learning
+        learning = ns.learning > 0 and (h.since is None or ts - h.since < ns.learning)
         if sources:
             new_net = not known
             where = (
@@ -426,7 +488,11 @@ class Engine:
         else:
             # A dormant account is an attacker's favourite; but on a fresh install every
             # user is "without history" until the learning period is over.
-            new_net = not learning
+            # ... unless the network is one the server's users log in from every day.
+            in_use = ev.ip is not None and any(
+                self._contains(nets, ev.ip) for u, nets in h.sources.items() if u != user
+            )
+            new_net = not learning and not in_use
             where = (
                 f"{user} has no earlier login on record"
                 if new_net
@@ -437,8 +503,12 @@ class Engine:
         # do not log in from there, as many as its threshold.
         inside = max(sa.threshold, self.rules.bruteforce.threshold)
         critical = reason = None
-        if password and ((new_net and attempts >= sa.threshold) or foreign >= inside):
-            critical, reason = True, self._attempts_text(attempts, foreign, own, net, span)
+        if password and (
+            (new_net and attempts >= sa.threshold)
+            or foreign >= inside
+            or (not sources and attempts >= inside)  # no history is no excuse for many
+        ):
+            critical, reason = True, self._attempts_text(attempts, foreign, own, net, span, capped)
         elif (
             password
             and sprayers >= sa.spray_threshold
@@ -450,12 +520,22 @@ class Engine:
             reason = f"{many}{sprayers} addresses failed against {user} within {span}" + (
                 ", this one among them" if in_spray else ""
             )
+        elif password and new_net and (
+            guesses >= sa.threshold or slow >= self.rules.bruteforce.threshold
+        ):
+            critical = True
+            n, within = (
+                (guesses, span)
+                if guesses >= sa.threshold
+                else (slow, _span(self.rules.slow_bruteforce.window))
+            )
+            reason = f"{n} failed attempts against {user} from any address within {within}"
         elif attempts >= (sa.threshold if new_net else inside):
             # Recorded, not paged: a key login (a key is not guessed), or more of the user's
             # own mistakes from their usual network than bruteforce allows anyone. A spray of
             # the user name from elsewhere says nothing about a login from the usual network
             # or with a key: not recorded.
-            critical, reason = False, self._attempts_text(attempts, foreign, own, net, span)
+            critical, reason = False, self._attempts_text(attempts, foreign, own, net, span, capped)
         if critical is None or reason is None:
             return None
         if critical:
@@ -481,8 +561,11 @@ class Engine:
         )
 
     @staticmethod
-    def _attempts_text(attempts: int, foreign: int, own: int, net: str, span: str) -> str:
-        text = f"{attempts} failed attempts from {net} within {span}"
+    def _attempts_text(
+        attempts: int, foreign: int, own: int, net: str, span: str, capped: bool = False
+    ) -> str:
+        many = "at least " if capped else ""
+        text = f"{many}{attempts} failed attempts from {net} within {span}"
         if foreign and own:
             return f"{text} ({foreign} against other user names)"
         if foreign:
@@ -496,6 +579,7 @@ class Engine:
         stamps = self.by_ip_user.pop((key, user))
         if stamps:
             self.by_ip.remove(key, stamps)
+            self.by_user.remove(user, stamps)
         self.ips_per_user.discard(user, key)
 
     def off_hours(self, ev: Event) -> bool:
@@ -568,7 +652,26 @@ class Engine:
             rule, Severity(severity), net, tuple(evidence), Action(action), summary, ban_net=net
         )
 
+    def _contains(self, nets: set[str], ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+        """Is ``ip`` in one of a user's usual networks?"""
+        ns = self.rules.new_source
+        if source_prefix(ip, ns.ipv4_prefix, ns.ipv6_prefix) in nets:
+            return True  # the common case: stored at today's granularity
+        odd = self._odd_nets
+        if odd is None:
+            return False
+        return any((net := odd.get(n)) is not None and ip in net for n in nets)
+
+    def _prune_by_ip_user(self) -> None:
+        """by_ip evicted addresses: their per-user entries go with them, or colleagues'
+        typos left behind would read as "against other names" (an attack) next time."""
+        live = self.by_ip.data
+        dead = [k for k in self.by_ip_user.data if isinstance(k, tuple) and k[0] not in live]
+        for k in dead:
+            del self.by_ip_user.data[k]
+
     def _trim_sessions(self) -> None:
+        drop_oldest(self.pam_pending, 10_000)
         drop_oldest(self.counted_sessions, 10_000)
         drop_oldest(self.invalid_sessions, 10_000)
 
@@ -579,6 +682,7 @@ class Engine:
         """Forget what is older than every window (the daemon calls this now and then)."""
         self.by_ip.sweep(now)
         self.by_ip_user.sweep(now)
+        self.by_user.sweep(now)
         self.by_ip_scan.sweep(now)
         self.users_per_ip.sweep(now)
         self.ips_per_user.sweep(now)

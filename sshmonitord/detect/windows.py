@@ -185,13 +185,22 @@ class DistinctCounter:
             return {}
         return {cur[0]: cur[1]} if isinstance(cur, tuple) else cur
 
-    def count(self, key: Hashable, since: float) -> int:
+    def count(self, key: Hashable, since: float, limit: int = 0) -> int:
+        """Distinct items of ``key`` seen at or after ``since``; with ``limit``, stop counting
+        there (a rule asking "at least N?" of a name a botnet sprays need not sum 100)."""
         cur = self.data.get(key)
         if cur is None:
             return 0
         if isinstance(cur, tuple):
             return 1 if cur[1] >= since else 0
-        return sum(1 for t in cur.values() if t >= since)
+        n = 0
+        # Most recently seen last: the ones inside the window come first, reversed.
+        for t in reversed(cur.values()):
+            if t >= since:
+                n += 1
+                if n == limit:
+                    break
+        return n
 
     def items(self, key: Hashable, since: float) -> list[Hashable]:
         return [i for i, t in self._items(key).items() if t >= since]
