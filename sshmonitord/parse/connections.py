@@ -57,7 +57,7 @@ process) are classified with what the memory knows but never teach it anything.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from ..events import Event, Kind
@@ -104,7 +104,7 @@ _CLOSED = ("closed", "reset")
 _PREAUTH_DISCONNECT = Kind.PREAUTH_DISCONNECT
 _DISCONNECT = Kind.DISCONNECT
 _AUTH_SUCCESS = Kind.AUTH_SUCCESS
-_OPEN = datetime.max.replace(tzinfo=UTC)
+
 
 
 class Connections:
@@ -123,7 +123,8 @@ class Connections:
         self._max_age = timedelta(seconds=preauth_max_age)
         self._linger = timedelta(seconds=linger)
         self._login_max_age = timedelta(seconds=login_max_age)
-        # (host, pid) -> [ip, port, expires (first seen + max age), ends (end + linger)]
+        # (host, pid) -> [ip, port, valid until (first seen + max age, or end + linger if
+        # sooner), ended]
         self._conns: dict[tuple[str, int], list[Any]] = {}
         # (host, port) -> [[ip, when it logged in], ...]: keyed by the port, because an
         # ipaddress object hashes slowly and a client port is nearly unique on its own.
@@ -152,7 +153,7 @@ class Connections:
                 e = conns.get(key)
                 if e is not None:
                     ts = ev.ts
-                    if ts > e[2] or ts > e[3]:
+                    if ts > e[2]:
                         if learn:
                             del conns[key]
                     elif learn:
@@ -161,8 +162,8 @@ class Connections:
                             ev.port = e[1]
                             ev.detail["address_from"] = "connection"
                             self.attributed += 1
-                        if kind in ENDS and e[3] is _OPEN:
-                            e[3] = ts + self._linger
+                        if kind in ENDS and not e[3]:
+                            self._end(e, ts)
             return ev
         d = ev.detail
         # Listener lines, post-auth lines and the ambiguous close are never [preauth]-tagged,
@@ -198,7 +199,7 @@ class Connections:
         key = (ev.host, pid)
         e = conns.get(key)
         ts = ev.ts
-        if e is not None and (e[0] is ip or e[0] == ip) and ts <= e[2] and ts <= e[3]:
+        if e is not None and ts <= e[2] and (e[0] is ip or e[0] == ip):
             if e[1] is None:
                 e[1] = ev.port
         else:
@@ -206,11 +207,16 @@ class Connections:
                 del conns[key]  # re-inserted at the end: the dict's order is learning order
             elif len(conns) >= self.max_connections:
                 self._sweep(ts)
-            e = [ip, ev.port, ts + self._max_age, _OPEN]
+            e = [ip, ev.port, ts + self._max_age, False]
             conns[key] = e
-        if kind in ENDS and e[3] is _OPEN:
-            e[3] = ts + self._linger
+        if kind in ENDS and not e[3]:
+            self._end(e, ts)
         return ev
+
+    def _end(self, e: list[Any], ts: datetime) -> None:
+        """The connection ended: its process may still log for a moment (LINGER)."""
+        e[3] = True
+        e[2] = min(e[2], ts + self._linger)
 
     def _logged_in(self, host: str, ip: Any, port: int | None) -> bool:
         if port is None:  # sshd <= 7.3: "Connection closed by A"
@@ -265,7 +271,7 @@ class Connections:
         """Make room: drop what expired, then, if still nearly full, the oldest quarter (so a
         sweep happens at most every max/8 new connections)."""
         conns = self._conns
-        for k in [k for k, e in conns.items() if ts > e[2] or ts > e[3]]:
+        for k in [k for k, e in conns.items() if ts > e[2]]:
             del conns[k]
         if len(conns) > self.max_connections * 7 // 8:
             for k in list(conns)[: len(conns) - self.max_connections * 3 // 4]:
