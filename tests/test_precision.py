@@ -257,3 +257,38 @@ def test_root_with_its_known_key_from_its_usual_network_is_recorded_not_paged() 
     assert root("203.0.113.9").severity == "high"  # a new network
     assert root("10.20.0.7", fp="SHA256:other").severity == "high"  # a new key
     assert root("10.20.0.7", method="password", fp=None).severity == "high"
+
+
+def _attempts(lines: list[str]) -> int:
+    """How many failures the engine counts for 203.0.113.66 from these sshd lines."""
+    from sshmonitord.detect.engine import addr_key
+    from sshmonitord.parse import Parser
+
+    p = Parser(zone=UTC)
+    e = engine()
+    for text in lines:
+        event = p.parse_text(text)
+        if event is not None:
+            e.feed(event)
+    k = addr_key(ipaddress.ip_address(ATTACKER))
+    return e.by_ip.count(k, 0.0) + e.by_ip_scan.count(k, 0.0)
+
+
+def test_one_attempt_written_twice_counts_once() -> None:
+    """Pairs of lines sshd writes for one attempt (the parser helper measured 2 each)."""
+    head = "Nov 24 12:00:0{} web1 sshd[4242]: "
+    pairs = [
+        # a user AllowUsers refuses: sshd then fails them as an invalid user
+        [
+            "User bob from 203.0.113.66 not allowed because not listed in AllowUsers",
+            "Failed password for invalid user bob from 203.0.113.66 port 4000 ssh2",
+        ],
+        # <= 6.x: the address-less follow-up gets its address from the connection
+        [
+            "Invalid user oracle from 203.0.113.66 port 4000",
+            "input_userauth_request: invalid user oracle [preauth]",
+        ],
+    ]
+    for pair in pairs:
+        lines = [head.format(i) + m for i, m in enumerate(pair)]
+        assert _attempts(lines) == 1, pair

@@ -262,10 +262,17 @@ class Engine:
         ):
             self.pam_pending[sess] -= 1
             restates = True
-        if ev.kind in FOLLOW_UPS and sess is not None and sess in self.counted_sessions:
+        # A line whose address came from its connection (parse/connections.py) says more
+        # about an attempt the connection already showed: a follow-up too.
+        if (
+            (ev.kind in FOLLOW_UPS or "address_from" in ev.detail)
+            and sess is not None
+            and sess in self.counted_sessions
+        ):
             restates = True
-        # "Invalid user X" came first on this connection and was counted: the first
-        # "Failed password for invalid user X" after it is the same attempt.
+        # "Invalid user X" (or "User X from A not allowed": sshd treats X as invalid) came
+        # first on this connection and was counted: the first "Failed password for invalid
+        # user X" after it is the same attempt.
         if (
             not restates
             and sess is not None
@@ -299,7 +306,7 @@ class Engine:
             weight = 0
         if weight and sess is not None:
             self.counted_sessions[sess] = ts
-            if ev.kind is Kind.INVALID_USER:
+            if ev.kind is Kind.INVALID_USER or ev.kind is Kind.NOT_ALLOWED:
                 self.invalid_sessions[sess] = ts
             if len(self.counted_sessions) > 100_000:
                 self._trim_sessions()
