@@ -596,9 +596,8 @@ class SessionTracker:
                 s.child_pid = ev.pid
             self._map_pid(s, ev.pid, replace=False)
         if s.state == OPEN:
-            reason = ev.detail.get("reason") or ev.detail.get("what") or "disconnected"
-            if ev.kind is Kind.PREAUTH_DISCONNECT:
-                reason = f"connection {reason}"
+            what = ev.detail.get("what")  # "Connection closed/reset by …", before or after login
+            reason = ev.detail.get("reason") or (f"connection {what}" if what else "disconnected")
             self._close(s, ev.ts.timestamp(), str(reason))
         self._touch(s)
 
