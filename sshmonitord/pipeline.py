@@ -217,9 +217,15 @@ class Pipeline:
         findings = self._detect(events)
         now = time.time()
         bans = self.bans.decide(findings, now) if self.bans is not None and findings else []
+        attempts = self.engine.attempts if self.engine is not None else None
+        if attempts is None:
+            rows = [event_row(ev) for ev in events]
+        else:  # fleet mode: each row says how many attempts detection counted for it
+            rows = [(*event_row(ev), attempts.get(id(ev))) for ev in events]
+            attempts.clear()
         return Handled(
             n,
-            [event_row(ev) for ev in events],
+            rows,
             events,
             findings,
             bans,

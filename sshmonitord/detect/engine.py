@@ -152,6 +152,10 @@ class Engine:
         # Unexplained failures against each valid name, from every address: a guess from one
         # host and the login from another (its /24 neighbour, the next /64, a botnet's loader).
         self.by_user = WindowCounter(1, 1, max(1000, cfg.max_keys // 4))
+        # Fleet mode: the failed attempts counted per event (id(event) -> weight), for the
+        # fleet's cross-host rules to add up attempts as this engine counts them, not lines.
+        # None: not collected. The caller drains it (pipeline.py).
+        self.attempts: dict[int, int] | None = None
         self.configure(cfg)
 
     def configure(self, cfg: DetectionConfig) -> None:
@@ -312,6 +316,8 @@ class Engine:
                 self._trim_sessions()
         if weight:
             scan = ev.kind in SCANNER_ONLY or key_try
+            if not scan and self.attempts is not None:
+                self.attempts[id(ev)] = weight * ev.count
             evicted = self.by_ip.evicted
             (self.by_ip_scan if scan else self.by_ip).add(key, ts, weight * ev.count)
             # Invalid names never log in, so nothing ever explains their failures: the

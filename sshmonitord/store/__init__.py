@@ -85,6 +85,12 @@ INSERT_EVENT = (
     "session, detail, raw) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 
+# Fleet mode: the same with the attempts detection counted (store/outbox.py).
+INSERT_EVENT_ATTEMPT = (
+    "INSERT INTO events(ts, host, program, pid, kind, user, ip, port, method, key_fp, count, "
+    "session, detail, raw, attempt) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
 INSERT_LINE_TRACE = "INSERT INTO line_trace(source, text) VALUES (?, ?)"
 
 
@@ -375,7 +381,8 @@ class Store:
         ``skip_bad``: row by row, skipping the rows that can never be stored (a value no
         column takes) and returning why each was skipped; a transient error (full disk,
         lock) still raises, so the whole batch is retried."""
-        return self._insert(INSERT_EVENT, rows, skip_bad)
+        sql = INSERT_EVENT_ATTEMPT if rows and len(rows[0]) == 15 else INSERT_EVENT
+        return self._insert(sql, rows, skip_bad)
 
     def add_findings(
         self, findings: Sequence[Finding], now: float, skip_bad: bool = False

@@ -244,6 +244,23 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         ALTER TABLE alert_spool ADD COLUMN kind TEXT NOT NULL DEFAULT 'alert';
         """,
     ),
+    (
+        9,
+        "fleet: the outbox of records to ship, and the attempts local detection counted",
+        # The outbox is filled by triggers that exist only while a fleet is configured
+        # (store/outbox.py); AUTOINCREMENT so a sequence number is never handed out twice,
+        # even after the newest rows are deleted: (host, seq) is the fleet's idempotency key.
+        # events.attempt: the failed attempts detection counted for the event (NULL: none),
+        # what the fleet's cross-host rules add up.
+        """
+        CREATE TABLE outbox (
+            seq    INTEGER PRIMARY KEY AUTOINCREMENT,
+            tbl    TEXT    NOT NULL,
+            row_id INTEGER NOT NULL
+        );
+        ALTER TABLE events ADD COLUMN attempt INTEGER;
+        """,
+    ),
 ]
 
 
