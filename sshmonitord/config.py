@@ -468,6 +468,42 @@ class ControlConfig:
 
 
 @dataclass(frozen=True)
+class FleetCorrelate:
+    """Failed attempts from one address (or IPv6 /64) across the fleet's hosts."""
+
+    enabled: bool = _f(True)
+    threshold: int = _f(10, min=2, max=1_000_000, help="attempts in window, all hosts together")
+    window: Duration = _f(Duration(3600), min=60, max=7 * 86400)
+    min_hosts: int = _f(3, min=2, max=10_000, help="on at least this many hosts")
+
+
+@dataclass(frozen=True)
+class FleetSpray:
+    """Failed attempts against one user name across the fleet's hosts."""
+
+    enabled: bool = _f(True)
+    threshold: int = _f(20, min=2, max=1_000_000, help="attempts in window, all hosts together")
+    window: Duration = _f(Duration(3600), min=60, max=7 * 86400)
+    min_hosts: int = _f(3, min=2, max=10_000, help="on at least this many hosts")
+
+
+@dataclass(frozen=True)
+class FleetConfig:
+    """Fleet mode (docs/fleet.md): ship this host's store to one PostgreSQL, share bans,
+    detect across hosts. Off while ``database`` is empty."""
+
+    database: str = _f("", help="libpq URI of the fleet's PostgreSQL; empty: no fleet")
+    password: Secret = _f(Secret(""), secret=True, help="or password_file; never logged")
+    host: str = _f("", help="this host's name in the fleet (default: the hostname)")
+    share_bans: bool = _f(True, help="apply bans decided anywhere in the fleet")
+    reconcile: Duration = _f(
+        Duration(60), min=5, max=86400, help="compare the firewall with the fleet's bans every"
+    )
+    correlate: FleetCorrelate = _f(FleetCorrelate())
+    spray: FleetSpray = _f(FleetSpray())
+
+
+@dataclass(frozen=True)
 class Config:
     sources: SourcesConfig = _f(SourcesConfig())
     detection: DetectionConfig = _f(DetectionConfig())
@@ -477,6 +513,7 @@ class Config:
     sessions: SessionsConfig = _f(SessionsConfig())
     log: LogConfig = _f(LogConfig())
     control: ControlConfig = _f(ControlConfig())
+    fleet: FleetConfig = _f(FleetConfig())
     allowlist: tuple[IPNetwork, ...] = _f((), help="addresses and networks never banned")
     # Not YAML keys: where the config came from and what the loader warned about.
     path: str | None = _f(None, internal=True)

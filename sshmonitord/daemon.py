@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import gc
 import os
 import signal
@@ -27,7 +28,7 @@ from . import __version__, config, log, sources
 from .audit import SessionStage, SessionTracker, settings_from
 from .control import ControlError, ControlServer
 from .detect.engine import Engine, History
-from .events import Action, Event, Finding, Severity
+from .events import Action, Event, Finding, FleetFinding, Severity
 from .notify.build import build_channels
 from .notify.channels import BaseChannel
 from .notify.queue import AlertQueue
@@ -38,7 +39,7 @@ from .paths import resolve_socket, resolve_state_dir
 from .pipeline import Pipeline
 from .respond.backends import backend_for
 from .respond.bans import BanManager, NotCompleted
-from .store import Store, StoreError
+from .store import Store, StoreError, outbox
 from .store import history as history_store
 from .systemd import Notifier
 
@@ -130,6 +131,7 @@ class Daemon:
         self.report: ReportScheduler | None = None
         self.sessions: SessionTracker | None = None
         self.session_stage: SessionStage | None = None
+        self.fleet: Stage | None = None
         self.notifier = Notifier()
         self.store = Store(self.state_dir)
         self.counters = Counters()
@@ -229,6 +231,23 @@ class Daemon:
             self.config.allowlist,
             dry_run=self.dry_run,
         )
+        if self.config.fleet.database:
+            # Late: psycopg and the fleet's modules load only on hosts that have a fleet.
+            from .detect.fleet import evaluate
+            from .store.fleet.service import FleetService
+
+            self.engine.attempts = {}  # ship each event's counted attempts
+            self.fleet = FleetService(
+                self.store,
+                self.config,
+                self.bans,
+                __version__,
+                on_fleet_findings=self._on_fleet_findings,
+                evaluate=evaluate,
+            )
+        else:
+            # No fleet (any more): no outbox triggers, nothing to pay for them.
+            await self.store.run(functools.partial(outbox.enable, on=False))
         channels = self._channels(self.config)
         self.alerts = AlertQueue(
             self.store,
@@ -279,6 +298,7 @@ class Daemon:
         self.stages = [
             self.pipeline,
             self.bans,
+            *([self.fleet] if self.fleet is not None else []),
             self.alerts,
             self.report,
             *([self.session_stage] if self.session_stage is not None else []),
@@ -344,6 +364,24 @@ class Daemon:
                 summary=f.summary,
                 evidence=[e.raw for e in f.events[-3:]],
             )
+
+    async def _on_fleet_findings(self, found: list[FleetFinding]) -> None:
+        """The fleet's rules found something while this host held the lease: alert as for a
+        local finding (the fleet ban reaches every host through the ban log)."""
+        await self._on_findings(
+            [
+                Finding(
+                    f.rule,
+                    Severity(f.severity),
+                    f.subject,
+                    (),
+                    Action.BOTH if f.ban else Action.ALERT,
+                    f.summary,
+                    ban_net=f.subject if f.ban else None,
+                )
+                for f in found
+            ]
+        )
 
     def _on_events(self, events: list[Event]) -> None:
         self.rate.add(len(events))

@@ -155,6 +155,32 @@ class Finding:
     ban_net: str | None = None
 
 
+@dataclass(frozen=True)
+class Tally:
+    """Fleet mode: failed attempts against (or from) one subject on one host in a window."""
+
+    subject: str
+    host: str
+    attempts: int
+    first: float
+    last: float
+
+
+@dataclass(frozen=True)
+class FleetFinding:
+    """A conclusion of the fleet's cross-host rules (detect/fleet.py)."""
+
+    rule: str
+    severity: str
+    subject: str
+    attempts: int
+    hosts: tuple[str, ...]
+    first: float
+    last: float
+    summary: str
+    ban: bool
+
+
 class Login(NamedTuple):
     """One successful login as the history keeps it: the network it came from (at the
     granularity new_source judges by) and the key it used, either may be None."""

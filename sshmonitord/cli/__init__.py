@@ -7,6 +7,7 @@ One module per command group, each adding its subcommands with ``register(sub)``
 * ``bans``: ``bans``, ``ban`` and ``unban``;
 * ``replay``: ``replay``;
 * ``alerts``: ``test-alert``;
+* ``fleet``: ``fleet init`` and ``fleet status`` (PostgreSQL, docs/fleet.md);
 * ``audit``: ``sessions``, ``session`` and ``events``;
 * ``report`` is registered from ``notify/report/command.py``, next to the report it prints.
 
@@ -22,7 +23,7 @@ import sys
 
 from .. import __version__
 from ..notify import report
-from . import alerts, audit, bans, replay, status
+from . import alerts, audit, bans, fleet, replay, status
 from .daemon import EX_CONFIG, daemon_main, daemon_parser, tune_gc
 from .status import print_status
 
@@ -43,6 +44,7 @@ def parser() -> argparse.ArgumentParser:
     report.register(sub)
     audit.register(sub)
     alerts.register(sub)
+    fleet.register(sub)
     status.register(sub)
     return p
 

@@ -102,6 +102,14 @@ def _needs_push(net: IPNetwork, left: int, present: dict[IPNetwork, float | None
     return True
 
 
+def _spelled(net_text: str) -> str:
+    """A network as this module keys it ("192.0.2.1/32"), whoever wrote it."""
+    try:
+        return str(parse_network(net_text)[0])
+    except ValueError:
+        return net_text
+
+
 def _record(r: bans_store.BanRow) -> BanRecord:
     return BanRecord(r.id, r.net, r.rule, r.reason, r.offence, r.created, r.expires, r.dry_run)
 
@@ -598,6 +606,98 @@ class BanManager:
                 )
         await self._persist_quietly("cannot store expired bans")
         return [r.net for r in ended]
+
+    # ------------------------------------------------------------------ fleet (docs/fleet.md)
+
+    async def fleet_ban(self, net_text: str, expires: float, reason: str, origin: str) -> bool:
+        """Apply a ban another host of the fleet decided, if this host's own allowlist and
+        never-bannable networks let it (its width was judged where it was decided). Recorded
+        with rule ``fleet``, so it is never published back. True if applied or lengthened."""
+        try:
+            net, _ = parse_network(net_text)
+        except ValueError:
+            self.log.error("fleet ban of something that is not an address", net=net_text[:100])
+            return False
+        refused = refusal(net, self.policy, force=True)
+        if refused is not None:
+            self.log.info(
+                "not applying a fleet ban here", net=str(net), origin=origin, why=refused.reason
+            )
+            return False
+        key, now = str(net), time.time()
+        if expires - now < 1:
+            return False
+        current = self.active.get(key)
+        if current is not None and current.expires >= expires - 1:
+            return False
+        offence = max(1, self._offences.get(key, 0))
+        rec = self._new(key, "fleet", f"{origin}: {reason}"[:200], now, int(expires - now), offence)
+        await self.enforce([rec])
+        await self._persist_quietly("cannot store a fleet ban")
+        return True
+
+    async def fleet_unban(self, net_text: str, origin: str) -> bool:
+        """An operator lifted this network's ban on another host: lift it here too."""
+        try:
+            return await self.unban(net_text, by="fleet")
+        except OperatorError as exc:
+            self.log.error(
+                "cannot apply a fleet unban", net=net_text[:100], origin=origin, error=str(exc)
+            )
+            return False
+
+    async def fleet_reconcile(
+        self,
+        active: dict[str, tuple[float, str, str]],
+        unbanned: dict[str, float],
+    ) -> dict[str, list[str]]:
+        """Bring this host in step with the fleet, both ways: the fleet's running bans
+        (net → (expires, reason, origin host)) applied here; fleet bans here the fleet no
+        longer has, and bans an operator lifted elsewhere after they began (net → when),
+        lifted; the firewall set holding exactly the running bans. Returns what it changed."""
+        out: dict[str, list[str]] = {
+            "added": [],
+            "lifted": [],
+            "firewall_readded": [],
+            "firewall_removed": [],
+        }
+        active = {_spelled(net): v for net, v in active.items()}
+        unbanned = {_spelled(net): v for net, v in unbanned.items()}
+        for net, (expires, reason, origin) in active.items():
+            if await self.fleet_ban(net, expires, reason, origin):
+                out["added"].append(net)
+        for net, rec in list(self.active.items()):
+            lifted_at = unbanned.get(net)
+            gone = rec.rule == "fleet" and net not in active
+            lift = gone or (lifted_at is not None and rec.created < lifted_at)
+            if lift and await self.fleet_unban(net, "fleet"):
+                out["lifted"].append(net)
+        if self.dry_run or not self.cfg.enabled:
+            return out
+        try:
+            await self.backend.setup()
+            present = await self.backend.list()
+        except BackendError as exc:
+            self._error(exc, "firewall unreadable during fleet reconcile; will retry")
+            return out
+        wanted = {ipaddress.ip_network(r.net): r for r in self.active.values() if not r.dry_run}
+        missing = [
+            r
+            for n, r in wanted.items()
+            if r.seconds_left > 0 and _needs_push(n, r.seconds_left, present)
+        ]
+        if missing:
+            await self._push(missing)
+            out["firewall_readded"] = [r.net for r in missing]
+        extra = [n for n in present if n not in wanted]
+        if extra:
+            try:
+                async with self._lock:
+                    await self.backend.unban(extra)
+                out["firewall_removed"] = [str(n) for n in extra]
+            except BackendError as exc:
+                self._error(exc, "cannot remove stale firewall entries")
+        return out
 
     def apply_config(self, cfg: Any) -> None:
         self.cfg = cfg.response

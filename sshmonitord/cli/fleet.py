@@ -1,0 +1,194 @@
+"""``sshmonitor fleet init`` and ``sshmonitor fleet status`` (docs/fleet.md)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import Any
+
+from .. import config
+from .output import fail, printable
+from .where import config_arg, load_config
+
+INIT_HELP = """\
+Create or migrate the fleet's schema in the PostgreSQL database of fleet.database (or
+--database), and print the SQL that lets each host in: its login role, member of the group
+role sshmonitor_host, and the row of sshmonitor.hosts that ties the role to the host name.
+Run it as the database's owner (a role that may create roles). Running it again is safe:
+it only applies what is missing. Each --host prints that host's SQL (give it several times).
+"""
+
+
+def _database(args: argparse.Namespace) -> tuple[str, config.FleetConfig]:
+    """The libpq connection string: --database, else the config's fleet section."""
+    from ..store.fleet import conninfo
+
+    cfg = config.FleetConfig()
+    if getattr(args, "database", None):
+        cfg = config.FleetConfig(database=args.database)
+    else:
+        try:
+            cfg = load_config(args).fleet
+        except config.ConfigError as exc:
+            raise _Fail("\n".join(exc.lines())) from None
+        if not cfg.database:
+            raise _Fail(
+                "no fleet database: give --database URL or set fleet.database in the config"
+            )
+    return conninfo(cfg, app="sshmonitor"), cfg
+
+
+class _Fail(Exception):
+    pass
+
+
+def _connect(info: str) -> Any:
+    try:
+        import psycopg
+    except ImportError:
+        raise _Fail("fleet commands need psycopg 3 (Debian: apt install python3-psycopg)") from None
+    try:
+        return psycopg.connect(info, autocommit=True)
+    except psycopg.Error as exc:
+        raise _Fail(f"cannot connect to the fleet database: {str(exc).strip()}") from None
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from ..store.fleet import FleetUnavailable
+    from ..store.fleet import schema as fs
+
+    try:
+        info, _cfg = _database(args)
+        conn = _connect(info)
+    except (_Fail, FleetUnavailable) as exc:
+        return fail(str(exc))
+    import psycopg
+
+    with conn:
+        try:
+            before, after = fs.migrate(conn)
+        except fs.FleetSchemaError as exc:
+            return fail(str(exc))
+        except psycopg.errors.InsufficientPrivilege as exc:
+            return fail(
+                "this role may not create the fleet schema (run `sshmonitor fleet init` as the "
+                f"database's owner, a role that may create roles): {str(exc).strip()}"
+            )
+        except psycopg.Error as exc:
+            return fail(f"cannot create the fleet schema: {str(exc).strip()}")
+    if before == after:
+        print(f"fleet schema is up to date (version {after})", file=sys.stderr)
+    elif before is None:
+        print(f"created the fleet schema (version {after})", file=sys.stderr)
+    else:
+        print(f"migrated the fleet schema from version {before} to {after}", file=sys.stderr)
+    if args.host:
+        print("-- Run as the database's owner, once per host (choose the passwords):")
+        for host in args.host:
+            print(fs.host_role_sql(host, password="CHANGE-ME" if not args.no_password else None))
+        print(
+            "-- Then, on each host, in /etc/sshmonitor.yaml:\n"
+            '--   fleet: {database: "postgresql://ROLE@DBHOST/DBNAME?sslmode=verify-full",\n'
+            "--           password_file: /etc/sshmonitor/db-password, host: HOST}"
+        )
+    return 0
+
+
+def _ago(seconds: float | None) -> str:
+    if seconds is None:
+        return "never"
+    if seconds < 90:
+        return f"{int(seconds)}s ago"
+    if seconds < 5400:
+        return f"{int(seconds // 60)}m ago"
+    return f"{seconds / 3600:.1f}h ago"
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from ..store.fleet import FleetUnavailable, queries
+    from ..store.fleet import schema as fs
+
+    try:
+        info, _cfg = _database(args)
+        conn = _connect(info)
+    except (_Fail, FleetUnavailable) as exc:
+        return fail(str(exc))
+    import psycopg
+
+    with conn:
+        try:
+            with conn.cursor() as cur:
+                version = fs.current_version(cur)
+            if version is None:
+                return fail(
+                    "the fleet database has no sshmonitor schema: run `sshmonitor fleet init`"
+                )
+            hosts = queries.hosts(conn)
+            bans = queries.active_bans(conn)
+        except psycopg.Error as exc:
+            return fail(f"cannot read the fleet database: {str(exc).strip()}")
+    if args.json:
+        json.dump(
+            {
+                "schema_version": version,
+                "hosts": hosts,
+                "active_bans": len(bans),
+                "at": time.time(),
+            },
+            sys.stdout,
+            indent=2,
+            default=str,
+        )
+        print()
+        return 0
+    print(f"fleet schema version {version}; {len(hosts)} hosts; {len(bans)} active fleet bans")
+    print(
+        f"{'HOST':<20} {'VERSION':<10} {'LAST CONTACT':<14} {'BACKLOG':>8} {'LAG':>7} "
+        f"{'SHIPPED':>10}"
+    )
+    for h in hosts:
+        lag = "-" if h["lag"] is None else f"{h['lag']:.0f}s"
+        backlog = "-" if h["backlog"] is None else str(h["backlog"])
+        print(
+            f"{printable(h['host'])[:20]:<20} {printable(h['version'] or '-')[:10]:<10} "
+            f"{_ago(h['seconds_since_contact']):<14} {backlog:>8} {lag:>7} {h['shipped']:>10}"
+        )
+    return 0
+
+
+def register(sub: Any) -> None:
+    """Add ``fleet`` with ``init`` and ``status``."""
+    f = sub.add_parser(
+        "fleet",
+        help="fleet mode on PostgreSQL: create the schema, see the hosts",
+        description="Fleet mode (docs/fleet.md): many hosts ship their store to one "
+        "PostgreSQL, share bans and detect attacks spread over hosts.",
+    )
+    fsub = f.add_subparsers(dest="fleet_command", metavar="SUBCOMMAND", required=True)
+    init = fsub.add_parser(
+        "init",
+        help="create or migrate the fleet schema; print each host's role SQL",
+        description=INIT_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    config_arg(init)
+    init.add_argument("--database", metavar="URL", help="libpq URI (default: fleet.database)")
+    init.add_argument(
+        "--host", action="append", default=[], metavar="NAME", help="print SQL for this host"
+    )
+    init.add_argument(
+        "--no-password", action="store_true", help="roles without a password (peer/cert auth)"
+    )
+    init.set_defaults(func=cmd_init)
+    st = fsub.add_parser(
+        "status",
+        help="hosts of the fleet: last contact, backlog, version, lag",
+        description="Each host of the fleet with its last contact, the records it has not "
+        "shipped yet (backlog), its version and lag; and the number of active fleet bans.",
+    )
+    config_arg(st)
+    st.add_argument("--database", metavar="URL", help="libpq URI (default: fleet.database)")
+    st.add_argument("--json", action="store_true", help="machine-readable output")
+    st.set_defaults(func=cmd_status)

@@ -1,0 +1,254 @@
+"""The fleet's rules run on one host at a time: the holder of the leader lease.
+
+The lease is a PostgreSQL session advisory lock taken on a connection of its own: it is held
+exactly as long as that connection lives. When the leader dies (kill -9, power, network:
+TCP keepalives notice within ~25 s, a closed socket at once) the server drops the lock and
+the next host that tries — every ``TRY_EVERY`` seconds — takes over.
+
+Each round the leader reads the attempt tallies of the window (store/fleet SQL), runs the
+pure rules of detect/fleet.py, and for each new finding writes, in one transaction: the
+fleet finding, the fleet ban (ban log: every host applies it through its ban follower) and
+the claim on its alert. Subjects already found within the window are read from the fleet's
+findings first, so a new leader never repeats one. The alert is then handed to this host's
+alert queue (its durable spool) and the claim marked delivered; a claim whose lease ran out
+undelivered (the leader died in between) is taken over by the next leader, which sends it:
+at least once, with a stable alert id that makes a rare duplicate recognisable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from ... import log
+from ...config import Config, FleetConfig
+from ...events import FleetFinding, Tally
+from . import schema as fs
+
+TRY_EVERY = 5.0  # seconds between a follower's tries at the lease, and between the rounds
+ALERT_LEASE = 300  # seconds a host has to hand a claimed alert to its spool
+LOCK_KEY = "sshmonitor.leader"
+
+TALLY_ADDRESSES = f"""
+SELECT CASE WHEN family(ip) = 6 THEN network(set_masklen(ip, 64))::text ELSE host(ip) END,
+       host, sum(attempt)::bigint, min(ts), max(ts)
+FROM {fs.SCHEMA}.events
+WHERE attempt IS NOT NULL AND ip IS NOT NULL AND ts >= %s
+GROUP BY 1, 2
+"""
+TALLY_USERS = f"""
+SELECT username, host, sum(attempt)::bigint, min(ts), max(ts)
+FROM {fs.SCHEMA}.events
+WHERE attempt IS NOT NULL AND username IS NOT NULL AND ts >= %s
+GROUP BY 1, 2
+"""
+SEEN = f"SELECT subject FROM {fs.SCHEMA}.fleet_findings WHERE rule = %s AND ts >= %s"
+
+
+def alert_id(rule: str, finding_id: int) -> str:
+    return f"fleet-{rule}-{finding_id}"
+
+
+class Leader:
+    """Tries for the lease; while holding it, runs the fleet's rules every round."""
+
+    name = "fleet-leader"
+
+    def __init__(
+        self,
+        conninfo: str,
+        host: str,
+        cfg: Config,
+        on_findings: Callable[[list[FleetFinding]], Awaitable[Any]],
+        evaluate: Callable[[str, list[Tally], FleetConfig, set[str]], list[FleetFinding]],
+        every: float = TRY_EVERY,
+    ) -> None:
+        self.evaluate = evaluate  # detect/fleet.py's rules, given by the daemon (pure)
+        self.conninfo = conninfo
+        self.host = host
+        self.cfg = cfg
+        self.on_findings = on_findings
+        self.every = every
+        self.leader = False
+        self.findings = 0
+        self.rounds = 0
+        self.takeovers = 0
+        self.last_error: str | None = None
+        self._task: asyncio.Task[None] | None = None
+        self.log = log.get("fleet")
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="fleet-leader")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        self.leader = False
+
+    async def _run(self) -> None:
+        import psycopg
+
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(
+                    self.conninfo, autocommit=True
+                ) as conn:
+                    self.last_error = None
+                    while True:
+                        if not self.leader:
+                            async with conn.cursor() as cur:
+                                await cur.execute(
+                                    "SELECT pg_try_advisory_lock(hashtext(%s))", (LOCK_KEY,)
+                                )
+                                row = await cur.fetchone()
+                                got = row is not None and bool(row[0])
+                            if got:
+                                self.leader = True
+                                self.log.info(
+                                    "this host now runs the fleet's rules", host=self.host
+                                )
+                        if self.leader:
+                            await self.round(conn)
+                        await asyncio.sleep(self.every)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                error = f"{type(exc).__name__}: {exc}".strip().splitlines()[0]
+                if error != self.last_error:
+                    self.log.error("fleet rules paused", host=self.host, error=error)
+                self.last_error = error
+            if self.leader:
+                self.log.warning("no longer the fleet's leader (connection lost)", host=self.host)
+            self.leader = False
+            await asyncio.sleep(self.every)
+
+    async def round(self, conn: Any, now: float | None = None) -> list[FleetFinding]:
+        """One pass of the fleet's rules (public for tests and the bench)."""
+        now = time.time() if now is None else now
+        fc = self.cfg.fleet
+        found: list[FleetFinding] = []
+        async with conn.cursor() as cur:
+            for rule, c, sql in (
+                ("fleet_correlate", fc.correlate, TALLY_ADDRESSES),
+                ("fleet_spray", fc.spray, TALLY_USERS),
+            ):
+                if not c.enabled:
+                    continue
+                since = now - float(c.window)
+                await cur.execute(sql, (since,))
+                tallies = [
+                    Tally(str(s), str(h), int(n), float(a), float(b))
+                    for s, h, n, a, b in await cur.fetchall()
+                ]
+                await cur.execute(SEEN, (rule, since))
+                seen = {str(r[0]) for r in await cur.fetchall()}
+                found.extend(self.evaluate(rule, tallies, fc, seen))
+        self.rounds += 1
+        sent: list[tuple[str, FleetFinding]] = []
+        for f in found:
+            aid = await self._record(conn, f, now)
+            sent.append((aid, f))
+        sent.extend(await self._take_over(conn, now))
+        if sent:
+            await self.on_findings([f for _aid, f in sent])
+            async with conn.cursor() as cur:
+                await cur.executemany(
+                    f"UPDATE {fs.SCHEMA}.alert_claims SET delivered = now() "
+                    "WHERE alert_id = %s AND host = %s",
+                    [(aid, self.host) for aid, _f in sent],
+                )
+        self.findings += len(found)
+        return found
+
+    async def _record(self, conn: Any, f: FleetFinding, now: float) -> str:
+        bantime = float(self.cfg.response.bantime)
+        async with conn.transaction(), conn.cursor() as cur:
+            await cur.execute(
+                f"INSERT INTO {fs.SCHEMA}.fleet_findings "
+                "(host, rule, subject, ts, severity, summary, attempts, hosts) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
+                (
+                    self.host,
+                    f.rule,
+                    f.subject,
+                    f.last,
+                    f.severity,
+                    f.summary,
+                    f.attempts,
+                    list(f.hosts),
+                ),
+            )
+            fid = int((await cur.fetchone())[0])
+            if f.ban and self.cfg.response.enabled:
+                await cur.execute(
+                    f"INSERT INTO {fs.SCHEMA}.ban_log "
+                    "(host, action, net, rule, reason, created, expires) "
+                    "VALUES (%s, 'ban', %s::cidr, %s, %s, %s, %s)",
+                    (self.host, f.subject, f.rule, f.summary[:500], now, now + bantime),
+                )
+            aid = alert_id(f.rule, fid)
+            await cur.execute(
+                f"INSERT INTO {fs.SCHEMA}.alert_claims (alert_id, host, lease_until) "
+                "VALUES (%s, %s, now() + make_interval(secs => %s))",
+                (aid, self.host, ALERT_LEASE),
+            )
+        self.log.warning("fleet finding", rule=f.rule, subject=f.subject, summary=f.summary)
+        return aid
+
+    async def _take_over(self, conn: Any, now: float) -> list[tuple[str, FleetFinding]]:
+        """Alerts another host claimed and never delivered (it died): ours now."""
+        async with conn.cursor() as cur:
+            await cur.execute(
+                f"UPDATE {fs.SCHEMA}.alert_claims SET host = %s, claimed_at = now(), "
+                "lease_until = now() + make_interval(secs => %s) "
+                "WHERE delivered IS NULL AND lease_until < now() AND alert_id LIKE 'fleet-%%' "
+                "RETURNING alert_id",
+                (self.host, ALERT_LEASE),
+            )
+            ids = [str(r[0]) for r in await cur.fetchall()]
+            out: list[tuple[str, FleetFinding]] = []
+            for aid in ids:
+                fid = int(aid.rsplit("-", 1)[1])
+                await cur.execute(
+                    f"SELECT rule, severity, subject, attempts, hosts, ts, summary "
+                    f"FROM {fs.SCHEMA}.fleet_findings WHERE id = %s",
+                    (fid,),
+                )
+                row = await cur.fetchone()
+                if row is None:
+                    continue
+                rule, sev, subject, attempts, hosts, ts, summary = row
+                self.takeovers += 1
+                self.log.warning("delivering a fleet alert another host claimed", alert=aid)
+                out.append(
+                    (
+                        aid,
+                        FleetFinding(
+                            rule,
+                            sev,
+                            subject,
+                            int(attempts),
+                            tuple(hosts),
+                            ts,
+                            ts,
+                            summary,
+                            rule == "fleet_correlate",
+                        ),
+                    )
+                )
+        return out
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "leader": self.leader,
+            "rounds": self.rounds,
+            "findings": self.findings,
+            "takeovers": self.takeovers,
+            "last_error": self.last_error,
+        }

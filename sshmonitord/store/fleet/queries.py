@@ -1,0 +1,129 @@
+"""Fleet-wide reads for operator commands (``sshmonitor fleet status``, ``--fleet``).
+
+Synchronous psycopg: a command runs one query and prints it. Every statement is here.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from . import schema as fs
+
+
+def hosts(conn: Any) -> list[dict[str, Any]]:
+    """Each host: last contact, backlog, version, lag, records shipped."""
+    with conn.cursor() as cur:
+        cur.execute(
+            f"SELECT name, role, version, extract(epoch FROM last_contact), backlog, lag, "
+            f"shipped_seq - seq_base, seq_base, extract(epoch FROM first_contact) "
+            f"FROM {fs.SCHEMA}.hosts ORDER BY name"
+        )
+        rows = cur.fetchall()
+    now = time.time()
+    return [
+        {
+            "host": r[0],
+            "role": r[1],
+            "version": r[2],
+            "last_contact": None if r[3] is None else float(r[3]),
+            "seconds_since_contact": None if r[3] is None else max(0.0, now - float(r[3])),
+            "backlog": r[4],
+            "lag": r[5],
+            "shipped": int(r[6] or 0),
+            "seq_base": int(r[7] or 0),
+            "first_contact": None if r[8] is None else float(r[8]),
+        }
+        for r in rows
+    ]
+
+
+def active_bans(conn: Any, host: str | None = None) -> list[dict[str, Any]]:
+    """The fleet's running bans (each network's longest-running ban not lifted since)."""
+    now = time.time()
+    with conn.cursor() as cur:
+        cur.execute(
+            f"""
+            SELECT DISTINCT ON (b.net) b.net::text, b.host, b.rule, b.reason, b.created,
+                   b.expires
+            FROM {fs.SCHEMA}.ban_log b
+            WHERE b.action = 'ban' AND b.expires > %s AND (%s::text IS NULL OR b.host = %s)
+              AND NOT EXISTS (SELECT 1 FROM {fs.SCHEMA}.ban_log u
+                              WHERE u.net = b.net AND u.action = 'unban' AND u.id > b.id)
+            ORDER BY b.net, b.expires DESC
+            """,
+            (now, host, host),
+        )
+        return [
+            {
+                "net": str(r[0]).removesuffix("/32").removesuffix("/128"),
+                "host": r[1],
+                "rule": r[2],
+                "reason": r[3],
+                "since": float(r[4]),
+                "until": float(r[5]),
+                "seconds_left": max(0, int(float(r[5]) - now)),
+            }
+            for r in cur.fetchall()
+        ]
+
+
+def events(
+    conn: Any,
+    since: float,
+    host: str | None = None,
+    ip: str | None = None,
+    user: str | None = None,
+    kind: str | None = None,
+    limit: int = 1000,
+) -> list[dict[str, Any]]:
+    """Events of the fleet (oldest first within the newest ``limit``)."""
+    with conn.cursor() as cur:
+        cur.execute(
+            f"""
+            SELECT * FROM (
+                SELECT host, seq, ts, log_host, program, pid, kind, username, host(ip) AS ip, port,
+                       method, key_fp, count, session, detail, raw, attempt
+                FROM {fs.SCHEMA}.events
+                WHERE ts >= %s AND (%s::text IS NULL OR host = %s)
+                  AND (%s::text IS NULL OR ip = %s::inet)
+                  AND (%s::text IS NULL OR username = %s)
+                  AND (%s::text IS NULL OR kind = %s)
+                ORDER BY ts DESC, host, seq DESC LIMIT %s
+            ) t ORDER BY ts, host, seq
+            """,
+            (since, host, host, ip, ip, user, user, kind, kind, limit),
+        )
+        names = [d.name for d in cur.description]
+        return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+
+
+def sessions(
+    conn: Any, since: float, host: str | None = None, user: str | None = None, limit: int = 1000
+) -> list[dict[str, Any]]:
+    """The newest version of each session of the fleet that started since ``since``."""
+    with conn.cursor() as cur:
+        cur.execute(
+            f"""
+            SELECT host, local_id, username, host(ip) AS ip, port, method, key_fp, start,
+                   ended, state, end_reason, commands, transfers, bytes_up, bytes_down, tty
+            FROM {fs.SCHEMA}.sessions_current
+            WHERE start >= %s AND (%s::text IS NULL OR host = %s)
+              AND (%s::text IS NULL OR username = %s)
+            ORDER BY start DESC, host LIMIT %s
+            """,
+            (since, host, host, user, user, limit),
+        )
+        names = [d.name for d in cur.description]
+        return [dict(zip(names, r, strict=True)) for r in reversed(cur.fetchall())]
+
+
+def fleet_findings(conn: Any, since: float) -> list[dict[str, Any]]:
+    with conn.cursor() as cur:
+        cur.execute(
+            f"SELECT id, host, rule, subject, ts, severity, summary, attempts, hosts "
+            f"FROM {fs.SCHEMA}.fleet_findings WHERE ts >= %s ORDER BY ts",
+            (since,),
+        )
+        names = [d.name for d in cur.description]
+        return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
