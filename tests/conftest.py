@@ -207,3 +207,41 @@ def daemon_factory(tmp_path: Path) -> Iterator[object]:
     yield start
     for d in procs:
         d.stop()
+
+
+# --------------------------------------------------------------------------- PostgreSQL
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[object]:
+    """One real PostgreSQL for the session (tests/pgserver.py), removed afterwards."""
+    from pgserver import PgServer, have_psycopg, pg_bin
+
+    need(pg_bin() is not None, "PostgreSQL is not installed (apt install postgresql)")
+    need(have_psycopg(), "psycopg 3 is not installed (pip install 'psycopg>=3.1.7')")
+    server = PgServer()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.cleanup()
+
+
+@pytest.fixture
+def pg_db(pg_server: object) -> Iterator[str]:
+    """A fresh database on the session's server; dropped afterwards. The server is started
+    again first if an earlier test stopped it (an outage test that failed half-way)."""
+    from pgserver import PgServer, unique_name
+
+    server = pg_server
+    assert isinstance(server, PgServer)
+    if server.postmaster_pid() is None or not (server.data / "postmaster.pid").exists():
+        server.start()
+    name = unique_name("sshm")
+    server.create_database(name)
+    try:
+        yield name
+    finally:
+        if server.postmaster_pid() is None:
+            server.start()
+        server.drop_database(name)

@@ -1,0 +1,465 @@
+"""Fleet mode's store side against a real PostgreSQL (tests/pgserver.py): the schema and its
+roles, the outbox and the replicator (exactly once through outages, hostile text, a new
+local store), the ban log and its reconcile, the leader lease, the fleet rules.
+
+Adversarial and fault cases first: a host role that tries to write, change or delete
+another host's records; NUL bytes and broken text from an attacker's user name; the
+database stopped mid-stream or killed; a reinstalled host; an older daemon against a newer
+schema; the leader killed after its finding and before its alert.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sshmonitord.config import FleetConfig, parse_config
+from sshmonitord.detect import fleet as fleet_rules
+from sshmonitord.events import Event, Kind, Tally
+from sshmonitord.store import Store, event_row, outbox
+from sshmonitord.store import bans as bans_store
+
+
+def _psycopg() -> Any:
+    import psycopg as pg
+
+    return pg
+
+
+@pytest.fixture
+def fleet_db(pg_server: Any, pg_db: str) -> dict[str, Any]:
+    """A fleet schema in a fresh database, and three registered host roles."""
+    from pgserver import unique_name
+
+    from sshmonitord.store.fleet import schema as fs
+
+    pg = _psycopg()
+    with pg.connect(pg_server.url(db=pg_db), autocommit=True) as conn:
+        fs.migrate(conn)
+        roles = {}
+        for host in ("web1", "web2", "web3"):
+            role = unique_name(f"sshm_{host}")
+            conn.execute(fs.host_role_sql(host, role))
+            roles[host] = role
+    return {"db": pg_db, "roles": roles, "server": pg_server}
+
+
+def url(fleet_db: dict[str, Any], host: str | None = None) -> str:
+    role = fleet_db["roles"][host] if host else fleet_db["server"].superuser
+    return str(fleet_db["server"].url(role=role, db=fleet_db["db"]))
+
+
+def admin(fleet_db: dict[str, Any]) -> Any:
+    return _psycopg().connect(url(fleet_db), autocommit=True)
+
+
+def make_store(tmp: Path, name: str) -> Store:
+    st = Store(tmp / name)
+    st.open()
+    outbox.enable(st.conn, True)
+    return st
+
+
+def ev(ip: str = "203.0.113.7", user: str = "root", **kw: Any) -> Event:
+    base: dict[str, Any] = {
+        "ts": datetime.now(UTC),
+        "host": "h",
+        "program": "sshd",
+        "pid": 100,
+        "kind": Kind.AUTH_FAILURE,
+        "user": user,
+        "ip": ipaddress.ip_address(ip),
+        "port": 2222,
+        "method": "password",
+        "raw": f"Failed password for {user} from {ip} port 2222 ssh2",
+    }
+    base.update(kw)
+    return Event(**base)
+
+
+def write_events(st: Store, events: list[Event], attempt: int | None = 1) -> None:
+    with st.transaction():
+        st.add_events([(*event_row(e), attempt) for e in events])
+
+
+def replicator(st: Store, fleet_db: dict[str, Any], host: str, as_host: str | None = None) -> Any:
+    from sshmonitord.store.fleet.replicator import Replicator
+
+    return Replicator(st.path, url(fleet_db, as_host or host), host, "test")
+
+
+def count(fleet_db: dict[str, Any], sql: str, *args: Any) -> int:
+    with admin(fleet_db) as conn:
+        return int(conn.execute(sql, args).fetchone()[0])
+
+
+# ----------------------------------------------------------------------------- the schema
+
+
+def test_host_roles_cannot_forge_change_or_erase_records(fleet_db: dict[str, Any], tmp_path: Path):
+    pg = _psycopg()
+    st = make_store(tmp_path, "web1")
+    write_events(st, [ev()])
+    asyncio.run(replicator(st, fleet_db, "web1").ship_all())
+    with pg.connect(url(fleet_db, "web2"), autocommit=True) as web2:
+        with pytest.raises(pg.errors.InsufficientPrivilege, match="row-level security"):
+            web2.execute(
+                "INSERT INTO sshmonitor.events (host, seq, ts, kind) VALUES ('web1', 999, 0, 'x')"
+            )
+        with pytest.raises(pg.errors.InsufficientPrivilege, match="row-level security"):
+            web2.execute(
+                "INSERT INTO sshmonitor.ban_log (host, action, net, rule, created, expires) "
+                "VALUES ('web1', 'unban', '203.0.113.7', 'x', 0, 0)"
+            )
+        for sql in (
+            "DELETE FROM sshmonitor.events",
+            "UPDATE sshmonitor.events SET raw = 'nothing happened'",
+            "TRUNCATE sshmonitor.events",
+            "DELETE FROM sshmonitor.ban_log",
+            "UPDATE sshmonitor.hosts SET role = current_user WHERE name = 'web1'",
+        ):
+            with pytest.raises(pg.errors.InsufficientPrivilege):
+                web2.execute(sql)
+        # Its status columns of another host's row: the policy hides that row.
+        cur = web2.execute("UPDATE sshmonitor.hosts SET shipped_seq = 0 WHERE name = 'web1'")
+        assert cur.rowcount == 0
+    # web1 itself may not rewrite its own shipped history either.
+    with pg.connect(url(fleet_db, "web1"), autocommit=True) as web1:
+        with pytest.raises(pg.errors.InsufficientPrivilege):
+            web1.execute("UPDATE sshmonitor.events SET raw = 'x' WHERE host = 'web1'")
+        with pytest.raises(pg.errors.InsufficientPrivilege):
+            web1.execute("DELETE FROM sshmonitor.events WHERE host = 'web1'")
+    assert count(fleet_db, "SELECT count(*) FROM sshmonitor.events WHERE raw LIKE 'Failed%%'") == 1
+
+
+def test_a_role_registered_for_another_host_cannot_ship_as_this_one(fleet_db, tmp_path):
+    from sshmonitord.store.fleet.replicator import NotRegistered
+
+    st = make_store(tmp_path, "web1")
+    write_events(st, [ev()])
+    with pytest.raises(NotRegistered, match="belongs to another database role"):
+        asyncio.run(replicator(st, fleet_db, "web1", as_host="web2").ship_all())
+    assert count(fleet_db, "SELECT count(*) FROM sshmonitor.events") == 0
+
+
+def test_an_unregistered_host_is_told_what_to_run(fleet_db, tmp_path):
+    from sshmonitord.store.fleet.replicator import NotRegistered
+
+    st = make_store(tmp_path, "db9")
+    write_events(st, [ev()])
+    with pytest.raises(NotRegistered, match="fleet init --host db9"):
+        asyncio.run(replicator(st, fleet_db, "db9", as_host="web1").ship_all())
+
+
+def test_older_daemon_refuses_a_newer_schema(fleet_db):
+    from sshmonitord.store.fleet import schema as fs
+    from sshmonitord.store.fleet.service import _migrate_or_check
+
+    with admin(fleet_db) as conn:
+        conn.execute("UPDATE sshmonitor.meta SET value = '99' WHERE key = 'schema_version'")
+    with pytest.raises(fs.FleetSchemaError, match="newer than this sshmonitord knows"):
+        _migrate_or_check(url(fleet_db, "web1"))
+    with pytest.raises(fs.FleetSchemaError, match="newer"):
+        _migrate_or_check(url(fleet_db))
+
+
+def test_migrate_is_idempotent_and_a_host_role_cannot_create_the_schema(pg_server, pg_db):
+    from pgserver import unique_name
+
+    from sshmonitord.store.fleet import schema as fs
+    from sshmonitord.store.fleet.service import _migrate_or_check
+
+    pg = _psycopg()
+    role = unique_name("sshm_plain")
+    pg_server.execute(f'CREATE ROLE "{role}" LOGIN', db=pg_db)
+    with pytest.raises(fs.FleetSchemaError, match="no sshmonitor schema"):
+        _migrate_or_check(pg_server.url(role=role, db=pg_db))
+    with pg.connect(pg_server.url(db=pg_db), autocommit=True) as conn:
+        assert fs.migrate(conn) == (None, fs.LATEST)
+        assert fs.migrate(conn) == (fs.LATEST, fs.LATEST)
+
+
+# ----------------------------------------------------------------------------- replication
+
+
+def test_hostile_text_is_shipped_not_fatal(fleet_db, tmp_path):
+    """NUL (refused by PostgreSQL's text and jsonb, and stored fine by SQLite), also as a
+    \\u0000 escape inside the detail JSON, and SQL in a user name: each record arrives,
+    with U+FFFD in place of what PostgreSQL cannot store."""
+    st = make_store(tmp_path, "web1")
+    nasty = [
+        ev(user="ro\x00ot", raw="Failed password for ro\x00ot", detail={"k": "a\x00b"}),
+        ev(user="'; DROP TABLE sshmonitor.events; --", detail={"\x00key": ["\x00"]}),
+    ]
+    write_events(st, nasty)
+    rep = replicator(st, fleet_db, "web1")
+    assert asyncio.run(rep.ship_all()) == 2
+    assert rep.stats.skipped_rows == 0
+    with admin(fleet_db) as conn:
+        rows = conn.execute(
+            "SELECT username, detail, raw FROM sshmonitor.events ORDER BY seq"
+        ).fetchall()
+    assert rows[0][0] == "ro\ufffdot" and rows[0][1] == {"k": "a\ufffdb"}
+    assert rows[1][0].startswith("'; DROP TABLE")
+
+
+def test_every_record_once_across_outages_and_a_kill(fleet_db, tmp_path):
+    """Events written while PostgreSQL is stopped, and while it is killed -9 mid-stream,
+    arrive exactly once when it is back: (host, seq) is the key, never a file offset."""
+    server = fleet_db["server"]
+    st = make_store(tmp_path, "web1")
+    rep = replicator(st, fleet_db, "web1")
+    rep.poll = 0.05
+
+    async def scenario() -> None:
+        await rep.start()
+        try:
+            for i in range(5):
+                write_events(st, [ev(ip=f"198.51.100.{i + 1}") for _ in range(40)])
+                await asyncio.sleep(0.05)
+            await asyncio.to_thread(server.stop)
+            for i in range(5):
+                write_events(st, [ev(ip=f"192.0.2.{i + 1}") for _ in range(40)])
+            await asyncio.sleep(1.5)  # the replicator fails and backs off meanwhile
+            await asyncio.to_thread(server.start)
+            for _ in range(3):
+                write_events(st, [ev(ip="203.0.113.50") for _ in range(300)])
+                await asyncio.sleep(0.01)
+            await asyncio.to_thread(server.kill9)
+            write_events(st, [ev(ip="203.0.113.51") for _ in range(100)])
+            await asyncio.to_thread(server.start)
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                if rep.stats.connected and rep.stats.backlog == 0 and rep.confirmed >= 1400:
+                    break
+                await asyncio.sleep(0.2)
+        finally:
+            await rep.stop(drain=5)
+
+    asyncio.run(scenario())
+    local = st.conn.execute("SELECT count(*) FROM events").fetchone()[0]
+    assert local == 1400
+    assert count(fleet_db, "SELECT count(*) FROM sshmonitor.events WHERE host = 'web1'") == 1400
+    assert count(fleet_db, "SELECT count(DISTINCT local_id) FROM sshmonitor.events") == 1400
+    assert rep.stats.errors >= 1  # it did see the outage
+
+
+def test_a_commit_lost_with_the_connection_is_not_duplicated(fleet_db, tmp_path):
+    """The replicator's position is committed with the records; shipping the same entries
+    again (as after a commit whose answer was lost) stores nothing twice."""
+    st = make_store(tmp_path, "web1")
+    write_events(st, [ev() for _ in range(10)])
+    rep = replicator(st, fleet_db, "web1")
+    asyncio.run(rep.ship_all())
+    with admin(fleet_db) as conn:  # pretend the confirmation never arrived
+        conn.execute("UPDATE sshmonitor.hosts SET shipped_seq = 0 WHERE name = 'web1'")
+    rep2 = replicator(st, fleet_db, "web1")
+    asyncio.run(rep2.ship_all())
+    assert count(fleet_db, "SELECT count(*) FROM sshmonitor.events") == 10
+    assert count(fleet_db, "SELECT shipped_seq FROM sshmonitor.hosts WHERE name = 'web1'") == 10
+
+
+def test_a_reinstalled_host_keeps_numbering_after_its_old_records(fleet_db, tmp_path):
+    old = make_store(tmp_path, "old")
+    write_events(old, [ev() for _ in range(7)])
+    asyncio.run(replicator(old, fleet_db, "web1").ship_all())
+    new = make_store(tmp_path, "new")  # the local store is lost: seq starts at 1 again
+    write_events(new, [ev(ip="192.0.2.99") for _ in range(3)])
+    asyncio.run(replicator(new, fleet_db, "web1").ship_all())
+    assert count(fleet_db, "SELECT count(*) FROM sshmonitor.events WHERE host = 'web1'") == 10
+    assert count(fleet_db, "SELECT max(seq) FROM sshmonitor.events") == 10
+
+
+def test_sessions_ship_as_versions_and_the_view_shows_the_newest(fleet_db, tmp_path):
+    st = make_store(tmp_path, "web1")
+    now = time.time()
+    with st.transaction():
+        st.conn.execute(
+            "INSERT INTO sessions (user, ip, start, state, last_seen) "
+            "VALUES ('alice', '192.0.2.1', ?, 'open', ?)",
+            (now, now),
+        )
+    with st.transaction():
+        st.conn.execute(
+            "UPDATE sessions SET state = 'closed', end = ? WHERE user = 'alice'", (now + 5,)
+        )
+    asyncio.run(replicator(st, fleet_db, "web1").ship_all())
+    assert count(fleet_db, "SELECT count(*) FROM sshmonitor.sessions") == 2
+    with admin(fleet_db) as conn:
+        row = conn.execute("SELECT state, ended FROM sshmonitor.sessions_current").fetchall()
+    assert row == [("closed", now + 5)]
+
+
+def test_outbox_triggers_only_while_a_fleet_is_configured(tmp_path):
+    st = Store(tmp_path / "s")
+    st.open()
+    write_events(st, [ev()], attempt=None)
+    assert outbox.entries(st.conn) == []
+    assert outbox.enable(st.conn, True) is True
+    assert outbox.enable(st.conn, True) is False
+    write_events(st, [ev()])
+    assert [e[1] for e in outbox.entries(st.conn)] == ["events"]
+    assert outbox.enable(st.conn, False) is True
+    write_events(st, [ev()])
+    assert len(outbox.entries(st.conn)) == 1
+    # AUTOINCREMENT: pruning everything never hands out a used seq again.
+    outbox.prune(st.conn, 10**9)
+    outbox.enable(st.conn, True)
+    write_events(st, [ev()])
+    assert outbox.entries(st.conn)[0][0] == 2
+
+
+# ----------------------------------------------------------------------------- the ban log
+
+
+def ban_row(st: Store, net: str, rule: str = "bruteforce", seconds: int = 600) -> None:
+    now = time.time()
+    with st.transaction():
+        bans_store.insert(st.conn, net, rule, "5 failures", 1, now, now + seconds, False, None)
+
+
+def test_bans_published_once_and_fleet_bans_never_echoed(fleet_db, tmp_path):
+    st = make_store(tmp_path, "web1")
+    ban_row(st, "198.51.100.9")
+    ban_row(st, "192.0.2.44", rule="fleet")  # came from the fleet: not ours to publish
+    with st.transaction():  # an operator lifts the first one
+        st.conn.execute(
+            "UPDATE bans SET active = 0, lifted = ?, lifted_by = 'operator' WHERE net = ?",
+            (time.time(), "198.51.100.9"),
+        )
+    rep = replicator(st, fleet_db, "web1")
+    asyncio.run(rep.ship_all())
+    with admin(fleet_db) as conn:
+        log = conn.execute(
+            "SELECT action, host(net), rule FROM sshmonitor.ban_log ORDER BY id"
+        ).fetchall()
+    assert log == [("ban", "198.51.100.9", "bruteforce"), ("unban", "198.51.100.9", "operator")]
+
+
+def test_ban_log_state_and_notification(fleet_db):
+    from sshmonitord.store.fleet.bansync import read_state
+
+    pg = _psycopg()
+    now = time.time()
+
+    async def go() -> Any:
+        async with await pg.AsyncConnection.connect(url(fleet_db, "web2"), autocommit=True) as lis:
+            await lis.execute("LISTEN sshmonitor_bans")
+            with pg.connect(url(fleet_db, "web1"), autocommit=True) as w1:
+                for net, action, exp in (
+                    ("198.51.100.1", "ban", now + 600),
+                    ("198.51.100.2", "ban", now + 600),
+                    ("198.51.100.2", "unban", None),
+                    ("198.51.100.3", "ban", now - 1),  # already over
+                    ("2001:db8:1:2::/64", "ban", now + 60),
+                ):
+                    w1.execute(
+                        "INSERT INTO sshmonitor.ban_log (host, action, net, rule, created, "
+                        "expires) VALUES ('web1', %s, %s, 'bruteforce', %s, %s)",
+                        (action, net, now, exp),
+                    )
+            got = []
+            async for n in lis.notifies():
+                got.append(n.payload)
+                if len(got) == 5:
+                    break
+            state = await read_state(lis)
+        return got, state
+
+    got, state = asyncio.run(asyncio.wait_for(go(), 20))
+    assert len(got) == 5
+    assert set(state.active) == {"198.51.100.1/32", "2001:db8:1:2::/64"}
+    assert set(state.unbanned) == {"198.51.100.2/32"}
+
+
+# ----------------------------------------------------------------------------- fleet rules
+
+
+def test_correlate_needs_enough_attempts_on_enough_hosts():
+    cfg = FleetConfig(database="x")
+    t = [Tally("203.0.113.9", h, 4, 0.0, 1.0) for h in ("web1", "web2", "web3")]
+    (f,) = fleet_rules.correlate(t, cfg, set())
+    assert f.rule == "fleet_correlate" and f.attempts == 12 and f.hosts == ("web1", "web2", "web3")
+    assert f.ban and "12 failed attempts from 203.0.113.9 on 3 hosts" in f.summary
+    assert fleet_rules.correlate(t[:2], cfg, set()) == []  # 8 on 2 hosts
+    assert fleet_rules.correlate([Tally("203.0.113.9", "web1", 50, 0, 1)], cfg, set()) == []
+    assert fleet_rules.correlate(t, cfg, {"203.0.113.9"}) == []  # found already
+    few = [Tally("203.0.113.9", h, 3, 0.0, 1.0) for h in ("web1", "web2", "web3")]
+    assert fleet_rules.correlate(few, cfg, set()) == []  # 9 < 10
+
+
+def test_spray_is_an_alert_not_a_ban():
+    cfg = parse_config("fleet: {database: x, spray: {threshold: 6}}").fleet
+    t = [Tally("admin", h, 2, 0.0, 1.0) for h in ("a", "b", "c")]
+    (f,) = fleet_rules.spray(t, cfg, set())
+    assert f.rule == "fleet_spray" and not f.ban and f.severity == "warning"
+
+
+def test_leader_lease_one_at_a_time_takeover_never_repeats(fleet_db, tmp_path):
+    """Two leaders race for the lease; the holder finds the cross-host attack once; killed
+    (its connection dropped) after recording and before delivering its alert, the next
+    holder delivers that alert and does not find the attack again."""
+    from sshmonitord.store.fleet.leader import Leader
+
+    pg = _psycopg()
+    cfg = parse_config("fleet: {database: x, correlate: {threshold: 6, min_hosts: 3, window: 1h}}")
+    stores = {h: make_store(tmp_path, h) for h in ("web1", "web2", "web3")}
+    for h, st in stores.items():
+        write_events(st, [ev(ip="203.0.113.9") for _ in range(2)])
+        asyncio.run(replicator(st, fleet_db, h).ship_all())
+    delivered: list[Any] = []
+
+    async def dies(_found: list[Any]) -> None:
+        raise _Died  # the process dies between recording its finding and alerting
+
+    async def delivers(found: list[Any]) -> None:
+        delivered.extend(found)
+
+    a = Leader(url(fleet_db, "web1"), "web1", cfg, dies, fleet_rules.evaluate, every=0.1)
+    b = Leader(url(fleet_db, "web2"), "web2", cfg, delivers, fleet_rules.evaluate, every=0.1)
+
+    async def go() -> None:
+        async with (
+            await pg.AsyncConnection.connect(a.conninfo, autocommit=True) as ca,
+            await pg.AsyncConnection.connect(b.conninfo, autocommit=True) as cb,
+        ):
+            lock = "SELECT pg_try_advisory_lock(hashtext('sshmonitor.leader'))"
+            assert (await (await ca.execute(lock)).fetchone())[0] is True
+            assert (await (await cb.execute(lock)).fetchone())[0] is False
+            with pytest.raises(_Died):
+                await a.round(ca)
+        # ca closed: the lease is free. The claim's lease has not run out yet: b must not
+        # deliver it before it does.
+        await b.start()
+        await asyncio.sleep(1.0)
+        assert b.leader and delivered == []
+        with pg.connect(url(fleet_db), autocommit=True) as adm:
+            adm.execute("UPDATE sshmonitor.alert_claims SET lease_until = now() - interval '1s'")
+        for _ in range(100):
+            if delivered:
+                break
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(0.5)  # more rounds: nothing found again
+        await b.stop()
+
+    asyncio.run(asyncio.wait_for(go(), 30))
+    assert [f.subject for f in delivered] == ["203.0.113.9"]
+    assert count(fleet_db, "SELECT count(*) FROM sshmonitor.fleet_findings") == 1
+    assert (
+        count(fleet_db, "SELECT count(*) FROM sshmonitor.ban_log WHERE rule = 'fleet_correlate'")
+        == 1
+    )
+    assert (
+        count(fleet_db, "SELECT count(*) FROM sshmonitor.alert_claims WHERE delivered IS NOT NULL")
+        == 1
+    )
+
+
+class _Died(Exception):
+    pass
