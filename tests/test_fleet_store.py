@@ -463,3 +463,54 @@ def test_leader_lease_one_at_a_time_takeover_never_repeats(fleet_db, tmp_path):
 
 class _Died(Exception):
     pass
+
+
+# ----------------------------------------------------------------------------- commands
+
+
+def sshmonitor(*args: str) -> Any:
+    import subprocess
+    import sys
+
+    return subprocess.run(
+        [sys.executable, "-m", "sshmonitord.cli", *args], capture_output=True, text=True,
+        timeout=60,
+    )
+
+
+def test_fleet_commands_read_every_host_or_one(fleet_db, tmp_path):
+    import json
+
+    for h, ip in (("web1", "198.51.100.1"), ("web2", "198.51.100.2")):
+        st = make_store(tmp_path, h)
+        write_events(st, [ev(ip=ip, user=f"user-{h}")])
+        ban_row(st, ip)
+        asyncio.run(replicator(st, fleet_db, h).ship_all())
+    db = url(fleet_db)
+    r = sshmonitor("events", "--fleet", "--database", db, "--json")
+    assert r.returncode == 0, r.stderr
+    rows = [json.loads(x) for x in r.stdout.splitlines()]
+    assert {(x["host"], x["ip"], x["username"]) for x in rows} == {
+        ("web1", "198.51.100.1", "user-web1"),
+        ("web2", "198.51.100.2", "user-web2"),
+    }
+    r = sshmonitor("events", "--host", "web2", "--database", db)
+    assert r.returncode == 0 and "web2" in r.stdout and "web1" not in r.stdout, r.stdout
+    r = sshmonitor("bans", "--fleet", "--database", db)
+    assert r.returncode == 0 and "198.51.100.1" in r.stdout and "198.51.100.2" in r.stdout
+    r = sshmonitor("fleet", "status", "--database", db, "--json")
+    assert r.returncode == 0, r.stderr
+    status = json.loads(r.stdout)
+    shipped = {h["host"]: h["shipped"] for h in status["hosts"]}
+    assert shipped["web1"] == 2 and shipped["web2"] == 2 and shipped["web3"] == 0
+    assert status["active_bans"] == 2
+
+
+def test_fleet_commands_fail_in_one_line(tmp_path, pg_server):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("fleet: {host: x}\n")
+    r = sshmonitor("events", "--fleet", "--config", str(cfg))
+    assert r.returncode == 1 and "no fleet database" in r.stderr and "Traceback" not in r.stderr
+    r = sshmonitor("fleet", "status", "--database", f"postgresql://nobody@/nodb?host={tmp_path}")
+    assert r.returncode == 1 and "cannot connect to the fleet database" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr

@@ -20,7 +20,7 @@ from typing import Any, TextIO
 from .. import config
 from ..store import sessions as db
 from ..timefmt import fmt_duration, fmt_local, iso_utc, parse_when
-from . import where
+from . import fleet, where
 from .output import printable
 
 SESSIONS_HELP = """\
@@ -218,6 +218,8 @@ def _end_cell(s: dict[str, Any], now: float) -> str:
 
 
 def cmd_sessions(args: argparse.Namespace, out: TextIO) -> int:
+    if fleet.wants_fleet(args):
+        return fleet.run_fleet(args, "sessions")
     conn = open_db(args, MIN_SCHEMA_SESSIONS)
     addresses, single = (
         _addresses(conn, "sessions", args.from_addr) if args.from_addr else (None, False)
@@ -500,6 +502,8 @@ def event_json(r: sqlite3.Row) -> dict[str, Any]:
 
 
 def cmd_events(args: argparse.Namespace, out: TextIO) -> int:
+    if fleet.wants_fleet(args):
+        return fleet.run_fleet(args, "events")
     conn = open_db(args, MIN_SCHEMA_EVENTS)
     addresses, single = _addresses(conn, "events", args.ip) if args.ip else (None, False)
     kinds = [k for arg in args.kind or [] for k in arg.split(",") if k]
@@ -575,6 +579,7 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--limit", type=int, default=100, metavar="N", help="newest N (default 100; 0: all)"
     )
+    fleet.fleet_arg(p)
     p.set_defaults(func=lambda a: _run(cmd_sessions, a), command="sessions")
 
     s = sub.add_parser(
@@ -602,4 +607,5 @@ def register(sub: Any) -> None:
     e.add_argument("--since", metavar="T", help="at or after T (ISO 8601, or a duration ago)")
     e.add_argument("--until", metavar="T", help="at or before T")
     e.add_argument("--limit", type=int, default=0, metavar="N", help="only the newest N")
+    fleet.fleet_arg(e)
     e.set_defaults(func=lambda a: _run(cmd_events, a), command="events")

@@ -9,11 +9,14 @@ from typing import Any
 
 from .. import addresses, control
 from ..timefmt import fmt_local, parse_duration
+from . import fleet
 from .output import fail, failed, printable
 from .where import config_arg, socket_arg, socket_for
 
 
 def cmd_bans(args: argparse.Namespace) -> int:
+    if fleet.wants_fleet(args):
+        return fleet.run_fleet(args, "bans")
     try:
         res = control.request(socket_for(args), "bans")
     except control.ControlError as exc:
@@ -121,6 +124,7 @@ def register(sub: Any) -> None:
     config_arg(b)
     socket_arg(b)
     b.add_argument("--json", action="store_true", help="machine-readable output")
+    fleet.fleet_arg(b)
     b.set_defaults(func=cmd_bans)
     bn = sub.add_parser(
         "ban",

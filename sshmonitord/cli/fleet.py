@@ -192,3 +192,125 @@ def register(sub: Any) -> None:
     st.add_argument("--database", metavar="URL", help="libpq URI (default: fleet.database)")
     st.add_argument("--json", action="store_true", help="machine-readable output")
     st.set_defaults(func=cmd_status)
+
+
+# ---------------------------------------------------------------------------- --fleet reads
+
+
+def fleet_arg(p: argparse.ArgumentParser) -> None:
+    """``--fleet`` and ``--host NAME``: read the fleet's database instead of this host's."""
+    p.add_argument(
+        "--fleet",
+        action="store_true",
+        help="read the fleet's PostgreSQL (fleet.database): every host's records",
+    )
+    p.add_argument(
+        "--host", dest="fleet_host", metavar="NAME", help="with the fleet: only this host's"
+    )
+    p.add_argument("--database", metavar="URL", help="the fleet's libpq URI (default: config)")
+
+
+def wants_fleet(args: argparse.Namespace) -> bool:
+    return bool(getattr(args, "fleet", False) or getattr(args, "fleet_host", None))
+
+
+def _read(args: argparse.Namespace, fn: Any) -> Any:
+    from ..store.fleet import FleetUnavailable
+
+    info, _cfg = _database(args)
+    try:
+        conn = _connect(info)
+    except FleetUnavailable as exc:
+        raise _Fail(str(exc)) from None
+    import psycopg
+
+    with conn:
+        try:
+            return fn(conn)
+        except psycopg.Error as exc:
+            raise _Fail(f"cannot read the fleet database: {str(exc).strip()}") from None
+
+
+def _since(args: argparse.Namespace, default: float) -> float:
+    from datetime import UTC, datetime
+
+    from ..timefmt import parse_when
+
+    text = getattr(args, "since", None)
+    if not text:
+        return time.time() - default
+    try:
+        return parse_when(text, datetime.now(UTC)).timestamp()
+    except ValueError as exc:
+        raise _Fail(str(exc)) from None
+
+
+def _iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(float(ts)))
+
+
+def run_fleet(args: argparse.Namespace, what: str) -> int:
+    """``events|sessions|bans --fleet``: one query, printed as a table or JSON lines."""
+    from ..store.fleet import queries
+
+    try:
+        if what == "events":
+            kinds = [k for arg in getattr(args, "kind", None) or [] for k in arg.split(",") if k]
+            rows = _read(
+                args,
+                lambda c: queries.events(
+                    c,
+                    _since(args, 86400),
+                    host=args.fleet_host,
+                    ip=args.ip,
+                    user=args.user,
+                    kind=kinds[0] if len(kinds) == 1 else None,
+                    limit=int(args.limit or 1000),
+                ),
+            )
+            if len(kinds) > 1:
+                rows = [r for r in rows if r["kind"] in kinds]
+        elif what == "sessions":
+            rows = _read(
+                args,
+                lambda c: queries.sessions(
+                    c,
+                    _since(args, 7 * 86400),
+                    host=args.fleet_host,
+                    user=args.user,
+                    limit=int(args.limit or 1000),
+                ),
+            )
+        else:
+            rows = _read(args, lambda c: queries.active_bans(c, host=args.fleet_host))
+    except _Fail as exc:
+        return fail(str(exc))
+    if args.json:
+        for r in rows:
+            print(json.dumps(r, ensure_ascii=False, default=str))
+        return 0
+    if not rows:
+        print(f"no {what} match in the fleet")
+        return 0
+    for r in rows:
+        if what == "events":
+            frm = "-" if r["ip"] is None else f"{r['ip']} port {r['port']}"
+            print(
+                f"{_iso(r['ts'])}  {printable(r['host'])[:12]:<12} {r['kind']:<18} "
+                f"{printable(r['username'] or '-')[:16]:<16} {frm}"
+            )
+        elif what == "sessions":
+            print(
+                f"{printable(r['host'])[:12]:<12} {r['local_id']:>6} "
+                f"{printable(r['username'] or '-')[:16]:<16} {r['ip'] or '-':<20} "
+                f"{_iso(r['start'])}  {_iso(r['ended']) or '-':<20}  {r['state']}  "
+                f"{r['commands']} cmds  {r['transfers']} xfers"
+            )
+        else:
+            print(
+                f"{r['net']:<20} by {printable(r['host'])[:12]:<12} {r['rule']:<16} "
+                f"{r['seconds_left']}s left  {printable(r['reason'])[:80]}"
+            )
+    return 0
