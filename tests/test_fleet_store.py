@@ -514,3 +514,44 @@ def test_fleet_commands_fail_in_one_line(tmp_path, pg_server):
     r = sshmonitor("fleet", "status", "--database", f"postgresql://nobody@/nodb?host={tmp_path}")
     assert r.returncode == 1 and "cannot connect to the fleet database" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+
+
+# ----------------------------------------------------------------------------- applying
+
+
+def test_a_hostile_peer_cannot_ban_wide_allowlisted_or_forever(tmp_path):
+    """What another host publishes passes this host's own rules: allowlist, never-bannable
+    networks, max_ban_prefix (no --force from afar), bantime_max; an unban from the fleet
+    lifts only that network; reconcile lifts fleet bans the fleet no longer has."""
+    import dataclasses
+
+    from sshmonitord import config as config_mod
+    from sshmonitord.respond import make_backend
+    from sshmonitord.respond.bans import BanManager
+
+    async def go() -> None:
+        store = Store(tmp_path / "state")
+        await asyncio.to_thread(store.open)
+        cfg = dataclasses.replace(config_mod.ResponseConfig(), bantime_max=3600)
+        m = BanManager(store, make_backend("none"), cfg, (ipaddress.ip_network("192.0.2.0/24"),))
+        await m.start()
+        far = time.time() + 10 * 365 * 86400
+        assert not await m.fleet_ban("0.0.0.0/0", far, "x", "evil")
+        assert not await m.fleet_ban("10.0.0.0/8", far, "x", "evil")
+        assert not await m.fleet_ban("192.0.2.7", far, "x", "evil")  # allowlisted here
+        assert not await m.fleet_ban("127.0.0.1", far, "x", "evil")
+        assert not await m.fleet_ban("not-an-address; rm -rf /", far, "x", "evil")
+        assert not await m.fleet_ban("198.51.100.1", time.time() - 5, "x", "web2")  # over
+        assert await m.fleet_ban("198.51.100.1", far, "bruteforce", "web2")
+        rec = m.active["198.51.100.1/32"]
+        assert rec.rule == "fleet" and rec.expires <= time.time() + 3601
+        assert set(m.active) == {"198.51.100.1/32"}
+        assert not await m.fleet_ban("198.51.100.1", far, "again", "web3")  # no change
+        assert await m.fleet_ban("2001:db8:1:2::/64", far, "fleet_correlate", "web2")
+        assert await m.fleet_unban("2001:db8:1:2::/64", "web3")
+        assert set(m.active) == {"198.51.100.1/32"}
+        done = await m.fleet_reconcile({}, {})
+        assert done["lifted"] == ["198.51.100.1/32"] and m.active == {}
+        await m.stop()
+
+    asyncio.run(go())

@@ -610,15 +610,17 @@ class BanManager:
     # ------------------------------------------------------------------ fleet (docs/fleet.md)
 
     async def fleet_ban(self, net_text: str, expires: float, reason: str, origin: str) -> bool:
-        """Apply a ban another host of the fleet decided, if this host's own allowlist and
-        never-bannable networks let it (its width was judged where it was decided). Recorded
-        with rule ``fleet``, so it is never published back. True if applied or lengthened."""
+        """Apply a ban another host of the fleet decided, if this host's own rules let it:
+        its allowlist, its never-bannable networks and its ``max_ban_prefix`` (no ``--force``
+        from afar: a compromised peer must not get a /8 banned fleet-wide), for at most
+        this host's ``bantime_max``. Recorded with rule ``fleet``, so it is never published
+        back. True if applied or lengthened."""
         try:
             net, _ = parse_network(net_text)
         except ValueError:
             self.log.error("fleet ban of something that is not an address", net=net_text[:100])
             return False
-        refused = refusal(net, self.policy, force=True)
+        refused = refusal(net, self.policy, force=False)
         if refused is not None:
             self.log.info(
                 "not applying a fleet ban here", net=str(net), origin=origin, why=refused.reason
@@ -627,6 +629,7 @@ class BanManager:
         key, now = str(net), time.time()
         if expires - now < 1:
             return False
+        expires = min(expires, now + float(self.cfg.bantime_max))
         current = self.active.get(key)
         if current is not None and current.expires >= expires - 1:
             return False
