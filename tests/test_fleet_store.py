@@ -555,3 +555,50 @@ def test_a_hostile_peer_cannot_ban_wide_allowlisted_or_forever(tmp_path):
         await m.stop()
 
     asyncio.run(go())
+
+
+def test_tallies_count_each_attempt_once_per_host_and_group_ipv6_by_64(fleet_db, tmp_path):
+    from sshmonitord.store.fleet.leader import Leader
+
+    pg = _psycopg()
+    for i, h in enumerate(("web1", "web2", "web3")):
+        st = make_store(tmp_path, h)
+        write_events(st, [ev(ip=f"2001:db8:5:6::{i}:{k + 1}") for k in range(2)])
+        write_events(st, [ev(ip="192.0.2.200")], attempt=None)  # counted nothing: not an attempt
+        asyncio.run(replicator(st, fleet_db, h).ship_all())
+        with admin(fleet_db) as conn:  # a commit whose answer was lost: shipped again
+            conn.execute("UPDATE sshmonitor.hosts SET shipped_seq = 0 WHERE name = %s", (h,))
+        asyncio.run(replicator(st, fleet_db, h).ship_all())
+    with admin(fleet_db) as conn:
+        rows = conn.execute(
+            "SELECT subject, host, attempts FROM sshmonitor.attempt_tallies "
+            "WHERE kind = 'address' ORDER BY host"
+        ).fetchall()
+    assert rows == [("2001:db8:5:6::/64", h, 2) for h in ("web1", "web2", "web3")]
+    with pg.connect(url(fleet_db, "web2"), autocommit=True) as web2:
+        with pytest.raises(pg.errors.InsufficientPrivilege):
+            web2.execute(
+                "INSERT INTO sshmonitor.attempt_tallies VALUES "
+                "('address', '203.0.113.1', 'web1', 0, 100, 0, 0)"
+            )
+        # Deleting is only for tallies older than any window: current ones stay.
+        assert web2.execute("DELETE FROM sshmonitor.attempt_tallies").rowcount == 0
+    cfg = parse_config("fleet: {database: x, correlate: {threshold: 6, min_hosts: 3}}")
+    found: list[Any] = []
+
+    async def on(fs_: list[Any]) -> None:
+        found.extend(fs_)
+
+    async def go() -> None:
+        leader = Leader(url(fleet_db, "web3"), "web3", cfg, on, fleet_rules.evaluate)
+        async with await pg.AsyncConnection.connect(leader.conninfo, autocommit=True) as c:
+            await leader.round(c)
+            await leader.round(c)
+
+    asyncio.run(go())
+    assert [(f.rule, f.subject, f.attempts) for f in found] == [
+        ("fleet_correlate", "2001:db8:5:6::/64", 6)
+    ]
+    with admin(fleet_db) as conn:
+        bans = conn.execute("SELECT net::text FROM sshmonitor.ban_log").fetchall()
+    assert bans == [("2001:db8:5:6::/64",)]

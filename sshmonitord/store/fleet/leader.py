@@ -32,19 +32,22 @@ TRY_EVERY = 5.0  # seconds between a follower's tries at the lease, and between 
 ALERT_LEASE = 300  # seconds a host has to hand a claimed alert to its spool
 LOCK_KEY = "sshmonitor.leader"
 
-TALLY_ADDRESSES = f"""
-SELECT CASE WHEN family(ip) = 6 THEN network(set_masklen(ip, 64))::text ELSE host(ip) END,
-       host, sum(attempt)::bigint, min(ts), max(ts)
-FROM {fs.SCHEMA}.events
-WHERE attempt IS NOT NULL AND ip IS NOT NULL AND ts >= %s
-GROUP BY 1, 2
+# Only subjects that could reach the rule (enough attempts on enough hosts) come back, with
+# one row per host: the pure rule (detect/fleet.py) decides on exactly those.
+TALLIES = f"""
+WITH t AS (
+    SELECT subject, host, sum(attempts)::bigint AS n, min(first) AS a, max(last) AS b
+    FROM {fs.SCHEMA}.attempt_tallies
+    WHERE kind = %s AND minute >= %s AND last >= %s
+    GROUP BY subject, host
+), c AS (
+    SELECT subject FROM t GROUP BY subject HAVING count(*) >= %s AND sum(n) >= %s
+)
+SELECT t.subject, t.host, t.n, t.a, t.b FROM t JOIN c USING (subject)
 """
-TALLY_USERS = f"""
-SELECT username, host, sum(attempt)::bigint, min(ts), max(ts)
-FROM {fs.SCHEMA}.events
-WHERE attempt IS NOT NULL AND username IS NOT NULL AND ts >= %s
-GROUP BY 1, 2
-"""
+EXPIRE = (
+    f"DELETE FROM {fs.SCHEMA}.attempt_tallies WHERE minute < extract(epoch FROM now()) - 8 * 86400"
+)
 SEEN = f"SELECT subject FROM {fs.SCHEMA}.fleet_findings WHERE rule = %s AND ts >= %s"
 
 
@@ -134,14 +137,14 @@ class Leader:
         fc = self.cfg.fleet
         found: list[FleetFinding] = []
         async with conn.cursor() as cur:
-            for rule, c, sql in (
-                ("fleet_correlate", fc.correlate, TALLY_ADDRESSES),
-                ("fleet_spray", fc.spray, TALLY_USERS),
+            for rule, c, kind in (
+                ("fleet_correlate", fc.correlate, "address"),
+                ("fleet_spray", fc.spray, "user"),
             ):
                 if not c.enabled:
                     continue
                 since = now - float(c.window)
-                await cur.execute(sql, (since,))
+                await cur.execute(TALLIES, (kind, since - 60, since, c.min_hosts, c.threshold))
                 tallies = [
                     Tally(str(s), str(h), int(n), float(a), float(b))
                     for s, h, n, a, b in await cur.fetchall()
@@ -149,6 +152,8 @@ class Leader:
                 await cur.execute(SEEN, (rule, since))
                 seen = {str(r[0]) for r in await cur.fetchall()}
                 found.extend(self.evaluate(rule, tallies, fc, seen))
+            if self.rounds % 720 == 0:  # hourly at the default pace
+                await cur.execute(EXPIRE)
         self.rounds += 1
         sent: list[tuple[str, FleetFinding]] = []
         for f in found:

@@ -197,9 +197,52 @@ CREATE FUNCTION {SCHEMA}.my_host() RETURNS text LANGUAGE sql STABLE
     + f"""
 CREATE INDEX events_ts ON {SCHEMA}.events (ts);
 CREATE INDEX events_ip_ts ON {SCHEMA}.events (ip, ts);
-CREATE INDEX events_attempts ON {SCHEMA}.events (ts) WHERE attempt IS NOT NULL;
 CREATE INDEX findings_ts ON {SCHEMA}.findings (ts);
 CREATE INDEX sessions_start ON {SCHEMA}.sessions (start);
+
+-- Failed attempts per subject, host and minute, kept by a trigger on events: the leader's
+-- rules read these few rows, never the window's events. The trigger fires only for rows
+-- really inserted (a record shipped twice is skipped, so it is counted once), as the
+-- inserting host's role: a host adds only to its own tallies, so one compromised host
+-- cannot make an address look active on the min_hosts hosts a fleet finding needs.
+CREATE TABLE {SCHEMA}.attempt_tallies (
+    kind     text NOT NULL CHECK (kind IN ('address', 'user')),
+    subject  text NOT NULL,
+    host     text NOT NULL,
+    minute   double precision NOT NULL,
+    attempts bigint NOT NULL,
+    first    double precision NOT NULL,
+    last     double precision NOT NULL,
+    PRIMARY KEY (kind, minute, subject, host)
+);
+ALTER TABLE {SCHEMA}.attempt_tallies ENABLE ROW LEVEL SECURITY;
+CREATE POLICY attempt_tallies_read ON {SCHEMA}.attempt_tallies FOR SELECT TO {GROUP_ROLE}
+    USING (true);
+CREATE POLICY attempt_tallies_insert ON {SCHEMA}.attempt_tallies FOR INSERT TO {GROUP_ROLE}
+    WITH CHECK (host = {SCHEMA}.my_host());
+CREATE POLICY attempt_tallies_update ON {SCHEMA}.attempt_tallies FOR UPDATE TO {GROUP_ROLE}
+    USING (host = {SCHEMA}.my_host()) WITH CHECK (host = {SCHEMA}.my_host());
+-- Anyone may drop tallies older than any window (the leader does, now and then).
+CREATE POLICY attempt_tallies_expire ON {SCHEMA}.attempt_tallies FOR DELETE TO {GROUP_ROLE}
+    USING (minute < extract(epoch FROM now()) - 8 * 86400);
+GRANT SELECT, INSERT, UPDATE, DELETE ON {SCHEMA}.attempt_tallies TO {GROUP_ROLE};
+CREATE FUNCTION {SCHEMA}.tally_attempts() RETURNS trigger LANGUAGE plpgsql AS $f$
+BEGIN
+    INSERT INTO {SCHEMA}.attempt_tallies AS t (kind, subject, host, minute, attempts, first, last)
+    SELECT k, s, NEW.host, floor(NEW.ts / 60) * 60, NEW.attempt, NEW.ts, NEW.ts
+    FROM (VALUES
+        ('address', CASE WHEN NEW.ip IS NULL THEN NULL
+                         WHEN family(NEW.ip) = 6 THEN network(set_masklen(NEW.ip, 64))::text
+                         ELSE host(NEW.ip) END),
+        ('user', NEW.username)) AS v(k, s)
+    WHERE s IS NOT NULL
+    ON CONFLICT (kind, minute, subject, host) DO UPDATE
+        SET attempts = t.attempts + excluded.attempts,
+            first = least(t.first, excluded.first), last = greatest(t.last, excluded.last);
+    RETURN NULL;
+END $f$;
+CREATE TRIGGER events_tally_attempts AFTER INSERT ON {SCHEMA}.events
+    FOR EACH ROW WHEN (NEW.attempt IS NOT NULL) EXECUTE FUNCTION {SCHEMA}.tally_attempts();
 
 -- The fleet's ban log, append only: a ban or an unban, by whichever host decided it. The
 -- active bans are each network's newest 'ban' not yet expired and not followed by an
