@@ -40,7 +40,7 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("stages", {"sources", "parse", "detect", "respond", "notify", "audit"}),
     ("store", {"store"}),
     ("services", {"paths", "control", "systemd"}),
-    ("vocabulary", {"events", "config", "addresses", "timefmt", "log", "__init__"}),
+    ("vocabulary", {"events", "config", "addresses", "timefmt", "log", "aio", "__init__"}),
 ]
 
 # Cycles that live in modules another change of issue #12 is still rewriting, each with the

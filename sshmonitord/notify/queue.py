@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import log
+from ..aio import wait_event
 from ..config import NotifyConfig
 from ..events import Finding
 from ..store import spool
@@ -294,14 +295,15 @@ class AlertQueue:
 
     async def _flusher(self) -> None:
         while True:
+            # Cleared before the round, not after: an alert spooled during the round sets it
+            # again, and is delivered now rather than after the idle wait.
+            self._wake.clear()
             try:
                 wait = await self.flush_once()
             except Exception:
                 self.log.exception("alert delivery round failed")
                 wait = 5.0
-            self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), max(0.05, wait))
+            await wait_event(self._wake, max(0.05, wait))
 
     async def flush_once(self) -> float:
         """Deliver what is due on every channel; return seconds until the next due row."""

@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import log
+from ..aio import wait_event
 from ..events import FilePosition, Line, Retired
 
 FP_BYTES = 1024  # fingerprint: hash of the first (up to) this many bytes
@@ -930,9 +931,7 @@ class Tailer:
             if more:
                 await asyncio.sleep(0)  # a backlog: keep going, but let others run
                 continue
-            try:
-                await asyncio.wait_for(self._wake.wait(), self.poll_interval)
-            except TimeoutError:
+            if not await wait_event(self._wake, self.poll_interval):
                 continue
             # Woken by inotify: a writer usually writes a burst; let it finish so one read
             # takes it all (a wake-up costs more than the few ms of latency this adds).

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from ... import log
+from ...aio import wait_event
 from .. import outbox
 from . import schema as fs
 
@@ -317,8 +318,7 @@ class Replicator:
                         if n >= self.batch:
                             continue
                         self._wake.clear()
-                        with contextlib.suppress(TimeoutError):
-                            await asyncio.wait_for(self._wake.wait(), self.poll)
+                        await wait_event(self._wake, self.poll)
             except asyncio.CancelledError:
                 raise
             except NotRegistered as exc:
