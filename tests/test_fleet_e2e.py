@@ -165,7 +165,7 @@ def test_a_slow_attack_over_three_hosts_is_banned_everywhere_with_one_alert(flee
     assert claims == [(findings[0], True)]
 
 
-def test_postgres_stopped_mid_stream_every_event_arrives_once(fleet: Fleet):
+def test_postgres_stopped_mid_stream_and_a_host_killed_every_event_arrives_once(fleet: Fleet):
     def burst(tag: int) -> None:
         for j, h in enumerate(HOSTS):
             fleet.write(
@@ -184,6 +184,12 @@ def test_postgres_stopped_mid_stream_every_event_arrives_once(fleet: Fleet):
             burst(t)
             time.sleep(0.3)
         time.sleep(1.5)
+        # web2 is killed -9 with its backlog unshipped, and restarted while the database is
+        # still away: the backlog is in its store's outbox, nothing in memory.
+        fleet.daemons["web2"].stop()
+        burst(6)
+        fleet.start("web2").wait_log("sshmonitord started", timeout=20)
+        time.sleep(0.5)
     finally:
         fleet.server.start()
     burst(5)
