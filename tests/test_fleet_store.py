@@ -602,3 +602,26 @@ def test_tallies_count_each_attempt_once_per_host_and_group_ipv6_by_64(fleet_db,
     with admin(fleet_db) as conn:
         bans = conn.execute("SELECT net::text FROM sshmonitor.ban_log").fetchall()
     assert bans == [("2001:db8:5:6::/64",)]
+
+
+def test_alerts_ship_even_after_they_left_the_spool(fleet_db, tmp_path):
+    """An alert's spool row is deleted once sent; the outbox kept the row itself, so the
+    fleet still gets what was raised, per channel (the daily report's messages are not
+    alerts and stay local)."""
+    import json
+
+    from sshmonitord.store import spool
+
+    st = make_store(tmp_path, "web1")
+    doc = json.dumps({"rule": "bruteforce", "subject": "203.0.113.5/32", "note": "\x00"})
+    with st.transaction():
+        spool.add_alerts(st.conn, [("smtp", doc, time.time(), time.time(), 2)])
+        spool.add_alerts(st.conn, [("webhook", doc, time.time(), time.time(), 2)])
+    with st.transaction():
+        st.conn.execute("DELETE FROM alert_spool")  # delivered
+    asyncio.run(replicator(st, fleet_db, "web1").ship_all())
+    with admin(fleet_db) as conn:
+        rows = conn.execute(
+            "SELECT channel, alert->>'subject', alert->>'note' FROM sshmonitor.alerts ORDER BY seq"
+        ).fetchall()
+    assert rows == [("smtp", "203.0.113.5/32", "\ufffd"), ("webhook", "203.0.113.5/32", "\ufffd")]

@@ -27,7 +27,14 @@ SHIPPED: dict[str, bool] = {
     "commands": True,
     "transfers": True,
     "bans": True,
+    "alert_spool": False,  # alerts as raised (kind 'alert'), with their payload
 }
+# Tables whose rows are gone soon after they are written: the trigger keeps the row itself.
+PAYLOAD: dict[str, str] = {
+    "alert_spool": "json_object('id', NEW.id, 'channel', NEW.channel, 'kind', NEW.kind, "
+    "'severity', NEW.severity, 'created', NEW.created, 'alert', NEW.alert)",
+}
+WHEN: dict[str, str] = {"alert_spool": "WHEN NEW.kind = 'alert'"}
 
 STORE_ID_KEY = "store_id"
 
@@ -56,9 +63,12 @@ def enable(conn: sqlite3.Connection, on: bool) -> bool:
             conn.execute(f"DROP TRIGGER IF EXISTS {name}")
         for table, mutable in SHIPPED.items():
             if f"outbox_{table}_insert" in want - have:
+                payload = PAYLOAD.get(table, "NULL")
                 conn.execute(
-                    f"CREATE TRIGGER outbox_{table}_insert AFTER INSERT ON {table} BEGIN "
-                    f"INSERT INTO outbox(tbl, row_id) VALUES ('{table}', NEW.id); END"
+                    f"CREATE TRIGGER outbox_{table}_insert AFTER INSERT ON {table} "
+                    f"{WHEN.get(table, '')} BEGIN "
+                    f"INSERT INTO outbox(tbl, row_id, payload) "
+                    f"VALUES ('{table}', NEW.id, {payload}); END"
                 )
             if mutable and f"outbox_{table}_update" in want - have:
                 conn.execute(
@@ -91,12 +101,14 @@ def read_store_id(conn: sqlite3.Connection) -> str | None:
     return None if row is None else str(row[0])
 
 
-def pending(conn: sqlite3.Connection, after: int, limit: int) -> list[tuple[int, str, int]]:
-    """Outbox entries after ``after``, oldest first: (seq, table, row id)."""
+def pending(
+    conn: sqlite3.Connection, after: int, limit: int
+) -> list[tuple[int, str, int, str | None]]:
+    """Outbox entries after ``after``, oldest first: (seq, table, row id, payload)."""
     return [
-        (int(r[0]), str(r[1]), int(r[2]))
+        (int(r[0]), str(r[1]), int(r[2]), r[3])
         for r in conn.execute(
-            "SELECT seq, tbl, row_id FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?",
+            "SELECT seq, tbl, row_id, payload FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?",
             (after, limit),
         )
     ]
@@ -133,6 +145,6 @@ def prune(conn: sqlite3.Connection, upto: int) -> int:
     return conn.execute("DELETE FROM outbox WHERE seq <= ?", (upto,)).rowcount
 
 
-def entries(conn: sqlite3.Connection) -> Sequence[tuple[int, str, int]]:
+def entries(conn: sqlite3.Connection) -> Sequence[tuple[int, str, int, str | None]]:
     """Every entry (tests and ``fleet status``)."""
     return pending(conn, 0, 1 << 62)

@@ -250,13 +250,16 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         # The outbox is filled by triggers that exist only while a fleet is configured
         # (store/outbox.py); AUTOINCREMENT so a sequence number is never handed out twice,
         # even after the newest rows are deleted: (host, seq) is the fleet's idempotency key.
-        # events.attempt: the failed attempts detection counted for the event (NULL: none),
+        # payload: the record itself, for rows deleted soon after (an alert leaves the spool
+        # when it is sent). events.attempt: the failed attempts detection counted for the
+        # event (NULL: none),
         # what the fleet's cross-host rules add up.
         """
         CREATE TABLE outbox (
-            seq    INTEGER PRIMARY KEY AUTOINCREMENT,
-            tbl    TEXT    NOT NULL,
-            row_id INTEGER NOT NULL
+            seq     INTEGER PRIMARY KEY AUTOINCREMENT,
+            tbl     TEXT    NOT NULL,
+            row_id  INTEGER NOT NULL,
+            payload TEXT
         );
         ALTER TABLE events ADD COLUMN attempt INTEGER;
         """,

@@ -133,7 +133,8 @@ def _table_sql(table: str) -> _TableSql:
     )
 
 
-TABLE_SQL = {t: _table_sql(t) for t in fs.SHIPPED_TABLES}
+# By the local table an outbox entry names.
+TABLE_SQL = {fs.LOCAL_TABLE.get(t, t): _table_sql(t) for t in fs.SHIPPED_TABLES}
 
 INSERT_BAN_LOG = (
     f"INSERT INTO {fs.SCHEMA}.ban_log (host, action, net, rule, reason, created, expires, origin) "
@@ -179,6 +180,14 @@ def ban_log_entries(host: str, row: dict[str, Any], now: float) -> list[tuple[An
             )
         )
     return out
+
+
+def _payload(text: str) -> dict[str, Any] | None:
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
 
 
 @dataclass
@@ -243,13 +252,16 @@ class Replicator:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._pool, self._local, fn)
 
-    def _gather(self, after: int) -> tuple[list[tuple[int, str, int]], dict[str, dict[int, Any]]]:
-        entries: list[tuple[int, str, int]] = self._local(
+    def _gather(
+        self, after: int
+    ) -> tuple[list[tuple[int, str, int, str | None]], dict[str, dict[int, Any]]]:
+        entries: list[tuple[int, str, int, str | None]] = self._local(
             functools.partial(outbox.pending, after=after, limit=self.batch)
         )
         by_table: dict[str, set[int]] = {}
-        for _seq, tbl, rid in entries:
-            by_table.setdefault(tbl, set()).add(rid)
+        for _seq, tbl, rid, payload in entries:
+            if payload is None:
+                by_table.setdefault(tbl, set()).add(rid)
         rows = {
             tbl: self._local(functools.partial(outbox.rows, table=tbl, ids=ids))
             for tbl, ids in by_table.items()
@@ -404,8 +416,8 @@ class Replicator:
         per_table: dict[str, list[tuple[Any, ...]]] = {}
         bans: list[tuple[Any, ...]] = []
         missing = 0
-        for seq, tbl, rid in entries:
-            row = rows.get(tbl, {}).get(rid)
+        for seq, tbl, rid, payload in entries:
+            row = rows.get(tbl, {}).get(rid) if payload is None else _payload(payload)
             if row is None:
                 missing += 1
                 continue

@@ -126,7 +126,19 @@ COLUMNS: dict[str, list[tuple[str, str, str]]] = {
         ("lifted_by", "lifted_by", "text"),
         ("dry_run", "dry_run", "integer"),
     ],
+    # Alerts as raised, one row per channel they were queued for (the spool's rows; not
+    # whether the channel took them).
+    "alerts": [
+        ("id", "local_id", "bigint"),
+        ("channel", "channel", "text"),
+        ("kind", "kind", "text"),
+        ("severity", "severity", "integer"),
+        ("created", "created", "double precision"),
+        ("alert", "alert", "jsonb"),
+    ],
 }
+# The local table each fleet table is shipped from.
+LOCAL_TABLE = {"alerts": "alert_spool"}
 VERSIONED = ("sessions", "commands", "transfers", "bans")
 SHIPPED_TABLES = tuple(COLUMNS)
 
