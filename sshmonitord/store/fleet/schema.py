@@ -156,7 +156,7 @@ CREATE TABLE {SCHEMA}.{name} (
 ALTER TABLE {SCHEMA}.{name} ENABLE ROW LEVEL SECURITY;
 CREATE POLICY {name}_read ON {SCHEMA}.{name} FOR SELECT TO {GROUP_ROLE} USING (true);
 CREATE POLICY {name}_insert ON {SCHEMA}.{name} FOR INSERT TO {GROUP_ROLE}
-    WITH CHECK (host = {SCHEMA}.my_host());
+    WITH CHECK (host = (SELECT {SCHEMA}.my_host()));
 GRANT SELECT, INSERT ON {SCHEMA}.{name} TO {GROUP_ROLE};
 """
 
@@ -214,9 +214,10 @@ CREATE INDEX sessions_start ON {SCHEMA}.sessions (start);
 
 -- Failed attempts per subject, host and minute, kept by a trigger on events: the leader's
 -- rules read these few rows, never the window's events. The trigger fires only for rows
--- really inserted (a record shipped twice is skipped, so it is counted once), as the
--- inserting host's role: a host adds only to its own tallies, so one compromised host
--- cannot make an address look active on the min_hosts hosts a fleet finding needs.
+-- really inserted (a record shipped twice is skipped, so it is counted once), and only from
+-- rows tagged with the inserting host: a host adds only to its own tallies, so one
+-- compromised host cannot make an address look active on the min_hosts hosts a fleet
+-- finding needs.
 CREATE TABLE {SCHEMA}.attempt_tallies (
     kind     text NOT NULL CHECK (kind IN ('address', 'user')),
     subject  text NOT NULL,
@@ -230,15 +231,15 @@ CREATE TABLE {SCHEMA}.attempt_tallies (
 ALTER TABLE {SCHEMA}.attempt_tallies ENABLE ROW LEVEL SECURITY;
 CREATE POLICY attempt_tallies_read ON {SCHEMA}.attempt_tallies FOR SELECT TO {GROUP_ROLE}
     USING (true);
-CREATE POLICY attempt_tallies_insert ON {SCHEMA}.attempt_tallies FOR INSERT TO {GROUP_ROLE}
-    WITH CHECK (host = {SCHEMA}.my_host());
-CREATE POLICY attempt_tallies_update ON {SCHEMA}.attempt_tallies FOR UPDATE TO {GROUP_ROLE}
-    USING (host = {SCHEMA}.my_host()) WITH CHECK (host = {SCHEMA}.my_host());
 -- Anyone may drop tallies older than any window (the leader does, now and then).
 CREATE POLICY attempt_tallies_expire ON {SCHEMA}.attempt_tallies FOR DELETE TO {GROUP_ROLE}
     USING (minute < extract(epoch FROM now()) - 8 * 86400);
-GRANT SELECT, INSERT, UPDATE, DELETE ON {SCHEMA}.attempt_tallies TO {GROUP_ROLE};
-CREATE FUNCTION {SCHEMA}.tally_attempts() RETURNS trigger LANGUAGE plpgsql AS $f$
+GRANT SELECT, DELETE ON {SCHEMA}.attempt_tallies TO {GROUP_ROLE};
+-- SECURITY DEFINER: host roles cannot write tallies at all; the trigger (run as the schema's
+-- owner) writes them from the event rows the insert policy of events let in, so a tally's
+-- host is always the inserting host's own.
+CREATE FUNCTION {SCHEMA}.tally_attempts() RETURNS trigger LANGUAGE plpgsql
+    SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
 BEGIN
     INSERT INTO {SCHEMA}.attempt_tallies AS t (kind, subject, host, minute, attempts, first, last)
     SELECT k, s, NEW.host, floor(NEW.ts / 60) * 60, NEW.attempt, NEW.ts, NEW.ts
@@ -276,7 +277,7 @@ CREATE INDEX ban_log_net ON {SCHEMA}.ban_log (net, id);
 ALTER TABLE {SCHEMA}.ban_log ENABLE ROW LEVEL SECURITY;
 CREATE POLICY ban_log_read ON {SCHEMA}.ban_log FOR SELECT TO {GROUP_ROLE} USING (true);
 CREATE POLICY ban_log_insert ON {SCHEMA}.ban_log FOR INSERT TO {GROUP_ROLE}
-    WITH CHECK (host = {SCHEMA}.my_host());
+    WITH CHECK (host = (SELECT {SCHEMA}.my_host()));
 GRANT SELECT, INSERT ON {SCHEMA}.ban_log TO {GROUP_ROLE};
 GRANT USAGE ON SEQUENCE {SCHEMA}.ban_log_id_seq TO {GROUP_ROLE};
 CREATE FUNCTION {SCHEMA}.ban_log_notify() RETURNS trigger LANGUAGE plpgsql AS $f$
@@ -305,7 +306,7 @@ ALTER TABLE {SCHEMA}.fleet_findings ENABLE ROW LEVEL SECURITY;
 CREATE POLICY fleet_findings_read ON {SCHEMA}.fleet_findings FOR SELECT TO {GROUP_ROLE}
     USING (true);
 CREATE POLICY fleet_findings_insert ON {SCHEMA}.fleet_findings FOR INSERT TO {GROUP_ROLE}
-    WITH CHECK (host = {SCHEMA}.my_host());
+    WITH CHECK (host = (SELECT {SCHEMA}.my_host()));
 GRANT SELECT, INSERT ON {SCHEMA}.fleet_findings TO {GROUP_ROLE};
 GRANT USAGE ON SEQUENCE {SCHEMA}.fleet_findings_id_seq TO {GROUP_ROLE};
 
@@ -322,10 +323,10 @@ ALTER TABLE {SCHEMA}.alert_claims ENABLE ROW LEVEL SECURITY;
 CREATE POLICY alert_claims_read ON {SCHEMA}.alert_claims FOR SELECT TO {GROUP_ROLE}
     USING (true);
 CREATE POLICY alert_claims_insert ON {SCHEMA}.alert_claims FOR INSERT TO {GROUP_ROLE}
-    WITH CHECK (host = {SCHEMA}.my_host());
+    WITH CHECK (host = (SELECT {SCHEMA}.my_host()));
 CREATE POLICY alert_claims_take ON {SCHEMA}.alert_claims FOR UPDATE TO {GROUP_ROLE}
-    USING (host = {SCHEMA}.my_host() OR (delivered IS NULL AND lease_until < now()))
-    WITH CHECK (host = {SCHEMA}.my_host());
+    USING (host = (SELECT {SCHEMA}.my_host()) OR (delivered IS NULL AND lease_until < now()))
+    WITH CHECK (host = (SELECT {SCHEMA}.my_host()));
 GRANT SELECT, INSERT, UPDATE ON {SCHEMA}.alert_claims TO {GROUP_ROLE};
 """
 )
