@@ -625,3 +625,37 @@ def test_alerts_ship_even_after_they_left_the_spool(fleet_db, tmp_path):
             "SELECT channel, alert->>'subject', alert->>'note' FROM sshmonitor.alerts ORDER BY seq"
         ).fetchall()
     assert rows == [("smtp", "203.0.113.5/32", "\ufffd"), ("webhook", "203.0.113.5/32", "\ufffd")]
+
+
+def test_session_timeline_from_the_fleet(fleet_db, tmp_path):
+    """The audit trail off the host: one session of one host with what was run in it, from
+    the fleet's database (the newest version of each row)."""
+    st = make_store(tmp_path, "web1")
+    now = time.time()
+    with st.transaction():
+        st.conn.execute(
+            "INSERT INTO sessions (id, user, ip, port, method, start, state, last_seen) "
+            "VALUES (7, 'alice', '192.0.2.1', 5555, 'publickey', ?, 'open', ?)",
+            (now, now),
+        )
+        st.conn.execute(
+            "INSERT INTO commands (session_id, ts, seq, kind, user, runas, command) "
+            "VALUES (7, ?, 1, 'sudo', 'alice', 'root', '/usr/bin/cat /etc/shadow')",
+            (now + 1,),
+        )
+        st.conn.execute(
+            "INSERT INTO transfers (session_id, ts, seq, op, path) "
+            "VALUES (7, ?, 2, 'write', '/tmp/x.tar')",
+            (now + 2,),
+        )
+    with st.transaction():
+        st.conn.execute("UPDATE sessions SET state = 'closed', end = ? WHERE id = 7", (now + 3,))
+    asyncio.run(replicator(st, fleet_db, "web1").ship_all())
+    r = sshmonitor("session", "7", "--host", "web1", "--database", url(fleet_db))
+    assert r.returncode == 0, r.stderr
+    assert "alice from 192.0.2.1" in r.stdout and "closed" in r.stdout
+    assert "/usr/bin/cat /etc/shadow" in r.stdout and "/tmp/x.tar" in r.stdout
+    r = sshmonitor("session", "7", "--fleet", "--database", url(fleet_db))
+    assert r.returncode == 1 and "--host NAME" in r.stderr
+    r = sshmonitor("session", "8", "--host", "web1", "--database", url(fleet_db))
+    assert r.returncode == 1 and "no session 8 of host web1" in r.stderr

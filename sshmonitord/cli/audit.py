@@ -430,6 +430,8 @@ def timeline(conn: sqlite3.Connection, s: dict[str, Any]) -> list[dict[str, Any]
 
 
 def cmd_session(args: argparse.Namespace, out: TextIO) -> int:
+    if fleet.wants_fleet(args):
+        return fleet.run_fleet(args, "session")
     conn = open_db(args, MIN_SCHEMA_SESSIONS)
     r = db.get_session(conn, args.id)
     if r is None:
@@ -588,6 +590,7 @@ def register(sub: Any) -> None:
     )  # fmt: skip
     _common(s)
     s.add_argument("id", type=int, metavar="ID", help="session id (from `sshmonitor sessions`)")
+    fleet.fleet_arg(s)
     s.set_defaults(func=lambda a: _run(cmd_session, a), command="session")
 
     e = sub.add_parser(

@@ -283,6 +283,13 @@ def run_fleet(args: argparse.Namespace, what: str) -> int:
                     limit=int(args.limit or 1000),
                 ),
             )
+        elif what == "session":
+            if not args.fleet_host:
+                raise _Fail("with --fleet, say which host's session: --host NAME")
+            one = _read(args, lambda c: queries.session(c, args.fleet_host, int(args.id)))
+            if one is None:
+                raise _Fail(f"no session {args.id} of host {args.fleet_host} in the fleet")
+            rows = [one]
         else:
             rows = _read(args, lambda c: queries.active_bans(c, host=args.fleet_host))
     except _Fail as exc:
@@ -293,6 +300,21 @@ def run_fleet(args: argparse.Namespace, what: str) -> int:
         return 0
     if not rows:
         print(f"no {what} match in the fleet")
+        return 0
+    if what == "session":
+        s = rows[0]
+        print(
+            f"Session {s['local_id']} on {printable(s['host'])}: {printable(s['username'])} "
+            f"from {s['ip'] or '?'} port {s['port']} by {printable(s['method'] or '-')}"
+        )
+        print(
+            f"  state:    {s['state']}"
+            + (f" ({printable(s['end_reason'])})" if s["end_reason"] else "")
+        )
+        print(f"  login:    {_iso(s['start'])}   end: {_iso(s['ended']) or '-'}")
+        print(f"  activity: {s['commands']} commands, {s['transfers']} file operations")
+        for e in s["timeline"]:
+            print(f"  {_iso(e['ts'])}  {printable(e['what']):<10} {printable(e['text'])}")
         return 0
     for r in rows:
         if what == "events":

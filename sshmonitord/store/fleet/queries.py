@@ -127,3 +127,36 @@ def fleet_findings(conn: Any, since: float) -> list[dict[str, Any]]:
         )
         names = [d.name for d in cur.description]
         return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+
+
+def session(conn: Any, host: str, local_id: int) -> dict[str, Any] | None:
+    """One session of one host (its newest version), with its commands and file transfers
+    (their newest versions), in time order."""
+    with conn.cursor() as cur:
+        cur.execute(
+            f"""
+            SELECT host, local_id, username, host(ip) AS ip, port, method, key_fp, program,
+                   pid, start, ended, state, end_reason, tty, commands, transfers, bytes_up,
+                   bytes_down, log_host
+            FROM {fs.SCHEMA}.sessions_current WHERE host = %s AND local_id = %s
+            """,
+            (host, local_id),
+        )
+        row = cur.fetchone()
+        if row is None:
+            return None
+        names = [d.name for d in cur.description]
+        out: dict[str, Any] = dict(zip(names, row, strict=True))
+        cur.execute(
+            f"""
+            SELECT ts, 'command' AS what, coalesce(runas, '') || ' ' || coalesce(command, '')
+            FROM {fs.SCHEMA}.commands_current WHERE host = %s AND session_id = %s
+            UNION ALL
+            SELECT ts, op, coalesce(path, '') || coalesce(' -> ' || new_path, '')
+            FROM {fs.SCHEMA}.transfers_current WHERE host = %s AND session_id = %s
+            ORDER BY 1
+            """,
+            (host, local_id, host, local_id),
+        )
+        out["timeline"] = [{"ts": r[0], "what": r[1], "text": r[2]} for r in cur.fetchall()]
+    return out
