@@ -659,3 +659,24 @@ def test_session_timeline_from_the_fleet(fleet_db, tmp_path):
     assert r.returncode == 1 and "--host NAME" in r.stderr
     r = sshmonitor("session", "8", "--host", "web1", "--database", url(fleet_db))
     assert r.returncode == 1 and "no session 8 of host web1" in r.stderr
+
+
+def test_report_over_the_fleet_or_one_host(fleet_db, tmp_path):
+    import json
+
+    for h, n in (("web1", 3), ("web2", 5)):
+        st = make_store(tmp_path, h)
+        write_events(st, [ev(ip=f"198.51.100.{n}", port=3000 + i) for i in range(n)])
+        asyncio.run(replicator(st, fleet_db, h).ship_all())
+    r = sshmonitor("report", "--fleet", "--database", url(fleet_db), "--format", "json")
+    assert r.returncode == 0, r.stderr
+    whole = json.loads(r.stdout)
+    r = sshmonitor("report", "--host", "web2", "--database", url(fleet_db), "--format", "json")
+    assert r.returncode == 0, r.stderr
+    one = json.loads(r.stdout)
+    assert sum(whole["chart"]["failures"]) == 8 and sum(one["chart"]["failures"]) == 5
+    text = json.dumps(whole)
+    assert "198.51.100.3" in text and "198.51.100.5" in text
+    assert "198.51.100.5" in json.dumps(one) and "198.51.100.3" not in json.dumps(one)
+    r = sshmonitor("report", "--fleet", "--database", url(fleet_db))
+    assert r.returncode == 0 and "the fleet" in r.stdout, r.stdout + r.stderr

@@ -71,6 +71,11 @@ def register(sub: Any) -> None:
         default=None,
         help="rows per table (default: notify.report.top, 10)",
     )
+    p.add_argument(
+        "--fleet", action="store_true", help="the whole fleet's records (docs/fleet.md)"
+    )
+    p.add_argument("--host", dest="fleet_host", metavar="NAME", help="one host of the fleet")
+    p.add_argument("--database", metavar="URL", help="the fleet's libpq URI (default: config)")
     p.set_defaults(func=cmd_report)
 
 
@@ -108,6 +113,8 @@ def cmd_report(args: argparse.Namespace) -> int:
             state_dir = state_dir or resolve_state_dir(None, cfg)
             top = top or report_settings(cfg).top
     top = top or 10
+    if args.fleet or args.fleet_host:
+        return _fleet_report(args, since, until, top)
     path = os.path.join(str(state_dir), DB_NAME)
     if not os.path.exists(path):
         print(
@@ -126,5 +133,54 @@ def cmd_report(args: argparse.Namespace) -> int:
         print(f"sshmonitor report: cannot read {path}: {exc}", file=err)
         return 1
     sys.stdout.write(render_report(report, socket.gethostname(), args.format))
+    sys.stdout.flush()
+    return 0
+
+
+def _fleet_report(args: argparse.Namespace, since: float, until: float, top: int) -> int:
+    """``report --fleet`` / ``--host NAME``: the fleet's rows of the period, copied into an
+    in-memory store, reported on by the same code as one host's."""
+    from ... import config
+    from ...paths import load_for_cli
+    from ...store.fleet import FleetUnavailable, conninfo, queries
+
+    err = sys.stderr
+    try:
+        cfg = (
+            config.FleetConfig(database=args.database)
+            if args.database
+            else load_for_cli(args.config).fleet
+        )
+    except config.ConfigError as exc:
+        print("\n".join(exc.lines()), file=err)
+        return 1
+    if not cfg.database:
+        print(
+            "sshmonitor report: no fleet database: give --database URL or set "
+            "fleet.database in the config",
+            file=err,
+        )
+        return 1
+    try:
+        import psycopg
+
+        with psycopg.connect(conninfo(cfg, app="sshmonitor"), autocommit=True) as pg:
+            mem = queries.snapshot(pg, since, until, args.fleet_host)
+    except (FleetUnavailable, queries.TooMuch) as exc:
+        print(f"sshmonitor report: {exc}", file=err)
+        return 1
+    except ImportError:
+        print("sshmonitor report: --fleet needs psycopg 3 (apt install python3-psycopg)", file=err)
+        return 1
+    except psycopg.Error as exc:
+        msg = " ".join(str(exc).split())
+        print(f"sshmonitor report: cannot read the fleet database: {msg}", file=err)
+        return 1
+    try:
+        report = build_report(mem, since, until, top)
+    finally:
+        mem.close()
+    name = f"fleet host {args.fleet_host}" if args.fleet_host else "the fleet"
+    sys.stdout.write(render_report(report, name, args.format))
     sys.stdout.flush()
     return 0

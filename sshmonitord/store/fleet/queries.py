@@ -160,3 +160,72 @@ def session(conn: Any, host: str, local_id: int) -> dict[str, Any] | None:
         )
         out["timeline"] = [{"ts": r[0], "what": r[1], "text": r[2]} for r in cur.fetchall()]
     return out
+
+
+SNAPSHOT_MAX_EVENTS = 2_000_000  # a report over more: narrow it (--host, --since)
+
+
+class TooMuch(Exception):
+    """The period holds more fleet rows than a report copies (one line, for operators)."""
+
+
+def snapshot(conn: Any, since: float, until: float, host: str | None = None) -> Any:
+    """The fleet's records of ``[since, until)`` (one host's, or every host's) as an in-memory
+    SQLite database with the local store's schema, so ``sshmonitor report`` runs its own
+    queries on it unchanged. Versioned rows come as their newest version; a record's ``host``
+    is the fleet host that shipped it."""
+    import sqlite3
+
+    from ..schema import migrate
+
+    mem = sqlite3.connect(":memory:")
+    mem.row_factory = sqlite3.Row
+    migrate(mem)
+    margin = 86400.0  # rows that began before the period but overlap it (sessions, bans)
+    with conn.cursor() as cur:
+        cur.execute(
+            f"SELECT count(*) FROM {fs.SCHEMA}.events WHERE ts >= %s AND ts < %s "
+            "AND (%s::text IS NULL OR host = %s)",
+            (since, until, host, host),
+        )
+        n = int(cur.fetchone()[0])
+        if n > SNAPSHOT_MAX_EVENTS:
+            raise TooMuch(
+                f"{n:,} fleet events in that period (at most {SNAPSHOT_MAX_EVENTS:,} in one "
+                "report): narrow it with --host NAME or --since"
+            )
+        for table, source, ts_col, lo in (
+            ("events", "events", "ts", since),
+            ("findings", "findings", "ts", since),
+            ("sessions", "sessions_current", "start", 0.0),
+            ("commands", "commands_current", "ts", since),
+            ("transfers", "transfers_current", "ts", since),
+            ("bans", "bans_current", "created", since - 365 * 86400),
+        ):
+            cols = [c for c in fs.COLUMNS[table] if c[0] != "id"]
+            select = ", ".join(
+                f"host(t.{f})"
+                if tp.startswith("inet")
+                else f"t.{f}::text"
+                if tp.startswith(("jsonb", "cidr"))
+                else f"t.{f}"
+                for _l, f, tp in cols
+            )
+            local = [c[0] for c in cols]
+            if "host" in local:  # the record's syslog host name: the fleet host instead
+                select = select.replace("t.log_host", "t.host", 1)
+            where = f"t.{ts_col} >= %s AND t.{ts_col} < %s"
+            args: list[Any] = [lo, until]
+            if table == "sessions":
+                where = "t.start < %s AND (t.ended IS NULL OR t.ended >= %s)"
+                args = [until, since - margin]
+            cur.execute(
+                f"SELECT {select} FROM {fs.SCHEMA}.{source} t WHERE {where} "
+                "AND (%s::text IS NULL OR t.host = %s)",
+                (*args, host, host),
+            )
+            names = ", ".join(f'"{c}"' for c in local)
+            marks = ", ".join("?" * len(local))
+            mem.executemany(f"INSERT INTO {table} ({names}) VALUES ({marks})", cur.fetchall())
+    mem.commit()
+    return mem
