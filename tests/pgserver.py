@@ -54,12 +54,13 @@ def unique_name(prefix: str) -> str:
 class PgServer:
     """One PostgreSQL cluster in a temp directory; :meth:`cleanup` removes every trace."""
 
-    def __init__(self, port: int = 5432) -> None:
+    def __init__(self, port: int = 5432, options: str = "") -> None:
         binary = pg_bin()
         if binary is None:
             raise RuntimeError("PostgreSQL is not installed (apt install postgresql)")
         self.bin = binary
         self.port = port
+        self.options = options  # more postgres -c settings, e.g. "-c max_connections=400"
         self.as_root = os.geteuid() == 0
         self.superuser = "postgres" if self.as_root else pwd.getpwuid(os.geteuid()).pw_name
         # Short: a Unix socket path must fit in ~107 bytes.
@@ -84,6 +85,8 @@ class PgServer:
 
     def start(self) -> None:
         opts = f"-k {self.socket_dir} -c listen_addresses= -c fsync=off -p {self.port}"
+        if self.options:
+            opts += " " + self.options
         self._run([str(self.bin / "pg_ctl"), "-D", str(self.data), "-w", "-t", "30",
                    "-l", str(self.logfile), "-o", opts, "start"])
 
