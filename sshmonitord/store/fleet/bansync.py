@@ -21,10 +21,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ... import log
 from . import schema as fs
-
-RETRY_MIN, RETRY_MAX = 1.0, 30.0
+from .worker import Worker
 
 
 @dataclass(frozen=True)
@@ -102,10 +100,13 @@ async def read_state(conn: Any, now: float | None = None) -> FleetState:
     return FleetState(active, unbanned, last)
 
 
-class BanSync:
+class BanSync(Worker):
     """Listens to the fleet's ban log for host ``host``; see the module's docstring."""
 
     name = "fleet-bans"
+    connections = 2  # one LISTENs (psycopg's notifies() holds it), one reads the log
+    down_message = "fleet ban log unavailable; local bans go on, repairing when back"
+    up_message = "fleet ban log connected"
 
     def __init__(
         self,
@@ -115,66 +116,25 @@ class BanSync:
         on_reconcile: Callable[[FleetState], Awaitable[dict[str, list[str]]]],
         period: float = 60.0,
     ) -> None:
-        self.conninfo = conninfo
-        self.host = host
+        super().__init__(conninfo, host)
         self.on_entries = on_entries
         self.on_reconcile = on_reconcile
         self.period = period
         self.last_id = 0
-        self.connected = False
-        self.last_error: str | None = None
         self.applied = 0
         self.reconciles = 0
         self.repaired = 0
         self.last_reconcile: float | None = None
-        self._task: asyncio.Task[None] | None = None
         self._poke = asyncio.Event()
-        self.log = log.get("fleet")
-
-    async def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="fleet-bans")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
 
     def reconcile_now(self) -> None:
         self._poke.set()
 
-    async def _run(self) -> None:
-        import psycopg
-
-        delay = RETRY_MIN
-        while True:
-            try:
-                async with (
-                    await psycopg.AsyncConnection.connect(self.conninfo, autocommit=True) as lis,
-                    await psycopg.AsyncConnection.connect(self.conninfo, autocommit=True) as conn,
-                ):
-                    await lis.execute(f"LISTEN {fs.BAN_CHANNEL}")
-                    self.connected = True
-                    if self.last_error is not None:
-                        self.log.info("fleet ban log connected again", host=self.host)
-                    self.last_error = None
-                    delay = RETRY_MIN
-                    await self._serve(lis, conn)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                error = f"{type(exc).__name__}: {exc}".strip().splitlines()[0]
-                if error != self.last_error:
-                    self.log.error(
-                        "fleet ban log unavailable; local bans go on, repairing when back",
-                        host=self.host,
-                        error=error,
-                    )
-                self.last_error = error
-            self.connected = False
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, RETRY_MAX)
+    async def serve(self, *conns: Any) -> None:
+        lis, conn = conns
+        await lis.execute(f"LISTEN {fs.BAN_CHANNEL}")
+        self.up()
+        await self._serve(lis, conn)
 
     async def _serve(self, lis: Any, conn: Any) -> None:
         notified: asyncio.Queue[str] = asyncio.Queue()

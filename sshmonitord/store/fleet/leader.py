@@ -18,15 +18,14 @@ at least once, with a stable alert id that makes a rare duplicate recognisable.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from ... import log
 from ...config import Config, FleetConfig
 from ...events import FleetFinding, Tally
 from . import schema as fs
+from .worker import Worker
 
 TRY_EVERY = 5.0  # seconds between a follower's tries at the lease, and between the rounds
 ALERT_LEASE = 300  # seconds a host has to hand a claimed alert to its spool
@@ -55,10 +54,11 @@ def alert_id(rule: str, finding_id: int) -> str:
     return f"fleet-{rule}-{finding_id}"
 
 
-class Leader:
+class Leader(Worker):
     """Tries for the lease; while holding it, runs the fleet's rules every round."""
 
     name = "fleet-leader"
+    down_message = "fleet rules paused"
 
     def __init__(
         self,
@@ -69,9 +69,8 @@ class Leader:
         evaluate: Callable[[str, list[Tally], FleetConfig, set[str]], list[FleetFinding]],
         every: float = TRY_EVERY,
     ) -> None:
+        super().__init__(conninfo, host)
         self.evaluate = evaluate  # detect/fleet.py's rules, given by the daemon (pure)
-        self.conninfo = conninfo
-        self.host = host
         self.cfg = cfg
         self.on_findings = on_findings
         self.every = every
@@ -79,56 +78,32 @@ class Leader:
         self.findings = 0
         self.rounds = 0
         self.takeovers = 0
-        self.last_error: str | None = None
-        self._task: asyncio.Task[None] | None = None
-        self.log = log.get("fleet")
 
-    async def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="fleet-leader")
+    def retry_after(self, exc: Exception, delay: float) -> float:
+        return self.every
 
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+    def lost(self) -> None:
+        if self.leader:
+            self.log.warning("no longer the fleet's leader (connection lost)", host=self.host)
         self.leader = False
 
-    async def _run(self) -> None:
-        import psycopg
+    async def stop(self) -> None:
+        await super().stop()
+        self.leader = False
 
+    async def serve(self, *conns: Any) -> None:
+        (conn,) = conns
+        self.up()
         while True:
-            try:
-                async with await psycopg.AsyncConnection.connect(
-                    self.conninfo, autocommit=True
-                ) as conn:
-                    self.last_error = None
-                    while True:
-                        if not self.leader:
-                            async with conn.cursor() as cur:
-                                await cur.execute(
-                                    "SELECT pg_try_advisory_lock(hashtext(%s))", (LOCK_KEY,)
-                                )
-                                row = await cur.fetchone()
-                                got = row is not None and bool(row[0])
-                            if got:
-                                self.leader = True
-                                self.log.info(
-                                    "this host now runs the fleet's rules", host=self.host
-                                )
-                        if self.leader:
-                            await self.round(conn)
-                        await asyncio.sleep(self.every)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                error = f"{type(exc).__name__}: {exc}".strip().splitlines()[0]
-                if error != self.last_error:
-                    self.log.error("fleet rules paused", host=self.host, error=error)
-                self.last_error = error
+            if not self.leader:
+                async with conn.cursor() as cur:
+                    await cur.execute("SELECT pg_try_advisory_lock(hashtext(%s))", (LOCK_KEY,))
+                    row = await cur.fetchone()
+                if row is not None and bool(row[0]):
+                    self.leader = True
+                    self.log.info("this host now runs the fleet's rules", host=self.host)
             if self.leader:
-                self.log.warning("no longer the fleet's leader (connection lost)", host=self.host)
-            self.leader = False
+                await self.round(conn)
             await asyncio.sleep(self.every)
 
     async def round(self, conn: Any, now: float | None = None) -> list[FleetFinding]:

@@ -32,14 +32,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ... import log
 from ...aio import wait_event
 from .. import outbox
 from . import schema as fs
+from .worker import RETRY_MAX, Worker
 
 POLL = 0.2  # seconds between looks at the outbox while idle: a ban ships within this
 BATCH = 2000  # outbox entries per transaction
-RETRY_MIN, RETRY_MAX = 1.0, 30.0
 PRUNE_EVERY = 30.0
 STATUS_EVERY = 10.0  # seconds between "still here" updates of an idle host's row
 FLEET_RULE = "fleet"  # the rule of a ban that came from the fleet: never published back
@@ -196,19 +195,18 @@ class ReplicatorStats:
     transactions: int = 0
     skipped_rows: int = 0  # rows PostgreSQL refused even alone (logged)
     missing_rows: int = 0  # entries whose row was deleted before it shipped (retention)
-    errors: int = 0
-    connected: bool = False
-    last_error: str | None = None
     last_shipped: float = 0.0  # wall clock
     backlog: int = 0
     bans_published: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-class Replicator:
+class Replicator(Worker):
     """Ships the outbox of the store at ``db`` to the fleet database, as host ``host``."""
 
     name = "fleet-replicator"
+    down_message = "fleet database unavailable; keeping records in the local outbox"
+    up_message = "fleet database connected"
 
     def __init__(
         self,
@@ -220,9 +218,8 @@ class Replicator:
         batch: int = BATCH,
         poll: float = POLL,
     ) -> None:
+        super().__init__(conninfo, host)
         self.db = Path(db)
-        self.conninfo = conninfo
-        self.host = host
         self.version = version
         self.prune_cb = prune  # async callable(upto_local_seq): prune via the writer thread
         self.batch = batch
@@ -235,9 +232,7 @@ class Replicator:
         self._caught_up = time.time()
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fleet-outbox")
         self._read: sqlite3.Connection | None = None
-        self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
-        self.log = log.get("fleet")
 
     # ------------------------------------------------------------------ local side
 
@@ -270,19 +265,12 @@ class Replicator:
 
     # ------------------------------------------------------------------ lifecycle
 
-    async def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="fleet-replicator")
-
     def wake(self) -> None:
         self._wake.set()
 
     async def stop(self, drain: float = 2.0) -> None:
         """Ship what can be shipped within ``drain`` seconds, then stop."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await super().stop()
         if drain > 0:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.ship_all(), drain)
@@ -304,53 +292,24 @@ class Replicator:
                 if n == 0:
                     return total
 
-    async def _run(self) -> None:
-        import psycopg
-
-        delay = RETRY_MIN
+    async def serve(self, *conns: Any) -> None:
+        (conn,) = conns
+        await self._register(conn)
+        self.up(confirmed=self.confirmed)
+        last_prune = 0.0
         while True:
-            try:
-                async with await psycopg.AsyncConnection.connect(
-                    self.conninfo, autocommit=True
-                ) as conn:
-                    await self._register(conn)
-                    if not self.stats.connected or self.stats.last_error:
-                        self.log.info(
-                            "fleet database connected", host=self.host, confirmed=self.confirmed
-                        )
-                    self.stats.connected = True
-                    self.stats.last_error = None
-                    delay = RETRY_MIN
-                    last_prune = 0.0
-                    while True:
-                        n = await self._ship_once(conn)
-                        if time.monotonic() - last_prune > PRUNE_EVERY:
-                            last_prune = time.monotonic()
-                            await self._prune()
-                        if n >= self.batch:
-                            continue
-                        self._wake.clear()
-                        await wait_event(self._wake, self.poll)
-            except asyncio.CancelledError:
-                raise
-            except NotRegistered as exc:
-                self._failed(str(exc))
-                delay = RETRY_MAX
-            except Exception as exc:
-                self._failed(f"{type(exc).__name__}: {exc}".strip())
-            self.stats.connected = False
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, RETRY_MAX)
+            n = await self._ship_once(conn)
+            if time.monotonic() - last_prune > PRUNE_EVERY:
+                last_prune = time.monotonic()
+                await self._prune()
+            if n >= self.batch:
+                continue
+            self._wake.clear()
+            await wait_event(self._wake, self.poll)
 
-    def _failed(self, error: str) -> None:
-        self.stats.errors += 1
-        if error != self.stats.last_error:
-            self.log.error(
-                "fleet database unavailable; keeping records in the local outbox",
-                host=self.host,
-                error=error.splitlines()[0] if error else error,
-            )
-        self.stats.last_error = error
+    def retry_after(self, exc: Exception, delay: float) -> float:
+        # Not registered (or another host's role) is the operator's to fix: no hurry.
+        return RETRY_MAX if isinstance(exc, NotRegistered) else delay
 
     # ------------------------------------------------------------------ the fleet side
 
@@ -506,14 +465,14 @@ class Replicator:
     def describe(self) -> dict[str, Any]:
         s = self.stats
         return {
-            "connected": s.connected,
+            "connected": self.connected,
             "host": self.host,
             "shipped": s.shipped,
             "backlog": s.backlog,
             "bans_published": s.bans_published,
             "skipped_rows": s.skipped_rows,
             "missing_rows": s.missing_rows,
-            "errors": s.errors,
-            "last_error": s.last_error,
+            "errors": self.errors,
+            "last_error": self.last_error,
             "last_shipped": s.last_shipped or None,
         }
