@@ -56,28 +56,25 @@ def _connect(info: str) -> Any:
 
 
 def cmd_init(args: argparse.Namespace) -> int:
-    from ..store.fleet import FleetUnavailable
     from ..store.fleet import schema as fs
 
-    try:
-        info, _cfg = _database(args)
-        conn = _connect(info)
-    except (_Fail, FleetUnavailable) as exc:
-        return fail(str(exc))
-    import psycopg
+    def migrate(conn: Any) -> tuple[int | None, int]:
+        import psycopg
 
-    with conn:
         try:
-            before, after = fs.migrate(conn)
+            return fs.migrate(conn)
         except fs.FleetSchemaError as exc:
-            return fail(str(exc))
+            raise _Fail(str(exc)) from None
         except psycopg.errors.InsufficientPrivilege as exc:
-            return fail(
+            raise _Fail(
                 "this role may not create the fleet schema (run `sshmonitor fleet init` as the "
                 f"database's owner, a role that may create roles): {str(exc).strip()}"
-            )
-        except psycopg.Error as exc:
-            return fail(f"cannot create the fleet schema: {str(exc).strip()}")
+            ) from None
+
+    try:
+        before, after = _read(args, migrate, "cannot create the fleet schema")
+    except _Fail as exc:
+        return fail(str(exc))
     if before == after:
         print(f"fleet schema is up to date (version {after})", file=sys.stderr)
     elif before is None:
@@ -107,28 +104,20 @@ def _ago(seconds: float | None) -> str:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from ..store.fleet import FleetUnavailable, queries
+    from ..store.fleet import queries
     from ..store.fleet import schema as fs
 
-    try:
-        info, _cfg = _database(args)
-        conn = _connect(info)
-    except (_Fail, FleetUnavailable) as exc:
-        return fail(str(exc))
-    import psycopg
+    def read(conn: Any) -> tuple[int, list[dict[str, Any]], list[dict[str, Any]]]:
+        with conn.cursor() as cur:
+            version = fs.current_version(cur)
+        if version is None:
+            raise _Fail("the fleet database has no sshmonitor schema: run `sshmonitor fleet init`")
+        return version, queries.hosts(conn), queries.active_bans(conn)
 
-    with conn:
-        try:
-            with conn.cursor() as cur:
-                version = fs.current_version(cur)
-            if version is None:
-                return fail(
-                    "the fleet database has no sshmonitor schema: run `sshmonitor fleet init`"
-                )
-            hosts = queries.hosts(conn)
-            bans = queries.active_bans(conn)
-        except psycopg.Error as exc:
-            return fail(f"cannot read the fleet database: {str(exc).strip()}")
+    try:
+        version, hosts, bans = _read(args, read)
+    except _Fail as exc:
+        return fail(str(exc))
     if args.json:
         json.dump(
             {
@@ -214,11 +203,12 @@ def wants_fleet(args: argparse.Namespace) -> bool:
     return bool(getattr(args, "fleet", False) or getattr(args, "fleet_host", None))
 
 
-def _read(args: argparse.Namespace, fn: Any) -> Any:
+def _read(args: argparse.Namespace, fn: Any, what: str = "cannot read the fleet database") -> Any:
+    """``fn(connection)`` on the fleet's database; every failure as :class:`_Fail`."""
     from ..store.fleet import FleetUnavailable
 
-    info, _cfg = _database(args)
     try:
+        info, _cfg = _database(args)
         conn = _connect(info)
     except FleetUnavailable as exc:
         raise _Fail(str(exc)) from None
@@ -228,7 +218,7 @@ def _read(args: argparse.Namespace, fn: Any) -> Any:
         try:
             return fn(conn)
         except psycopg.Error as exc:
-            raise _Fail(f"cannot read the fleet database: {str(exc).strip()}") from None
+            raise _Fail(f"{what}: {str(exc).strip()}") from None
 
 
 def _since(args: argparse.Namespace, default: float) -> float:
