@@ -201,19 +201,7 @@ class NftMonitor(threading.Thread):
 
 def set_members(pair: Any) -> set[str]:
     """What the daemon's sets hold now (a cross-check of the monitor)."""
-    out: set[str] = set()
-    for name in ("banned4", "banned6"):
-        res = pair.run_in(pair.srv, ["nft", "-j", "list", "set", "inet", TABLE, name])
-        if res.returncode != 0:
-            continue
-        for obj in json.loads(res.stdout)["nftables"]:
-            for e in obj.get("set", {}).get("elem", []) or []:
-                v = e.get("elem", {}).get("val", e) if isinstance(e, dict) else e
-                if isinstance(v, dict) and "prefix" in v:
-                    out.add(f"{v['prefix']['addr']}/{v['prefix']['len']}")
-                else:
-                    out.add(str(v))
-    return out
+    return set(pair.nft_members(TABLE))
 
 
 # ------------------------------------------------------------------------ the run

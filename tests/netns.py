@@ -332,6 +332,25 @@ class NetnsPair:
         assert ns in (self.srv, self.atk), "only in the test's own namespaces"
         return run([*self.wrapper(ns), *argv], timeout=timeout, input=input, check=check)
 
+    def nft_members(self, table: str, sets: Sequence[str] = ("banned4", "banned6")) -> set[str]:
+        """What the daemon's nftables sets (``inet`` ``table``) in srv hold right now: single
+        addresses bare, networks as ``addr/len``."""
+        import json
+
+        out: set[str] = set()
+        for name in sets:
+            res = self.run_in(self.srv, ["nft", "-j", "list", "set", "inet", table, name])
+            if res.returncode != 0:
+                continue
+            for obj in json.loads(res.stdout)["nftables"]:
+                for e in obj.get("set", {}).get("elem", []) or []:
+                    v = e.get("elem", {}).get("val", e) if isinstance(e, dict) else e
+                    if isinstance(v, dict) and "prefix" in v:
+                        out.add(f"{v['prefix']['addr']}/{v['prefix']['len']}")
+                    else:
+                        out.add(str(v))
+        return out
+
     def popen_in(self, ns: str, argv: Sequence[str], **kw: Any) -> subprocess.Popen[Any]:
         """Start a background process inside ``ns``; it is killed and reaped at close()."""
         assert ns in (self.srv, self.atk), "only in the test's own namespaces"

@@ -7,7 +7,6 @@ run in `atk`; nothing connects to a namespace address from the root namespace.
 
 from __future__ import annotations
 
-import json
 import re
 import signal
 import subprocess
@@ -61,20 +60,7 @@ def attempt(sshd: RealSshd, pair: NetnsPair, src: str, user: str | None = None) 
 def members(pair: NetnsPair, backend: str, family: int = 4) -> set[str]:
     """What the firewall in srv holds right now."""
     if backend == "nftables":
-        res = pair.run_in(
-            pair.srv, ["nft", "-j", "list", "set", "inet", "smtest", f"banned{family}"]
-        )
-        if res.returncode != 0:
-            return set()
-        out = set()
-        for obj in json.loads(res.stdout)["nftables"]:
-            for e in obj.get("set", {}).get("elem", []) or []:
-                v = e.get("elem", {}).get("val", e) if isinstance(e, dict) else e
-                if isinstance(v, dict) and "prefix" in v:
-                    out.add(f"{v['prefix']['addr']}/{v['prefix']['len']}")
-                else:
-                    out.add(str(v))
-        return out
+        return pair.nft_members("smtest", (f"banned{family}",))
     name = "smtest4" if family == 4 else "smtest6"
     res = pair.run_in(pair.srv, ["ipset", "list", name, "-output", "save"])
     return {m.group(1) for m in re.finditer(r"^add \S+ (\S+)", res.stdout, re.M)}

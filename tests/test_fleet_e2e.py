@@ -11,7 +11,6 @@ and takes out one added by hand; an operator's unban on one host lifts the ban e
 
 from __future__ import annotations
 
-import json
 import subprocess
 import time
 from pathlib import Path
@@ -32,22 +31,6 @@ def stamp() -> str:
 
 def failed(ip: str, user: str = "root", pid: int = 4000, port: int = 40000) -> str:
     return f"{stamp()} srv sshd[{pid}]: Failed password for {user} from {ip} port {port} ssh2\n"
-
-
-def members(pair: NetnsPair, table: str) -> set[str]:
-    out: set[str] = set()
-    for fam in (4, 6):
-        res = pair.run_in(pair.srv, ["nft", "-j", "list", "set", "inet", table, f"banned{fam}"])
-        if res.returncode != 0:
-            continue
-        for obj in json.loads(res.stdout)["nftables"]:
-            for e in obj.get("set", {}).get("elem", []) or []:
-                v = e.get("elem", {}).get("val", e) if isinstance(e, dict) else e
-                if isinstance(v, dict) and "prefix" in v:
-                    out.add(f"{v['prefix']['addr']}/{v['prefix']['len']}")
-                else:
-                    out.add(str(v))
-    return out
 
 
 class Fleet:
@@ -122,7 +105,7 @@ def fleet(netns_pair: NetnsPair, pg_server: Any, pg_db: str, tmp_path: Path) -> 
 def in_set(f: Fleet, host: str, ip: str) -> bool:
     return ip in {
         m.split("/")[0] if m.endswith(("/32", "/128")) else m
-        for m in members(f.pair, f.tables[host])
+        for m in f.pair.nft_members(f.tables[host])
     }
 
 

@@ -21,7 +21,6 @@ touched (the session fixture ``root_firewall_untouched`` checks that too).
 from __future__ import annotations
 
 import email
-import json
 import re
 import signal
 import subprocess
@@ -73,19 +72,7 @@ finally:
 
 def members(pair: NetnsPair) -> set[str]:
     """The addresses in the daemon's nft sets inside srv right now."""
-    out: set[str] = set()
-    for name in ("banned4", "banned6"):
-        res = pair.run_in(pair.srv, ["nft", "-j", "list", "set", "inet", TABLE, name])
-        if res.returncode != 0:
-            continue
-        for obj in json.loads(res.stdout)["nftables"]:
-            for e in obj.get("set", {}).get("elem", []) or []:
-                v = e.get("elem", {}).get("val", e) if isinstance(e, dict) else e
-                if isinstance(v, dict) and "prefix" in v:
-                    out.add(f"{v['prefix']['addr']}/{v['prefix']['len']}")
-                else:
-                    out.add(str(v))
-    return out
+    return pair.nft_members(TABLE)
 
 
 def read_inbox(box: Path) -> list[Message]:
