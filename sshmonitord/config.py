@@ -479,7 +479,8 @@ class FleetCorrelate:
 
 @dataclass(frozen=True)
 class FleetSpray:
-    """Failed attempts against one user name across the fleet's hosts."""
+    """Failed attempts against one user name across the fleet's hosts. (Not FleetCorrelate
+    with other defaults: a section given in part takes its class's defaults for the rest.)"""
 
     enabled: bool = _f(True)
     threshold: int = _f(20, min=2, max=1_000_000, help="attempts in window, all hosts together")

@@ -705,3 +705,9 @@ def test_fleet_init_creates_then_says_up_to_date_and_prints_role_sql(pg_server, 
 
 def admin_db(server: Any, db: str) -> Any:
     return _psycopg().connect(server.url(db=db), autocommit=True)
+
+
+def test_a_fleet_rule_given_in_part_keeps_its_own_defaults():
+    cfg = parse_config("fleet: {database: x, spray: {window: 2h}, correlate: {min_hosts: 4}}")
+    assert (cfg.fleet.spray.threshold, cfg.fleet.spray.window) == (20, 7200)
+    assert (cfg.fleet.correlate.threshold, cfg.fleet.correlate.min_hosts) == (10, 4)
