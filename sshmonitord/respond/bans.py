@@ -261,15 +261,19 @@ class BanManager:
             except Exception:
                 self.log.exception("ban maintenance failed")
 
-    async def _setup_and_restore(self, initial: bool) -> None:
+    async def _setup_and_restore(
+        self, initial: bool
+    ) -> tuple[dict[IPNetwork, float | None], list[BanRecord]] | None:
+        """Set the firewall up and put back the running bans it lacks. Returns what it held
+        before (and what was put back), or None when there is no firewall to look at."""
         if self.dry_run or not self.cfg.enabled:
-            return
+            return None
         try:
             await self.backend.setup()
             present = await self.backend.list()
         except BackendError as exc:
             self._error(exc, "firewall setup failed; will retry")
-            return
+            return None
         if self._firewall_leftovers:
             leftovers, self._firewall_leftovers = self._firewall_leftovers, []
             with contextlib.suppress(BackendError):
@@ -288,6 +292,7 @@ class BanManager:
                 )
             await self._push(missing)
         self.last_error = None if not missing or self.last_error is None else self.last_error
+        return present, missing
 
     # ------------------------------------------------------------------ deciding (no store)
 
@@ -675,23 +680,12 @@ class BanManager:
             lift = gone or (lifted_at is not None and rec.created < lifted_at)
             if lift and await self.fleet_unban(net, "fleet"):
                 out["lifted"].append(net)
-        if self.dry_run or not self.cfg.enabled:
+        restored = await self._setup_and_restore(initial=False)
+        if restored is None:
             return out
-        try:
-            await self.backend.setup()
-            present = await self.backend.list()
-        except BackendError as exc:
-            self._error(exc, "firewall unreadable during fleet reconcile; will retry")
-            return out
-        wanted = {ipaddress.ip_network(r.net): r for r in self.active.values() if not r.dry_run}
-        missing = [
-            r
-            for n, r in wanted.items()
-            if r.seconds_left > 0 and _needs_push(n, r.seconds_left, present)
-        ]
-        if missing:
-            await self._push(missing)
-            out["firewall_readded"] = [r.net for r in missing]
+        present, missing = restored
+        out["firewall_readded"] = [r.net for r in missing]
+        wanted = {ipaddress.ip_network(r.net) for r in self.active.values() if not r.dry_run}
         extra = [n for n in present if n not in wanted]
         if extra:
             try:
