@@ -503,7 +503,13 @@ def test_fleet_commands_read_every_host_or_one(fleet_db, tmp_path):
     status = json.loads(r.stdout)
     shipped = {h["host"]: h["shipped"] for h in status["hosts"]}
     assert shipped["web1"] == 2 and shipped["web2"] == 2 and shipped["web3"] == 0
-    assert status["active_bans"] == 2
+    assert status["active_bans"] == 2 and status["leader"] is None
+    r = sshmonitor("fleet", "status", "--database", db)
+    assert "fleet rules run on no host" in r.stdout
+    with _psycopg().connect(url(fleet_db, "web2"), autocommit=True) as web2:
+        web2.execute("SELECT pg_advisory_lock(hashtext('sshmonitor.leader'))")
+        r = sshmonitor("fleet", "status", "--database", db)
+        assert "fleet rules run on web2" in r.stdout, r.stdout
 
 
 def test_fleet_commands_fail_in_one_line(tmp_path, pg_server):
@@ -592,6 +598,7 @@ def test_tallies_count_each_attempt_once_per_host_and_group_ipv6_by_64(fleet_db,
     async def go() -> None:
         leader = Leader(url(fleet_db, "web3"), "web3", cfg, on, fleet_rules.evaluate)
         async with await pg.AsyncConnection.connect(leader.conninfo, autocommit=True) as c:
+            assert await leader.lead(c)
             await leader.round(c)
             await leader.round(c)
 
@@ -685,10 +692,12 @@ def test_report_over_the_fleet_or_one_host(fleet_db, tmp_path):
 def test_fleet_init_creates_then_says_up_to_date_and_prints_role_sql(pg_server, pg_db):
     from pgserver import unique_name
 
+    from sshmonitord.store.fleet import schema as fs
+
     db = pg_server.url(db=pg_db)
     r = sshmonitor("fleet", "init", "--database", db, "--host", "web9")
     assert r.returncode == 0, r.stderr
-    assert "created the fleet schema (version 1)" in r.stderr
+    assert f"created the fleet schema (version {fs.LATEST})" in r.stderr
     assert "CREATE ROLE \"sshmonitor_web9\" LOGIN PASSWORD 'CHANGE-ME' IN ROLE sshmonitor_host" in r.stdout
     assert "INSERT INTO sshmonitor.hosts(name, role) VALUES ('web9', 'sshmonitor_web9')" in r.stdout
     r = sshmonitor("fleet", "init", "--database", db)
@@ -701,6 +710,62 @@ def test_fleet_init_creates_then_says_up_to_date_and_prints_role_sql(pg_server, 
     r = sshmonitor("fleet", "init", "--database", pg_server.url(role=role, db=pg_db))
     assert r.returncode == 1 and "may not create the fleet schema" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_a_version_1_fleet_with_data_and_odd_rows_upgrades_in_place(pg_server, pg_db, tmp_path):
+    """A fleet at schema version 1 (the first release) holding records and rows version 2
+    refuses (a NaN expiry, a 1 MB reason): `fleet init` migrates it; what was there stays;
+    a daemon at version 2 ships on after its old position; a version-1 daemon is refused."""
+    from pgserver import unique_name
+
+    from sshmonitord.store.fleet import schema as fs
+    from sshmonitord.store.fleet.replicator import Replicator
+
+    pg = _psycopg()
+    with admin_db(pg_server, pg_db) as conn:
+        assert fs.migrate(conn, upto=1) == (None, 1)
+        role = unique_name("sshm_web1")
+        conn.execute(fs.host_role_sql("web1", role))
+    web1 = pg_server.url(role=role, db=pg_db)
+    st = make_store(tmp_path, "web1")
+    write_events(st, [ev() for _ in range(4)])
+    with pytest.raises(fs.FleetSchemaError, match="older than this sshmonitord needs"):
+        asyncio.run(Replicator(st.path, web1, "web1", "test").ship_all())
+    now = time.time()
+    with pg.connect(web1, autocommit=True) as conn:  # what version 1 let a host write
+        conn.execute(
+            "UPDATE sshmonitor.hosts SET store_id = %s, shipped_seq = 2 WHERE name = 'web1'",
+            (outbox.read_store_id(st.conn),),
+        )
+        conn.execute(
+            "INSERT INTO sshmonitor.events (host, seq, ts, kind) VALUES "
+            "('web1', 1, %s, 'auth_failure'), ('web1', 2, %s, 'auth_failure')",
+            (now, now),
+        )
+        conn.execute(
+            "INSERT INTO sshmonitor.ban_log (id, host, action, net, rule, reason, created, "
+            "expires) VALUES (424242, 'web1', 'ban', '198.51.100.1', 'x', repeat('r', 1000000), "
+            "%s, 'NaN')",
+            (now,),
+        )
+    r = sshmonitor("fleet", "init", "--database", pg_server.url(db=pg_db))
+    assert r.returncode == 0, r.stderr
+    assert f"migrated the fleet schema from version 1 to {fs.LATEST}" in r.stderr
+    rep = Replicator(st.path, web1, "web1", "test")
+    assert asyncio.run(rep.ship_all()) == 2  # after its old position: records 3 and 4
+    with admin_db(pg_server, pg_db) as conn:
+        assert conn.execute("SELECT count(*) FROM sshmonitor.events").fetchone()[0] == 4
+        assert conn.execute("SELECT count(*) FROM sshmonitor.ban_log").fetchone()[0] == 1
+    with pg.connect(web1, autocommit=True) as conn, pytest.raises(pg.errors.CheckViolation):
+        conn.execute(
+            "INSERT INTO sshmonitor.ban_log (host, action, net, rule, created, expires) "
+            "VALUES ('web1', 'ban', '198.51.100.2', 'x', %s, 'NaN')",
+            (now,),
+        )
+    with admin_db(pg_server, pg_db) as conn:
+        conn.execute("UPDATE sshmonitor.meta SET value = '1' WHERE key = 'schema_version'")
+    with pytest.raises(fs.FleetSchemaError, match="older"):
+        asyncio.run(Replicator(st.path, web1, "web1", "test").ship_all())
 
 
 def admin_db(server: Any, db: str) -> Any:

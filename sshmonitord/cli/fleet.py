@@ -107,15 +107,17 @@ def cmd_status(args: argparse.Namespace) -> int:
     from ..store.fleet import queries
     from ..store.fleet import schema as fs
 
-    def read(conn: Any) -> tuple[int, list[dict[str, Any]], list[dict[str, Any]]]:
+    def read(
+        conn: Any,
+    ) -> tuple[int, list[dict[str, Any]], list[dict[str, Any]], str | None]:
         with conn.cursor() as cur:
             version = fs.current_version(cur)
         if version is None:
             raise _Fail("the fleet database has no sshmonitor schema: run `sshmonitor fleet init`")
-        return version, queries.hosts(conn), queries.active_bans(conn)
+        return version, queries.hosts(conn), queries.active_bans(conn), queries.leader(conn)
 
     try:
-        version, hosts, bans = _read(args, read)
+        version, hosts, bans, leader = _read(args, read)
     except _Fail as exc:
         return fail(str(exc))
     if args.json:
@@ -124,6 +126,7 @@ def cmd_status(args: argparse.Namespace) -> int:
                 "schema_version": version,
                 "hosts": hosts,
                 "active_bans": len(bans),
+                "leader": leader,
                 "at": time.time(),
             },
             sys.stdout,
@@ -132,7 +135,10 @@ def cmd_status(args: argparse.Namespace) -> int:
         )
         print()
         return 0
-    print(f"fleet schema version {version}; {len(hosts)} hosts; {len(bans)} active fleet bans")
+    print(
+        f"fleet schema version {version}; {len(hosts)} hosts; {len(bans)} active fleet bans; "
+        f"fleet rules run on {printable(leader) if leader else 'no host (none holds the lease)'}"
+    )
     print(
         f"{'HOST':<20} {'VERSION':<10} {'LAST CONTACT':<14} {'BACKLOG':>8} {'LAG':>7} "
         f"{'SHIPPED':>10}"

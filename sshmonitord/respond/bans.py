@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import math
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -614,12 +615,20 @@ class BanManager:
 
     # ------------------------------------------------------------------ fleet (docs/fleet.md)
 
-    async def fleet_ban(self, net_text: str, expires: float, reason: str, origin: str) -> bool:
+    async def fleet_ban(
+        self,
+        net_text: str,
+        expires: float,
+        reason: str,
+        origin: str,
+        created: float | None = None,
+    ) -> bool:
         """Apply a ban another host of the fleet decided, if this host's own rules let it:
         its allowlist, its never-bannable networks and its ``max_ban_prefix`` (no ``--force``
         from afar: a compromised peer must not get a /8 banned fleet-wide), for at most
-        this host's ``bantime_max``. Recorded with rule ``fleet``, so it is never published
-        back. True if applied or lengthened."""
+        this host's ``bantime_max`` from when the fleet's ban began (``created``; None: now).
+        Recorded with rule ``fleet``, so it is never published back. True if applied or
+        lengthened."""
         try:
             net, _ = parse_network(net_text)
         except ValueError:
@@ -632,9 +641,15 @@ class BanManager:
             )
             return False
         key, now = str(net), time.time()
+        if not math.isfinite(expires):
+            return False
+        # bantime_max counts from when the fleet's ban began: counted from *now*, a running
+        # fleet ban would be found "shorter" than the fleet's at every reconcile and slide on
+        # forever.
+        began = now if created is None or not math.isfinite(created) else min(created, now)
+        expires = min(expires, began + float(self.cfg.bantime_max))
         if expires - now < 1:
             return False
-        expires = min(expires, now + float(self.cfg.bantime_max))
         current = self.active.get(key)
         if current is not None and current.expires >= expires - 1:
             return False
@@ -656,11 +671,11 @@ class BanManager:
 
     async def fleet_reconcile(
         self,
-        active: dict[str, tuple[float, str, str]],
+        active: dict[str, tuple[float, str, str, float]],
         unbanned: dict[str, float],
     ) -> dict[str, list[str]]:
         """Bring this host in step with the fleet, both ways: the fleet's running bans
-        (net → (expires, reason, origin host)) applied here; fleet bans here the fleet no
+        (net → (expires, reason, origin host, created)) applied here; fleet bans here the fleet no
         longer has, and bans an operator lifted elsewhere after they began (net → when),
         lifted; the firewall set holding exactly the running bans. Returns what it changed."""
         out: dict[str, list[str]] = {
@@ -671,9 +686,14 @@ class BanManager:
         }
         active = {_spelled(net): v for net, v in active.items()}
         unbanned = {_spelled(net): v for net, v in unbanned.items()}
-        for net, (expires, reason, origin) in active.items():
-            if await self.fleet_ban(net, expires, reason, origin):
-                out["added"].append(net)
+        for net, (expires, reason, origin, created) in active.items():
+            try:
+                if await self.fleet_ban(net, expires, reason, origin, created):
+                    out["added"].append(net)
+            except Exception as exc:  # one odd entry must not stop the repair of the rest
+                self.log.error(
+                    "cannot apply a fleet ban", net=net[:100], origin=origin, error=str(exc)[:200]
+                )
         for net, rec in list(self.active.items()):
             lifted_at = unbanned.get(net)
             gone = rec.rule == "fleet" and net not in active

@@ -49,16 +49,19 @@ class FleetState:
     last_id: int
 
 
-_COLS = "id, host, action, net::text, rule, reason, created, expires"
+# Bounded as the schema (version 2) bounds new entries; older rows may hold anything.
+_COLS = (
+    "id, left(host, 200), action, net::text, left(rule, 64), left(reason, 500), created, expires"
+)
 
 SELECT_AFTER = f"SELECT {_COLS} FROM {fs.SCHEMA}.ban_log WHERE id > %s ORDER BY id LIMIT 10000"
 # Each network's longest-running ban not followed by an unban; and each network whose newest
 # entry is an unban.
 SELECT_ACTIVE = f"""
-SELECT DISTINCT ON (b.net) b.id, b.host, b.action, b.net::text, b.rule, b.reason, b.created,
-       b.expires
+SELECT DISTINCT ON (b.net) b.id, left(b.host, 200), b.action, b.net::text, left(b.rule, 64),
+       left(b.reason, 500), b.created, b.expires
 FROM {fs.SCHEMA}.ban_log b
-WHERE b.action = 'ban' AND b.expires > %s
+WHERE b.action = 'ban' AND b.expires > %s AND b.expires < 1e11
   AND NOT EXISTS (SELECT 1 FROM {fs.SCHEMA}.ban_log u
                   WHERE u.net = b.net AND u.action = 'unban' AND u.id > b.id)
 ORDER BY b.net, b.expires DESC

@@ -29,15 +29,16 @@ from .worker import Worker
 
 TRY_EVERY = 5.0  # seconds between a follower's tries at the lease, and between the rounds
 ALERT_LEASE = 300  # seconds a host has to hand a claimed alert to its spool
-LOCK_KEY = "sshmonitor.leader"
+LOCK_KEY = fs.LEADER_LOCK
 
 # Only subjects that could reach the rule (enough attempts on enough hosts) come back, with
 # one row per host: the pure rule (detect/fleet.py) decides on exactly those.
 TALLIES = f"""
 WITH t AS (
-    SELECT subject, host, sum(attempts)::bigint AS n, min(first) AS a, max(last) AS b
+    SELECT subject, host, sum(greatest(attempts, 0))::bigint AS n, min(first) AS a,
+           max(last) AS b
     FROM {fs.SCHEMA}.attempt_tallies
-    WHERE kind = %s AND minute >= %s AND last >= %s
+    WHERE kind = %s AND minute >= %s AND last >= %s AND minute <= %s
     GROUP BY subject, host
 ), c AS (
     SELECT subject FROM t GROUP BY subject HAVING count(*) >= %s AND sum(n) >= %s
@@ -47,7 +48,20 @@ SELECT t.subject, t.host, t.n, t.a, t.b FROM t JOIN c USING (subject)
 EXPIRE = (
     f"DELETE FROM {fs.SCHEMA}.attempt_tallies WHERE minute < extract(epoch FROM now()) - 8 * 86400"
 )
-SEEN = f"SELECT subject FROM {fs.SCHEMA}.fleet_findings WHERE rule = %s AND ts >= %s"
+# A finding dated ahead of now (written before schema version 2 refused them) silences
+# nothing.
+SEEN = (
+    f"SELECT subject FROM {fs.SCHEMA}.fleet_findings WHERE rule = %s AND ts >= %s AND ts <= %s"
+)
+# Claims another host left undelivered past their lease; only well-formed alert ids (a
+# claim is refused otherwise since schema version 2; older rows may be anything).
+TAKE_OVER = f"""
+UPDATE {fs.SCHEMA}.alert_claims SET host = %s, claimed_at = now(),
+       lease_until = now() + make_interval(secs => %s)
+WHERE delivered IS NULL AND lease_until < now()
+  AND alert_id ~ '^fleet-[a-z_]{{1,64}}-[0-9]{{1,18}}$'
+RETURNING alert_id
+"""
 
 
 def alert_id(rule: str, finding_id: int) -> str:
@@ -95,16 +109,19 @@ class Leader(Worker):
         (conn,) = conns
         self.up()
         while True:
-            if not self.leader:
-                async with conn.cursor() as cur:
-                    await cur.execute("SELECT pg_try_advisory_lock(hashtext(%s))", (LOCK_KEY,))
-                    row = await cur.fetchone()
-                if row is not None and bool(row[0]):
-                    self.leader = True
-                    self.log.info("this host now runs the fleet's rules", host=self.host)
+            if not self.leader and await self.lead(conn):
+                self.log.info("this host now runs the fleet's rules", host=self.host)
             if self.leader:
                 await self.round(conn)
             await asyncio.sleep(self.every)
+
+    async def lead(self, conn: Any) -> bool:
+        """Try for the lease on ``conn``; the database lets only its holder write findings."""
+        async with conn.cursor() as cur:
+            await cur.execute("SELECT pg_try_advisory_lock(hashtext(%s))", (LOCK_KEY,))
+            row = await cur.fetchone()
+        self.leader = row is not None and bool(row[0])
+        return self.leader
 
     async def round(self, conn: Any, now: float | None = None) -> list[FleetFinding]:
         """One pass of the fleet's rules (public for tests and the bench)."""
@@ -119,12 +136,14 @@ class Leader(Worker):
                 if not c.enabled:
                     continue
                 since = now - float(c.window)
-                await cur.execute(TALLIES, (kind, since - 60, since, c.min_hosts, c.threshold))
+                await cur.execute(
+                    TALLIES, (kind, since - 60, since, now, c.min_hosts, c.threshold)
+                )
                 tallies = [
                     Tally(str(s), str(h), int(n), float(a), float(b))
                     for s, h, n, a, b in await cur.fetchall()
                 ]
-                await cur.execute(SEEN, (rule, since))
+                await cur.execute(SEEN, (rule, since, now + 60))
                 seen = {str(r[0]) for r in await cur.fetchall()}
                 found.extend(self.evaluate(rule, tallies, fc, seen))
             if self.rounds % 720 == 0:  # hourly at the default pace
@@ -132,9 +151,25 @@ class Leader(Worker):
         self.rounds += 1
         sent: list[tuple[str, FleetFinding]] = []
         for f in found:
-            aid = await self._record(conn, f, now)
+            try:
+                aid = await self._record(conn, f, now)
+            except Exception as exc:
+                if conn.closed:
+                    raise
+                # One finding the database refuses must not hold up the others (they are
+                # found again next round; this one too, once whatever refused it is gone).
+                self.log.error("cannot record a fleet finding", subject=f.subject,
+                               rule=f.rule, error=str(exc).splitlines()[0][:200])
+                found = [g for g in found if g is not f]
+                continue
             sent.append((aid, f))
-        sent.extend(await self._take_over(conn, now))
+        # New findings first: nothing a take-over meets may hold them up.
+        try:
+            sent.extend(await self._take_over(conn))
+        except Exception as exc:
+            if conn.closed:
+                raise
+            self.log.error("cannot take over undelivered fleet alerts", error=str(exc)[:200])
         if sent:
             await self.on_findings([f for _aid, f in sent])
             async with conn.cursor() as cur:
@@ -157,7 +192,7 @@ class Leader(Worker):
                     self.host,
                     f.rule,
                     f.subject,
-                    f.last,
+                    min(f.last, now),
                     f.severity,
                     f.summary,
                     f.attempts,
@@ -181,16 +216,10 @@ class Leader(Worker):
         self.log.warning("fleet finding", rule=f.rule, subject=f.subject, summary=f.summary)
         return aid
 
-    async def _take_over(self, conn: Any, now: float) -> list[tuple[str, FleetFinding]]:
+    async def _take_over(self, conn: Any) -> list[tuple[str, FleetFinding]]:
         """Alerts another host claimed and never delivered (it died): ours now."""
         async with conn.cursor() as cur:
-            await cur.execute(
-                f"UPDATE {fs.SCHEMA}.alert_claims SET host = %s, claimed_at = now(), "
-                "lease_until = now() + make_interval(secs => %s) "
-                "WHERE delivered IS NULL AND lease_until < now() AND alert_id LIKE 'fleet-%%' "
-                "RETURNING alert_id",
-                (self.host, ALERT_LEASE),
-            )
+            await cur.execute(TAKE_OVER, (self.host, ALERT_LEASE))
             ids = [str(r[0]) for r in await cur.fetchall()]
             out: list[tuple[str, FleetFinding]] = []
             for aid in ids:

@@ -38,6 +38,27 @@ def hosts(conn: Any) -> list[dict[str, Any]]:
     ]
 
 
+def leader(conn: Any) -> str | None:
+    """The host holding the leader lease now (its role's name if it is no host's), or None."""
+    with conn.cursor() as cur:
+        cur.execute(
+            f"""
+            SELECT coalesce(h.name, a.usename::text)
+            FROM pg_locks l
+            JOIN pg_stat_activity a ON a.pid = l.pid
+            LEFT JOIN {fs.SCHEMA}.hosts h ON h.role = a.usename
+            WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+              AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+              AND l.classid = ((hashtext(%s)::bigint >> 32) & 4294967295)::oid
+              AND l.objid = (hashtext(%s)::bigint & 4294967295)::oid
+            LIMIT 1
+            """,
+            (fs.LEADER_LOCK, fs.LEADER_LOCK),
+        )
+        row = cur.fetchone()
+    return None if row is None else str(row[0])
+
+
 def active_bans(conn: Any, host: str | None = None) -> list[dict[str, Any]]:
     """The fleet's running bans (each network's longest-running ban not lifted since)."""
     now = time.time()

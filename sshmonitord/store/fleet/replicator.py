@@ -24,6 +24,7 @@ import contextlib
 import functools
 import ipaddress
 import json
+import math
 import sqlite3
 import time
 from collections.abc import Callable
@@ -66,6 +67,8 @@ def clean_text(value: Any) -> Any:
 def _clean_json(value: Any) -> Any:
     if isinstance(value, str):
         return clean_text(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)  # NaN and infinities: JSON has none, jsonb refuses them
     if isinstance(value, list):
         return [_clean_json(v) for v in value]
     if isinstance(value, dict):
@@ -81,7 +84,7 @@ def clean_json(text: Any) -> str | None:
         value = json.loads(text)
     except (TypeError, ValueError):
         return json.dumps(clean_text(str(text)))  # not JSON: keep it, as a string
-    return json.dumps(_clean_json(value), ensure_ascii=False)
+    return json.dumps(_clean_json(value), ensure_ascii=False, allow_nan=False)
 
 
 def clean_inet(text: Any) -> str | None:
@@ -308,8 +311,9 @@ class Replicator(Worker):
             await wait_event(self._wake, self.poll)
 
     def retry_after(self, exc: Exception, delay: float) -> float:
-        # Not registered (or another host's role) is the operator's to fix: no hurry.
-        return RETRY_MAX if isinstance(exc, NotRegistered) else delay
+        # Not registered (or another host's role), a schema of another version: the
+        # operator's to fix, no hurry.
+        return RETRY_MAX if isinstance(exc, (NotRegistered, fs.FleetSchemaError)) else delay
 
     # ------------------------------------------------------------------ the fleet side
 
@@ -319,6 +323,10 @@ class Replicator(Worker):
         if store_id is None:
             raise NotRegistered("the local store has no outbox yet (fleet not enabled in it)")
         async with conn.cursor() as cur:
+            # On every (re)connect, not only at start: `fleet init` may have migrated the
+            # schema past this version while we were away.
+            await cur.execute(fs.VERSION_SQL)
+            fs.check_version(fs.parse_version(await cur.fetchone()))
             await cur.execute(
                 f"SELECT store_id, seq_base, shipped_seq, role = current_user "
                 f"FROM {fs.SCHEMA}.hosts WHERE name = %s",
@@ -345,6 +353,8 @@ class Replicator(Worker):
                     f"host {self.host!r} belongs to another database role in the fleet; "
                     "this role may not write as it (check fleet.host and the role)"
                 )
+            base, shipped = int(base), int(shipped)
+            confirmed = max(0, shipped - base)
             if old_store != store_id:
                 if old_store is not None:
                     self.log.warning(
@@ -353,14 +363,45 @@ class Replicator(Worker):
                         host=self.host,
                         seq_base=shipped,
                     )
-                base = shipped
+                base, confirmed = shipped, 0
+            # The same store shipped under another name (fleet.host changed): what it
+            # shipped there is not shipped again under this one.
+            await cur.execute(
+                f"SELECT name, shipped_seq - seq_base FROM {fs.SCHEMA}.hosts "
+                "WHERE store_id = %s AND name <> %s ORDER BY 2 DESC LIMIT 1",
+                (store_id, self.host),
+            )
+            other = await cur.fetchone()
+            if other is not None and int(other[1]) > confirmed:
+                self.log.warning(
+                    "this store shipped as another host before; going on from there",
+                    host=self.host,
+                    was=str(other[0]),
+                )
+                confirmed = int(other[1])
+            # A store restored from a backup or snapshot numbers its outbox from where the
+            # snapshot was: new records would get numbers the fleet already confirmed, and
+            # never ship. Ship all that is still in the outbox under fresh numbers instead
+            # (a few records twice rather than any lost).
+            _pending, top = await self.local(lambda c: outbox.backlog(c, 0))
+            if top < confirmed:
+                self.log.warning(
+                    "this host's store is older than what the fleet has from it (restored "
+                    "from a backup?); shipping its outbox again under new numbers",
+                    host=self.host,
+                    store_top=top,
+                    fleet_has=confirmed,
+                )
+                base, confirmed = base + confirmed, 0
+            if (old_store, int(row[1]), int(row[2])) != (store_id, base, base + confirmed):
                 await cur.execute(
                     f"UPDATE {fs.SCHEMA}.hosts SET store_id = %s, seq_base = %s, "
+                    "shipped_seq = greatest(shipped_seq, %s), "
                     "first_contact = coalesce(first_contact, now()) WHERE name = %s",
-                    (store_id, base, self.host),
+                    (store_id, base, base + confirmed, self.host),
                 )
-        self.base = int(base)
-        self.confirmed = max(0, int(shipped) - self.base)
+        self.base = base
+        self.confirmed = confirmed
 
     async def _ship_once(self, conn: Any) -> int:
         """One transaction: up to ``batch`` entries, their bans, the new position."""

@@ -24,6 +24,9 @@ from typing import Any
 SCHEMA = "sshmonitor"
 GROUP_ROLE = "sshmonitor_host"
 BAN_CHANNEL = "sshmonitor_bans"
+# The advisory lock the fleet's leader holds (store/fleet/leader.py); schema version 2's
+# holds_lead() names it too, so it never changes.
+LEADER_LOCK = "sshmonitor.leader"
 
 # The columns of each shipped table as the fleet stores them: (local name, fleet name, type).
 COLUMNS: dict[str, list[tuple[str, str, str]]] = {
@@ -331,9 +334,111 @@ GRANT SELECT, INSERT, UPDATE ON {SCHEMA}.alert_claims TO {GROUP_ROLE};
 """
 )
 
+
+def _insert_only(table: str, columns: list[str]) -> str:
+    return (
+        f"REVOKE INSERT ON {SCHEMA}.{table} FROM {GROUP_ROLE};\n"
+        f"GRANT INSERT ({', '.join(columns)}) ON {SCHEMA}.{table} TO {GROUP_ROLE};\n"
+    )
+
+
+# Version 2 closes what a compromised host could do to the others (the adversarial review of
+# version 1, tests/test_fleet_attack.py). The constraints are NOT VALID: they hold for every
+# row written from now on without refusing to migrate a database that already has odd rows
+# (the readers bound those).
+_V2 = (
+    # Host roles insert only the columns a host decides: never a row's id (a huge ban_log id
+    # moved every follower past all later entries; ids taken ahead made honest inserts
+    # collide) nor the server's own timestamps.
+    _insert_only("ban_log", ["host", "action", "net", "rule", "reason", "created", "expires",
+                             "origin"])
+    + _insert_only("fleet_findings", ["host", "rule", "subject", "ts", "severity", "summary",
+                                      "attempts", "hosts"])
+    + _insert_only("alert_claims", ["alert_id", "host", "lease_until"])
+    + "".join(
+        _insert_only(t, ["host", "seq", *[f for _l, f, _t in COLUMNS[t]]]) for t in SHIPPED_TABLES
+    )
+    + f"""
+REVOKE UPDATE ON {SCHEMA}.alert_claims FROM {GROUP_ROLE};
+GRANT UPDATE (host, claimed_at, lease_until, delivered) ON {SCHEMA}.alert_claims
+    TO {GROUP_ROLE};
+
+-- Bans: finite, plausible times (NaN sorted above every expiry and was "active" forever),
+-- and bounded text (every follower reads each entry).
+ALTER TABLE {SCHEMA}.ban_log ADD CONSTRAINT ban_log_sane CHECK (
+    created > 0 AND created < 1e11
+    AND (expires IS NULL OR (expires > 0 AND expires < 1e11))
+    AND length(rule) <= 64 AND length(reason) <= 500
+) NOT VALID;
+
+-- Whether this session holds the leader lease (store/fleet/leader.py takes it with
+-- pg_try_advisory_lock(hashtext('{LEADER_LOCK}'))): only the leader writes findings.
+-- A bigint advisory key shows in pg_locks as its high and low 32 bits.
+CREATE FUNCTION {SCHEMA}.holds_lead() RETURNS boolean LANGUAGE sql STABLE
+    SET search_path = pg_catalog, pg_temp AS $f$
+    SELECT EXISTS (
+        SELECT 1 FROM pg_locks
+        WHERE locktype = 'advisory' AND pid = pg_backend_pid() AND granted AND objsubid = 1
+          AND classid = ((hashtext('{LEADER_LOCK}')::bigint >> 32) & 4294967295)::oid
+          AND objid = (hashtext('{LEADER_LOCK}')::bigint & 4294967295)::oid)
+$f$;
+DROP POLICY fleet_findings_insert ON {SCHEMA}.fleet_findings;
+CREATE POLICY fleet_findings_insert ON {SCHEMA}.fleet_findings FOR INSERT TO {GROUP_ROLE}
+    WITH CHECK (host = (SELECT {SCHEMA}.my_host()) AND {SCHEMA}.holds_lead()
+                AND ts <= extract(epoch FROM now()) + 60);
+
+-- A claim names a finding of the claiming host (alert id fleet-<rule>-<finding id>): no
+-- host can claim, and so block, the alert ids the leader is about to use.
+DROP POLICY alert_claims_insert ON {SCHEMA}.alert_claims;
+CREATE POLICY alert_claims_insert ON {SCHEMA}.alert_claims FOR INSERT TO {GROUP_ROLE}
+    WITH CHECK (
+        host = (SELECT {SCHEMA}.my_host())
+        AND lease_until <= now() + interval '1 hour'
+        AND alert_id ~ '^fleet-[a-z_]{{1,64}}-[0-9]{{1,18}}$'
+        AND EXISTS (
+            SELECT 1 FROM {SCHEMA}.fleet_findings f
+            WHERE f.id = substring(alert_id FROM '([0-9]+)$')::bigint
+              AND f.host = alert_claims.host
+              AND 'fleet-' || f.rule || '-' || f.id = alert_id));
+DROP POLICY alert_claims_take ON {SCHEMA}.alert_claims;
+CREATE POLICY alert_claims_take ON {SCHEMA}.alert_claims FOR UPDATE TO {GROUP_ROLE}
+    USING (host = (SELECT {SCHEMA}.my_host()) OR (delivered IS NULL AND lease_until < now()))
+    WITH CHECK (host = (SELECT {SCHEMA}.my_host()) AND lease_until <= now() + interval '1 hour');
+
+-- Attempts: a host adds only positive, bounded counts (a negative one vetoed an address),
+-- and only for events dated now or in the window's past (one dated next year, or NaN, made
+-- its host "active" for that address in every window until then).
+CREATE OR REPLACE FUNCTION {SCHEMA}.tally_attempts() RETURNS trigger LANGUAGE plpgsql
+    SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
+BEGIN
+    INSERT INTO {SCHEMA}.attempt_tallies AS t (kind, subject, host, minute, attempts, first, last)
+    SELECT k, s, NEW.host, floor(NEW.ts / 60) * 60, least(NEW.attempt, 1000), NEW.ts, NEW.ts
+    FROM (VALUES
+        ('address', CASE WHEN NEW.ip IS NULL THEN NULL
+                         WHEN family(NEW.ip) = 6 THEN network(set_masklen(NEW.ip, 64))::text
+                         ELSE host(NEW.ip) END),
+        ('user', left(NEW.username, 200))) AS v(k, s)
+    WHERE s IS NOT NULL
+    ON CONFLICT (kind, minute, subject, host) DO UPDATE
+        SET attempts = t.attempts + excluded.attempts,
+            first = least(t.first, excluded.first), last = greatest(t.last, excluded.last);
+    RETURN NULL;
+END $f$;
+DROP TRIGGER events_tally_attempts ON {SCHEMA}.events;
+CREATE TRIGGER events_tally_attempts AFTER INSERT ON {SCHEMA}.events
+    FOR EACH ROW WHEN (
+        NEW.attempt > 0
+        AND NEW.ts <= extract(epoch FROM now()) + 300
+        AND NEW.ts >= extract(epoch FROM now()) - 8 * 86400)
+    EXECUTE FUNCTION {SCHEMA}.tally_attempts();
+"""
+)
+
 # (version, what it adds, SQL). Append only: a released migration is never edited.
 MIGRATIONS: list[tuple[int, str, str]] = [
     (1, "hosts, shipped records, the ban log, fleet findings, alert claims", _V1),
+    (2, "host roles confined: column grants, sane bans, leader-only findings, checked claims "
+        "and attempts", _V2),
 ]
 LATEST = MIGRATIONS[-1][0]
 
@@ -347,9 +452,25 @@ def current_version(cur: Any) -> int | None:
     cur.execute("SELECT to_regclass(%s)", (f"{SCHEMA}.meta",))
     if cur.fetchone()[0] is None:
         return None
-    cur.execute(f"SELECT value FROM {SCHEMA}.meta WHERE key = 'schema_version'")
-    row = cur.fetchone()
-    return None if row is None else int(row[0])
+    cur.execute(VERSION_SQL)
+    return parse_version(cur.fetchone())
+
+
+VERSION_SQL = f"SELECT value FROM {SCHEMA}.meta WHERE key = 'schema_version'"
+
+
+def parse_version(row: Any) -> int | None:
+    """The version a ``meta`` row holds; a value that is no number is the operator's to
+    look at, not a crash."""
+    if row is None:
+        return None
+    try:
+        return int(row[0])
+    except (TypeError, ValueError):
+        raise FleetSchemaError(
+            f"the fleet database's schema version is unreadable ({str(row[0])[:40]!r} in "
+            f"{SCHEMA}.meta); restore it from a backup or ask its administrator"
+        ) from None
 
 
 def check_version(version: int | None) -> None:
@@ -371,10 +492,10 @@ def check_version(version: int | None) -> None:
         )
 
 
-def migrate(conn: Any) -> tuple[int | None, int]:
-    """Create or migrate the schema, each migration in its own transaction (``conn`` in
-    autocommit mode). Returns (version before, version after). Raises psycopg's error when
-    the role may not do it."""
+def migrate(conn: Any, upto: int = LATEST) -> tuple[int | None, int]:
+    """Create or migrate the schema up to version ``upto`` (tests stop short of the latest),
+    each migration in its own transaction (``conn`` in autocommit mode). Returns (version
+    before, version after). Raises psycopg's error when the role may not do it."""
     with conn.cursor() as cur:
         # Serialise concurrent first starts of several hosts.
         with conn.transaction():
@@ -387,7 +508,7 @@ def migrate(conn: Any) -> tuple[int | None, int]:
         if before is not None and before > LATEST:
             check_version(before)
         for version, _what, sql in MIGRATIONS:
-            if before is not None and version <= before:
+            if (before is not None and version <= before) or version > upto:
                 continue
             with conn.transaction():
                 cur.execute("SELECT pg_advisory_xact_lock(hashtext('sshmonitor.migrate'))")

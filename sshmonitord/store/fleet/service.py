@@ -30,10 +30,12 @@ SCHEMA_RETRY = 30.0
 class FleetBans(Protocol):
     """What the fleet needs from the ban manager (respond/bans.py)."""
 
-    async def fleet_ban(self, net_text: str, expires: float, reason: str, origin: str) -> bool: ...
+    async def fleet_ban(
+        self, net_text: str, expires: float, reason: str, origin: str, created: float | None
+    ) -> bool: ...
     async def fleet_unban(self, net_text: str, origin: str) -> bool: ...
     async def fleet_reconcile(
-        self, active: dict[str, tuple[float, str, str]], unbanned: dict[str, float]
+        self, active: dict[str, tuple[float, str, str, float]], unbanned: dict[str, float]
     ) -> dict[str, list[str]]: ...
 
 
@@ -139,16 +141,28 @@ class FleetService:
     async def _entries(self, entries: list[FleetBan]) -> None:
         assert self.bans is not None
         for b in entries:
-            if b.action == "ban" and b.expires is not None:
-                await self.bans.fleet_ban(b.net, b.expires, f"{b.rule}: {b.reason}", b.host)
-            elif b.action == "unban":
-                await self.bans.fleet_unban(b.net, b.host)
+            # One entry this host cannot apply must not stop the ones after it (the ban log
+            # is written by every host, a compromised one included).
+            try:
+                if b.action == "ban" and b.expires is not None:
+                    await self.bans.fleet_ban(
+                        b.net, b.expires, f"{b.rule}: {b.reason}", b.host, b.created
+                    )
+                elif b.action == "unban":
+                    await self.bans.fleet_unban(b.net, b.host)
+            except Exception as exc:
+                self.log.error(
+                    "cannot apply a fleet ban log entry; skipping it",
+                    id=b.id,
+                    origin=b.host,
+                    error=f"{type(exc).__name__}: {exc}"[:200],
+                )
 
     async def _reconcile(self, state: FleetState) -> dict[str, list[str]]:
         assert self.bans is not None
         # Our own bans too: a host whose store was lost gets them back from the fleet.
         active = {
-            net: (b.expires or 0.0, f"{b.rule}: {b.reason}", b.host)
+            net: (b.expires or 0.0, f"{b.rule}: {b.reason}", b.host, b.created)
             for net, b in state.active.items()
         }
         unbanned = {net: b.created for net, b in state.unbanned.items()}
