@@ -468,6 +468,19 @@ class ControlConfig:
 
 
 @dataclass(frozen=True)
+class MetricsConfig:
+    """The Prometheus endpoint (docs/monitoring.md). Off while ``listen`` is empty."""
+
+    listen: str = _f(
+        "",
+        listen=True,
+        help='host:port for GET /metrics, e.g. "127.0.0.1:9797" or "[::1]:9797" (port 0: any '
+        "free port); empty: no endpoint. Anyone who can reach it sees the counters: keep it "
+        "on localhost or a monitoring network",
+    )
+
+
+@dataclass(frozen=True)
 class FleetCorrelate:
     """Failed attempts from one address (or IPv6 /64) across the fleet's hosts."""
 
@@ -514,6 +527,7 @@ class Config:
     sessions: SessionsConfig = _f(SessionsConfig())
     log: LogConfig = _f(LogConfig())
     control: ControlConfig = _f(ControlConfig())
+    metrics: MetricsConfig = _f(MetricsConfig())
     fleet: FleetConfig = _f(FleetConfig())
     allowlist: tuple[IPNetwork, ...] = _f((), help="addresses and networks never banned")
     # Not YAML keys: where the config came from and what the loader warned about.
@@ -548,6 +562,15 @@ class ConfigError(Exception):
 # --------------------------------------------------------------------------- loading
 
 _ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def parse_listen(text: str) -> tuple[str, int] | None:
+    """``127.0.0.1:9797`` → ("127.0.0.1", 9797); ``[::1]:0`` → ("::1", 0); None if it is not
+    host:port with a port from 0 to 65535."""
+    m = re.fullmatch(r"\s*(?:\[([0-9A-Fa-f:.%\w]+)\]|([^\s:\[\]]+)):(\d{1,5})\s*", text)
+    if m is None or int(m.group(3)) > 65535:
+        return None
+    return (m.group(1) or m.group(2)), int(m.group(3))
 
 
 def parse_hours(text: str) -> tuple[int, int] | None:
@@ -693,6 +716,13 @@ class _Walker:
                 self.check_zone(value, key)
             if meta.get("clock") and not re.fullmatch(r"([01]?\d|2[0-3]):[0-5]\d", value.strip()):
                 self.fail(key, f"expected a time of day HH:MM (e.g. 07:00), got {_describe(value)}")
+                raise _Bad
+            if meta.get("listen") and value.strip() and parse_listen(value) is None:
+                self.fail(
+                    key,
+                    'expected host:port, e.g. "127.0.0.1:9797" or "[::1]:9797" (port 0 picks a '
+                    f"free one), or empty for no endpoint; got {_describe(value)}",
+                )
                 raise _Bad
             if meta.get("hours") and parse_hours(value) is None:
                 self.fail(key, f"expected HH:MM-HH:MM (e.g. 08:00-19:00), got {_describe(value)}")

@@ -14,12 +14,14 @@ import contextlib
 import dataclasses
 import functools
 import gc
+import inspect
 import os
 import signal
 import socket
 import sqlite3
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -29,6 +31,7 @@ from .audit import SessionStage, SessionTracker, settings_from
 from .control import ControlError, ControlServer
 from .detect.engine import Engine, History
 from .events import Action, Event, Finding, FleetFinding, Severity
+from .measure import Sample, sample
 from .notify.build import build_channels
 from .notify.channels import BaseChannel
 from .notify.queue import AlertQueue
@@ -135,6 +138,10 @@ class Daemon:
         self.notifier = Notifier()
         self.store = Store(self.state_dir)
         self.counters = Counters()
+        self.findings_by: Counter[tuple[str, str]] = Counter()  # (rule, severity)
+        self.reloads: Counter[str] = Counter({"success": 0, "failure": 0})
+        self.metrics_server: Any = None
+        self.metrics_error: str | None = None
         self.rate = RateWindow()
         self.stages: list[Stage] = []
         # The log sources among the stages (what the status line says is being followed).
@@ -318,6 +325,43 @@ class Daemon:
                 self.log.warning("cannot store where the sources start", error=str(exc))
         if self.store.recovered is not None:
             await self._alert_store_recovered(self.store.recovered)
+        if self.config.metrics.listen.strip():
+            await self._start_metrics(self.config.metrics.listen)
+
+    async def _start_metrics(self, listen: str) -> None:
+        # Late: prometheus_client loads only where an endpoint is configured.
+        from .metrics import MetricsServer
+
+        server = MetricsServer(listen, self.metric_samples)
+        try:
+            await server.start()
+        except OSError as exc:
+            # Monitoring goes on without the endpoint; Prometheus sees it down and says so.
+            self.metrics_error = f"cannot listen on {listen}: {exc.strerror or exc}"
+            self.log.error("metrics endpoint not started", error=self.metrics_error)
+            return
+        self.metrics_server = server
+
+    async def metric_samples(self) -> list[Sample]:
+        """Every stage's measurements now: what the endpoint serves and status shows."""
+        out = [sample("sshmonitor_build_info", 1, version=__version__)]
+        for stage in self.stages:
+            measure = getattr(stage, "metrics", None)
+            if measure is None:
+                continue
+            got = measure()
+            out.extend(await got if inspect.isawaitable(got) else got)
+        if self.engine is not None:
+            out.extend(self.engine.metrics())
+        out.extend(
+            sample("sshmonitor_findings_total", n, rule=rule, severity=sev)
+            for (rule, sev), n in sorted(self.findings_by.items())
+        )
+        out.extend(
+            sample("sshmonitor_config_reloads_total", n, outcome=outcome)
+            for outcome, n in sorted(self.reloads.items())
+        )
+        return out
 
     def _sources_config(self) -> config.Config:
         """The config the sources start with. A store started fresh after damage has no
@@ -354,6 +398,7 @@ class Daemon:
             await self.alerts.submit(findings, bans)
         for f in findings:
             self.counters.inc(f"findings.{f.rule}")
+            self.findings_by[f.rule, str(f.severity)] += 1
             level = self.log.error if f.severity == "critical" else self.log.warning
             level(
                 "finding",
@@ -399,6 +444,9 @@ class Daemon:
         await self._close()
 
     async def _close(self) -> None:
+        if self.metrics_server is not None:
+            with contextlib.suppress(Exception):
+                await self.metrics_server.stop()
         with contextlib.suppress(Exception):
             await self.control.close()
         await asyncio.to_thread(self.store.close)
@@ -463,6 +511,7 @@ class Daemon:
                     self.log.warning("config warning", detail=w)
                 self.log.info("config reloaded", file=self.config_path)
                 ok = True
+            self.reloads["success" if ok else "failure"] += 1
             self.notifier.ready(self.status_line())
             return ok
 
@@ -470,6 +519,7 @@ class Daemon:
         for what, old_v, new_v in (
             ("store.dir", self.config.store.dir, new.store.dir),
             ("control.socket", self.config.control.socket, new.control.socket),
+            ("metrics.listen", self.config.metrics.listen, new.metrics.listen),
         ):
             if old_v != new_v:
                 self.log.warning(
@@ -584,7 +634,24 @@ class Daemon:
             "events_per_hour": self.rate.per_hour(),
             "stages": [{**s.describe(), "role": s.role} for s in self.stages],
             "counters": dict(sorted(self.counters.values.items())),
+            "metrics_endpoint": self._metrics_status(),
+            "metrics": await self._metrics_json(),
         }
+
+    def _metrics_status(self) -> dict[str, Any]:
+        server = self.metrics_server
+        return {
+            "listen": self.config.metrics.listen or None,
+            "address": None if server is None else server.address,
+            "url": None if server is None else f"http://{server.address}/metrics",
+            "scrapes": 0 if server is None else server.scrapes,
+            "error": self.metrics_error,
+        }
+
+    async def _metrics_json(self) -> list[dict[str, Any]]:
+        from .measure import as_json
+
+        return as_json(await self.metric_samples())
 
     async def _cmd_reload(self, _req: dict[str, Any]) -> dict[str, Any]:
         ok = await self.reload()

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 from . import log
 from .detect.engine import Engine, logins
 from .events import Event, FilePosition, Finding, JournalPosition, Kind, Line, Retired
+from .measure import Histogram, Sample, sample
 from .parse import Parser
 from .parse.prefix import load_zone
 from .respond.bans import BanManager, BanRecord
@@ -113,12 +114,18 @@ class Pipeline:
         self.paused_for_store = False
         self._retry_at = 0.0
         self._retry_delay = STORE_RETRY_MIN
+        # When each queued batch was handed over (monotonic), in queue order: how long its
+        # lines waited for their events.
+        self._emitted: deque[float] = deque()
+        self.line_to_event = Histogram()
+        self.store_write = Histogram()
         self.log = log.get("pipeline")
 
     async def emit(self, batch: list[Line | Retired]) -> None:
         """Called by sources; waits while the queue is full (back-pressure)."""
         if batch:
             await self.queue.put(batch)
+            self._emitted.append(time.monotonic())
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="pipeline")
@@ -136,17 +143,29 @@ class Pipeline:
             else:
                 first = await self.queue.get()
             items = list(first)
-            taken = 1
+            sizes = [len(first)]
             while len(items) < MAX_BATCH_LINES and not self.queue.empty():
-                items.extend(self.queue.get_nowait())
-                taken += 1
-            await self._handle(items)
+                nxt = self.queue.get_nowait()
+                items.extend(nxt)
+                sizes.append(len(nxt))
+            taken = len(sizes)
+            emitted = [self._emitted.popleft() for _ in range(min(taken, len(self._emitted)))]
+            await self._handle(items, emitted, sizes)
             for _ in range(taken):
                 self.queue.task_done()
             self.last_progress = time.monotonic()
 
-    async def _handle(self, items: list[Line | Retired]) -> None:
+    async def _handle(
+        self,
+        items: list[Line | Retired],
+        emitted: list[float] | None = None,
+        sizes: list[int] | None = None,
+    ) -> None:
         batch = self._process(items)
+        if emitted and sizes:
+            done = time.monotonic()
+            for at, n in zip(emitted, sizes, strict=False):
+                self.line_to_event.observe(done - at, n)
         # Act first: the firewall and the operator never wait for the store (fail closed).
         if batch.bans and self.bans is not None:
             await self.bans.enforce(batch.bans)
@@ -280,8 +299,10 @@ class Pipeline:
                 await asyncio.sleep(wait)
                 self.last_progress = time.monotonic()
             b = self.unstored[0]
+            began = time.monotonic()
             try:
                 await self.store.run(functools.partial(self._commit, b=b))
+                self.store_write.observe(time.monotonic() - began)
             except Exception as exc:
                 if not is_transient(exc):
                     # This batch's data can never be written (a value no column takes):
@@ -379,6 +400,20 @@ class Pipeline:
         self.parser.time.set_zone(load_zone(cfg.sources.timezone))
         if self.engine is not None:
             self.engine.configure(cfg.detection)
+
+    def metrics(self) -> list[Sample]:
+        ps = self.parser.stats
+        return [
+            *(sample("sshmonitor_events_total", n, kind=str(k))
+              for k, n in sorted(ps.kinds.items())),
+            *(
+                sample("sshmonitor_unrecognized_lines_total", n, program=prog)
+                for prog, n in sorted(ps.unrecognized_programs.items())
+            ),
+            sample("sshmonitor_malformed_lines_total", ps.malformed),
+            sample("sshmonitor_store_write_seconds", self.store_write),
+            sample("sshmonitor_line_to_event_seconds", self.line_to_event),
+        ]
 
     def describe(self) -> dict[str, Any]:
         ps = self.parser.stats

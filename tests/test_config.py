@@ -123,7 +123,7 @@ BAD = [
     (
         "sorces: {}",
         "{F}: sorces: unknown key (did you mean 'sources'?); valid keys here: allowlist, control, "
-        "detection, fleet, log, notify, response, sessions, sources, store",
+        "detection, fleet, log, metrics, notify, response, sessions, sources, store",
     ),
     (
         "detection: {ipv6_prefx: 48}",

@@ -11,6 +11,7 @@ and takes out one added by hand; an operator's unban on one host lifts the ban e
 
 from __future__ import annotations
 
+import json
 import subprocess
 import time
 from pathlib import Path
@@ -102,6 +103,17 @@ def fleet(netns_pair: NetnsPair, pg_server: Any, pg_db: str, tmp_path: Path) -> 
         f.stop()
 
 
+def measured(d: DaemonProc) -> dict[tuple[str, tuple[tuple[str, str], ...]], Any]:
+    """What the daemon's metrics endpoint serves, read through ``status --json`` (the same
+    gathering; the daemons run in a namespace whose loopback the test does not share)."""
+    r = d.cli("status", "--json", "--socket", str(d.socket_path))
+    assert r.returncode == 0, r.stderr
+    return {
+        (m["name"], tuple(sorted(m["labels"].items()))): m["value"]
+        for m in json.loads(r.stdout)["metrics"]
+    }
+
+
 def in_set(f: Fleet, host: str, ip: str) -> bool:
     return ip in {
         m.split("/")[0] if m.endswith(("/32", "/128")) else m
@@ -120,6 +132,17 @@ def test_a_ban_on_one_host_reaches_the_others_and_an_unban_lifts_it(fleet: Fleet
         lambda: in_set(fleet, "web2", ip) and in_set(fleet, "web3", ip), 10, step=0.02
     ), fleet.daemons["web2"].log_text()
     print(f"fleet ban propagation: {1000 * (time.monotonic() - t0):.0f} ms after web1's set")
+    # What the metrics endpoint serves (status shows the same gathering; the daemons run in
+    # a namespace whose loopback the test does not share).
+    web2 = fleet.daemons["web2"]
+    got = measured(web2)
+    prop = got[("sshmonitor_fleet_ban_propagation_seconds", ())]
+    assert prop["count"] >= 1 and prop["buckets"]["+Inf"] == prop["count"]
+    assert prop["buckets"]["1.0"] >= 1  # well within a second here
+    assert got[("sshmonitor_bans_total", (("reason", "fleet"),))] >= 1
+    assert ("sshmonitor_fleet_backlog_records", ()) in got
+    # Peers are counted every 10 s: web1 and web3.
+    assert wait_until(lambda: measured(web2)[("sshmonitor_fleet_peers", ())] == 2, 15, step=0.5)
     # The operator lifts it on web3: every host follows.
     r = fleet.daemons["web3"].cli("unban", ip, "--socket", str(fleet.daemons["web3"].socket_path))
     assert r.returncode == 0, r.stderr

@@ -9,7 +9,7 @@ from typing import Any
 
 from .. import config, control
 from ..timefmt import fmt_duration
-from .output import failed, one_lines
+from .output import failed, one_lines, printable
 from .where import config_arg, socket_arg, socket_for
 
 
@@ -88,6 +88,34 @@ def print_status(st: dict[str, Any]) -> None:
         print("  counters:")
         for k, v in counters.items():
             print(f"    {k:<28} {v}")
+    endpoint = g("metrics_endpoint")
+    if isinstance(endpoint, dict):
+        if endpoint.get("error"):
+            print(f"  metrics:  NOT SERVED: {endpoint['error']}")
+        elif endpoint.get("url"):
+            print(f"  metrics:  {endpoint['url']} ({endpoint.get('scrapes', 0)} scrapes)")
+        else:
+            print("  metrics:  no endpoint (metrics.listen is not set)")
+    measured = g("metrics") or []
+    if measured:
+        print("  measurements (the numbers the metrics endpoint serves):")
+        for m in measured:
+            if not isinstance(m, dict):
+                continue
+            labels = m.get("labels") or {}
+            name = str(m.get("name", "?")) + (
+                "{" + ",".join(f'{k}="{v}"' for k, v in labels.items()) + "}" if labels else ""
+            )
+            value = m.get("value")
+            if isinstance(value, dict):  # a histogram
+                n, total = value.get("count", 0), value.get("sum", 0.0)
+                mean = f", mean {total / n:.4f}s" if n else ""
+                shown = f"{n} observed{mean}"
+            elif isinstance(value, float) and not value.is_integer():
+                shown = f"{value:.3f}"
+            else:
+                shown = str(int(value)) if isinstance(value, int | float) else str(value)
+            print(f"    {printable(name)} {shown}")
 
 
 def cmd_status(args: argparse.Namespace) -> int:

@@ -19,6 +19,7 @@ from zoneinfo import ZoneInfo
 from ..addresses import aggregable
 from ..config import DetectionConfig, parse_hours
 from ..events import Action, Event, Finding, Kind, Login, Severity
+from ..measure import Sample, sample
 from .windows import DistinctCounter, WindowCounter, drop_oldest
 from .windows import addr_key as prefix_key
 from .windows import key_network as prefix_network
@@ -713,6 +714,15 @@ class Engine:
             "tracked_users": len(self.ips_per_user),
             "findings": self.findings_total,
         }
+
+
+    def metrics(self) -> list[Sample]:
+        return [
+            sample("sshmonitor_tracked_keys", len(self.by_ip), table="addresses"),
+            sample("sshmonitor_tracked_keys", len(self.by_ip_scan), table="scanners"),
+            sample("sshmonitor_tracked_keys", len(self.ips_per_user), table="addresses_per_user"),
+            sample("sshmonitor_tracked_keys", len(self.users_per_ip), table="users_per_address"),
+        ]
 
 
 def logins(events: Iterable[Event], engine: Engine | None) -> list[Login]:

@@ -33,7 +33,7 @@ import json
 import random
 import sqlite3
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -42,6 +42,7 @@ from .. import log
 from ..aio import wait_event
 from ..config import NotifyConfig
 from ..events import Finding
+from ..measure import Sample, sample
 from ..store import spool
 from ..store.spool import SpoolRow, ThrottleRow
 from .alert import Alert, DeliveryError, Message, severity_rank
@@ -52,6 +53,8 @@ SPOOL_RETRY_MIN, SPOOL_RETRY_MAX = 0.2, 5.0  # seconds between attempts to spool
 SEND_TIMEOUT = 120.0  # a channel call that hangs longer than this is a transient failure
 BATCH_ROWS = 200  # alerts per message at most (more wait for the next one)
 IDLE_POLL = 60.0  # seconds at most between looks at the spool
+STORE_READ_TIMEOUT = 1.0  # seconds a metrics read of the spool may take
+OUTCOMES = ("sent", "failed", "dropped", "dropped_by_cap")  # per channel; "folded": channel all
 
 
 def message_doc(message: Message) -> str:
@@ -120,6 +123,11 @@ class AlertQueue:
             "suppressed_by_cap": 0,
             "messages_spooled": 0,
         }
+        # Alerts by (channel, outcome): sent, failed (a delivery attempt), dropped (given up:
+        # refused for good or too old), dropped_by_cap; folded alerts are counted once, under
+        # channel "all" (folding happens before any channel is chosen).
+        self.outcomes: Counter[tuple[str, str]] = Counter()
+        self._depth: tuple[int, float | None] = (0, None)
         self.last_error: dict[str, str] = {}
         self._in_hand: list[Alert] = []  # the batch being spooled (retried until it is)
         self._spool_lock = asyncio.Lock()
@@ -265,6 +273,8 @@ class AlertQueue:
             self.throttle = {k: v for k, v in self.throttle.items() if v.last_sent >= cutoff}
         self.stats["alerts"] += len(alerts)
         self.stats["folded"] += folded
+        if folded:
+            self.outcomes["all", "folded"] += folded
         self.stats["spooled"] += len(rows)
         if self.dry_run:
             for a in alerts:
@@ -330,6 +340,8 @@ class AlertQueue:
             spool.delete(conn, gone + orphans)
         for _id, channel, doc, kind in old:
             self.stats["dropped_too_old"] += 1
+            if kind == spool.ALERT:
+                self.outcomes[channel, "dropped"] += 1
             a = json.loads(doc)
             self.log.error(
                 f"{kind} dropped: undelivered for longer than notify.max_age",
@@ -377,6 +389,7 @@ class AlertQueue:
             if held:
                 self.suppressed[ch.name] = self.suppressed.get(ch.name, 0) + held
                 self.stats["suppressed_by_cap"] += held
+                self.outcomes[ch.name, "dropped_by_cap"] += held
             keep = [(i, a) for i, a in zip(ids, alerts, strict=True) if a.rank >= crit]
             ids = [i for i, _a in keep]
             alerts = [a for _i, a in keep]
@@ -394,6 +407,7 @@ class AlertQueue:
         sent.append(now)
         self.suppressed[ch.name] = 0
         self.stats["messages_sent"] += 1
+        self.outcomes[ch.name, "sent"] += len(alerts)
         self.last_error.pop(ch.name, None)
         self.log.info(
             "alert message delivered",
@@ -455,6 +469,10 @@ class AlertQueue:
         self.stats["delivery_failures"] += 1
         self.last_error[channel] = str(err)
         what = "message" if rows and rows[0].kind == spool.MESSAGE else "alert"
+        if what == "alert":
+            self.outcomes[channel, "failed"] += len(ids)
+            if err.permanent:
+                self.outcomes[channel, "dropped"] += len(ids)
         # A prepared message (the report) is one message, named by its id; alerts are counted.
         size = {"message_id": rows[0].batch} if what == "message" else {"alerts": len(ids)}
         if err.permanent:
@@ -505,6 +523,29 @@ class AlertQueue:
                 if self.channels.get(name) is not c:
                     asyncio.get_running_loop().create_task(c.close())
         self._wake.set()
+
+    async def metrics(self) -> list[Sample]:
+        # Bounded: status and scrapes must answer even while the store is stuck (that is
+        # when they are needed most); then the last depth read stands.
+        with contextlib.suppress(Exception):
+            self._depth = await asyncio.wait_for(self.store.run(spool.depth), STORE_READ_TIMEOUT)
+        n, oldest = self._depth
+        # Every configured channel's series exists from the start (at 0), so a rate over
+        # them means something before the first alert.
+        counts = Counter({(ch, o): 0 for ch in self.channels for o in OUTCOMES})
+        counts["all", "folded"] = 0
+        counts.update(self.outcomes)
+        return [
+            *(
+                sample("sshmonitor_alerts_total", v, channel=ch, outcome=out)
+                for (ch, out), v in sorted(counts.items())
+            ),
+            sample("sshmonitor_alert_spool_depth", n),
+            sample(
+                "sshmonitor_alert_spool_oldest_seconds",
+                0.0 if oldest is None else max(0.0, time.time() - oldest),
+            ),
+        ]
 
     def describe(self) -> dict[str, Any]:
         names = ", ".join(self.channels) or "journal only"

@@ -39,6 +39,8 @@ class ParseStats:
     malformed: int = 0  # no recognisable prefix at all
     errors: int = 0  # a parser raised (a bug): counted, sampled, never fatal
     kinds: Counter[str] = field(default_factory=Counter)
+    # By program (only programs we parse reach here: a bounded set of names).
+    unrecognized_programs: Counter[str] = field(default_factory=Counter)
     unrecognized_samples: list[str] = field(default_factory=list)
     malformed_samples: list[str] = field(default_factory=list)
     error_samples: list[str] = field(default_factory=list)
@@ -182,8 +184,10 @@ class Parser:
             return None
         st.events += 1
         st.kinds[ev.kind] += 1
-        if ev.kind is Kind.UNRECOGNIZED and len(st.unrecognized_samples) < MAX_SAMPLES:
-            st.unrecognized_samples.append(raw[:500])
+        if ev.kind is Kind.UNRECOGNIZED:
+            st.unrecognized_programs[ev.program if ev.program in PROGRAMS else "other"] += 1
+            if len(st.unrecognized_samples) < MAX_SAMPLES:
+                st.unrecognized_samples.append(raw[:500])
         return ev
 
     def _error(self, raw: str) -> None:

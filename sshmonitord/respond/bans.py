@@ -34,6 +34,7 @@ import ipaddress
 import math
 import sqlite3
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, replace
 from functools import partial
@@ -43,6 +44,7 @@ from .. import log
 from ..addresses import IPNetwork, OperatorError, normalize_network, parse_network
 from ..config import ResponseConfig
 from ..events import Finding
+from ..measure import Sample, sample
 from ..store import bans as bans_store
 from .backend import Backend, BackendError, NotSetUp
 from .policy import ALWAYS_ALLOWED, Ban, Policy, Skip, allowlisted, ban_seconds, decide, refusal
@@ -169,6 +171,9 @@ class BanManager:
         self.errors = 0
         self.store_errors = 0
         self.banned_total = 0
+        # Bans placed, by rule (a detection rule, "operator", "fleet"; "restored": put back
+        # from the store at start). Rule names come from the code, never from a log line.
+        self.bans_by_reason: Counter[str] = Counter()
         self.skipped_allowlisted = 0
         self.skipped_refused = 0
         # Past bans per network (this dry-run mode), for escalation: bumped on every decision.
@@ -189,6 +194,7 @@ class BanManager:
         loaded = await self.store.run(self._load)
         self._offences = loaded.offences
         self.active = {r.net: r for r in loaded.active}
+        self.bans_by_reason["restored"] += len(self.active)
         for old, new in loaded.renamed:
             self.log.info("stored ban normalised", stored=old, net=new)
         for net, why in loaded.lifted:
@@ -441,6 +447,7 @@ class BanManager:
                 self._ended[old.key] = (now, "replaced")
             self.active[r.net] = r
         self.banned_total += len(records)
+        self.bans_by_reason.update(r.rule for r in records)
         for r in records:
             self.log.warning(
                 "banning" if not r.dry_run else "DRY RUN: would ban",
@@ -798,6 +805,15 @@ class BanManager:
                 "times_banned": max(r.offence, self._offences.get(r.net, 0)),
             }
             for r in sorted(self.active.values(), key=lambda r: r.created)
+        ]
+
+    def metrics(self) -> list[Sample]:
+        backend = str(getattr(self.backend, "name", "?"))
+        return [
+            sample("sshmonitor_bans_active", len(self.active), backend=backend),
+            *(sample("sshmonitor_bans_total", n, reason=r)
+              for r, n in sorted(self.bans_by_reason.items())),
+            sample("sshmonitor_backend_errors_total", self.errors, backend=backend),
         ]
 
     def describe(self) -> dict[str, Any]:

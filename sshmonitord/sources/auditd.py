@@ -30,6 +30,7 @@ from typing import Any
 
 from .. import log
 from ..events import FilePosition, Line, Retired
+from ..measure import Sample
 from .audit_records import END_OF_EVENT_TIMEOUT, MAX_PENDING, AuditGrouper
 from .tailer import Tailer
 
@@ -151,6 +152,9 @@ class AuditSource:
             "forgeable": False,
             "warnings": d["warnings"],  # gaps, copytruncate (docs/rotation.md)
         }
+
+    def metrics(self) -> list[Sample]:
+        return self.tailer.metrics()
 
     def healthy(self) -> bool:
         if self._task is not None and self._task.done():

@@ -30,6 +30,7 @@ from typing import Any, NamedTuple
 from .. import log
 from ..config import JournalTrustConfig
 from ..events import JournalPosition, Line
+from ..measure import Sample, sample
 
 # Only these fields travel with a Line: what the parser reads, what identifies a record, and
 # the trusted fields the trust decision reads (kept so a trace shows why a record counted).
@@ -335,6 +336,8 @@ class JournalSource:
         self.restarts = 0
         self.records = 0
         self.bad_records = 0
+        # Seconds between the newest record's journal timestamp and our reading it.
+        self.delay = 0.0
         self.trusted = 0
         self.user_only = 0
         self.rejected: Counter[str] = Counter()
@@ -424,6 +427,7 @@ class JournalSource:
                 # Hand over what has arrived; wait for more only when nothing is buffered
                 # (also after a dropped record: what came before it must not wait).
                 if batch and (len(batch) >= 500 or not _buffered(self.proc.stdout)):
+                    self._measure_delay(batch[-1])
                     await self.emit(batch)
                     batch = []
         finally:
@@ -436,6 +440,24 @@ class JournalSource:
             if not self._stopping:
                 msg = stderr.decode("utf-8", "replace").strip()
                 self.last_error = f"exit status {rc}" + (f": {msg[-500:]}" if msg else "")
+
+    def _measure_delay(self, line: Line) -> None:
+        stamp = (line.fields or {}).get("__REALTIME_TIMESTAMP")
+        with contextlib.suppress(TypeError, ValueError):
+            self.delay = max(0.0, time.time() - int(str(stamp)) / 1e6)
+
+    def metrics(self) -> list[Sample]:
+        src = "journal"
+        return [
+            sample("sshmonitor_lines_read_total", self.records, source=src),
+            sample("sshmonitor_source_lag_seconds", self.delay, source=src),
+            sample("sshmonitor_lines_rejected_total", self.bad_records, source=src,
+                   reason="bad_record"),
+            *(
+                sample("sshmonitor_lines_rejected_total", n, source=src, reason=reason)
+                for reason, n in sorted(self.rejected.items())
+            ),
+        ]
 
     def _admit(self, line: Line) -> bool:
         """Judge a record: False drops it (counted and sampled, never emitted)."""

@@ -48,6 +48,7 @@ from typing import Any
 from .. import log
 from ..aio import wait_event
 from ..events import FilePosition, Line, Retired
+from ..measure import Sample, sample
 
 FP_BYTES = 1024  # fingerprint: hash of the first (up to) this many bytes
 READ_CHUNK = 256 * 1024
@@ -142,6 +143,14 @@ class TailStats:
 
     def as_dict(self) -> dict[str, int]:
         return dict(self.__dict__)
+
+    @classmethod
+    def total(cls, parts: Iterable[TailStats]) -> TailStats:
+        out = cls()
+        for p in parts:
+            for k, v in p.__dict__.items():
+                setattr(out, k, getattr(out, k) + v)
+        return out
 
 
 @dataclass
@@ -253,6 +262,8 @@ class FileFollower:
         # Retired markers waiting for a Line of a newer file (see _release).
         self._held: list[tuple[int, Retired]] = []
         self.warnings: list[str] = []
+        # When this path last had nothing unread (monotonic): how far behind it is, in time.
+        self.caught_up_at = time.monotonic()
 
     # ------------------------------------------------------------------ start / resume
 
@@ -583,6 +594,8 @@ class FileFollower:
         if self._hit_limit:
             self.more = True
             return out  # not at EOF yet: rotation is checked once the file is drained
+        if not self.draining:
+            self.caught_up_at = now
         st = self._stat_path()
         if st is None or (st.st_dev, st.st_ino) != (cur.dev, cur.inode):
             # Renamed or deleted (and perhaps replaced): keep the old fd to drain it.
@@ -839,6 +852,44 @@ class FileFollower:
         self.draining.clear()
         self.current = None
 
+    def bytes_behind(self) -> int:
+        """Bytes written to this path's files that are not read yet (compressed rotated
+        files, read through a decompressor, are not counted)."""
+        behind = 0
+        for o in [*self.draining, *([self.current] if self.current else [])]:
+            if o.stream is not None or o.broken:
+                continue
+            try:
+                size = os.fstat(o.fd).st_size
+            except OSError:
+                continue
+            behind += max(0, size - o.offset - len(o.buf))
+        return behind
+
+    def metrics(self, now: float) -> list[Sample]:
+        s, src = self.stats, self.path
+        behind = self.bytes_behind()
+        return [
+            sample("sshmonitor_lines_read_total", s.lines, source=src),
+            sample("sshmonitor_source_bytes_behind", behind, source=src),
+            sample(
+                "sshmonitor_source_lag_seconds",
+                0.0 if behind == 0 else max(0.0, now - self.caught_up_at),
+                source=src,
+            ),
+            sample("sshmonitor_rotations_total", s.rotations, source=src, kind="rotated"),
+            sample("sshmonitor_rotations_total", s.copytruncates, source=src, kind="copytruncate"),
+            sample(
+                "sshmonitor_rotations_total",
+                s.truncations - s.copytruncates,
+                source=src,
+                kind="truncated",
+            ),
+            # Cut at max_line_length, not dropped: the first part is read.
+            sample("sshmonitor_lines_rejected_total", s.truncated_lines, source=src,
+                   reason="too_long"),
+        ]
+
     def describe(self) -> str:
         if self.current is None:
             return f"waiting for {self.path}"
@@ -875,11 +926,10 @@ class Tailer:
         use_inotify: bool = True,
         saved_times: dict[tuple[str, int, int], float] | None = None,
     ) -> None:
-        self.stats = TailStats()
         # saved_times: when each saved position was last written (Store.file_position_times);
         # what was rotated after that is unread when the saved file itself is gone.
         self.followers = [
-            FileFollower(p, start_at, max_line_length, self.stats, saved_times=saved_times)
+            FileFollower(p, start_at, max_line_length, TailStats(), saved_times=saved_times)
             for p in paths
         ]
         self.emit = emit
@@ -939,6 +989,15 @@ class Tailer:
 
     def wake(self) -> None:
         self._wake.set()
+
+    @property
+    def stats(self) -> TailStats:
+        """All paths together (each follower counts its own)."""
+        return TailStats.total(f.stats for f in self.followers)
+
+    def metrics(self) -> list[Sample]:
+        now = time.monotonic()
+        return [m for f in self.followers for m in f.metrics(now)]
 
     async def stop(self) -> None:
         self._stopping = True

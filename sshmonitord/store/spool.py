@@ -51,6 +51,12 @@ def count(conn: sqlite3.Connection) -> int:
     return int(conn.execute("SELECT COUNT(*) FROM alert_spool").fetchone()[0])
 
 
+def depth(conn: sqlite3.Connection) -> tuple[int, float | None]:
+    """(rows waiting, when the oldest was spooled)."""
+    n, oldest = conn.execute("SELECT COUNT(*), MIN(created) FROM alert_spool").fetchone()
+    return int(n), None if oldest is None else float(oldest)
+
+
 def retry_now(conn: sqlite3.Connection, now: float) -> None:
     """Make every row waiting for a later retry due at ``now``."""
     conn.execute("UPDATE alert_spool SET next_attempt = ? WHERE next_attempt > ?", (now, now))

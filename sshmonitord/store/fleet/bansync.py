@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from ...measure import Histogram
 from . import schema as fs
 from .worker import Worker
 
@@ -54,7 +55,11 @@ _COLS = (
     "id, left(host, 200), action, net::text, left(rule, 64), left(reason, 500), created, expires"
 )
 
-SELECT_AFTER = f"SELECT {_COLS} FROM {fs.SCHEMA}.ban_log WHERE id > %s ORDER BY id LIMIT 10000"
+# With when the database took each entry: how long it took to reach this host.
+SELECT_AFTER = (
+    f"SELECT {_COLS}, extract(epoch FROM at)::float8 FROM {fs.SCHEMA}.ban_log "
+    "WHERE id > %s ORDER BY id LIMIT 10000"
+)
 # Each network's longest-running ban not followed by an unban; and each network whose newest
 # entry is an unban.
 SELECT_ACTIVE = f"""
@@ -128,6 +133,9 @@ class BanSync(Worker):
         self.reconciles = 0
         self.repaired = 0
         self.last_reconcile: float | None = None
+        # From the database taking a ban log entry to this host having applied it (the
+        # database's clock against ours: keep them in step with NTP).
+        self.propagation = Histogram()
         self._poke = asyncio.Event()
 
     def reconcile_now(self) -> None:
@@ -183,7 +191,9 @@ class BanSync(Worker):
         while True:
             async with conn.cursor() as cur:
                 await cur.execute(SELECT_AFTER, (self.last_id,))
-                rows = [_ban(r) for r in await cur.fetchall()]
+                fetched = await cur.fetchall()
+            rows = [_ban(r[:8]) for r in fetched]
+            at = {int(r[0]): r[8] for r in fetched}
             if not rows:
                 return
             self.last_id = rows[-1].id
@@ -193,6 +203,10 @@ class BanSync(Worker):
             if theirs:
                 self.applied += len(theirs)
                 await self.on_entries(theirs)
+                now = time.time()
+                for b in theirs:
+                    if at.get(b.id) is not None:
+                        self.propagation.observe(now - float(at[b.id]))
             if len(rows) < 10000:
                 return
 

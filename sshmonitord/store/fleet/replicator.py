@@ -42,6 +42,7 @@ POLL = 0.2  # seconds between looks at the outbox while idle: a ban ships within
 BATCH = 2000  # outbox entries per transaction
 PRUNE_EVERY = 30.0
 STATUS_EVERY = 10.0  # seconds between "still here" updates of an idle host's row
+PEER_WINDOW = 300  # a host heard from within this many seconds counts as a peer
 FLEET_RULE = "fleet"  # the rule of a ban that came from the fleet: never published back
 
 
@@ -228,6 +229,8 @@ class Replicator(Worker):
         self.batch = batch
         self.poll = poll
         self.stats = ReplicatorStats()
+        self.peers = 0  # other hosts heard from in the last PEER_WINDOW seconds
+        self._peers_at = 0.0
         self.base = 0  # fleet seq = base + local seq
         self.confirmed = 0  # local seq the fleet has
         self._pruned = 0
@@ -305,6 +308,8 @@ class Replicator(Worker):
             if time.monotonic() - last_prune > PRUNE_EVERY:
                 last_prune = time.monotonic()
                 await self._prune()
+            if time.monotonic() - self._peers_at > STATUS_EVERY:
+                await self._count_peers(conn)
             if n >= self.batch:
                 continue
             self._wake.clear()
@@ -483,6 +488,17 @@ class Replicator(Worker):
             self._caught_up = time.time()
             return 0.0
         return max(0.0, time.time() - self._caught_up)
+
+    async def _count_peers(self, conn: Any) -> None:
+        self._peers_at = time.monotonic()
+        async with conn.cursor() as cur:
+            await cur.execute(
+                f"SELECT count(*) FROM {fs.SCHEMA}.hosts WHERE name <> %s "
+                "AND last_contact > now() - make_interval(secs => %s)",
+                (self.host, PEER_WINDOW),
+            )
+            row = await cur.fetchone()
+        self.peers = int(row[0]) if row else 0
 
     async def _status(self, conn: Any, pending: int) -> None:
         self._status_at = time.monotonic()

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 from ... import log
 from ...config import Config, FleetConfig
 from ...events import FleetFinding, Tally
+from ...measure import Histogram, Sample, sample
 from .. import outbox
 from . import FleetUnavailable, conninfo, host_name, redact
 from . import schema as fs
@@ -81,6 +82,7 @@ class FleetService:
         self.bansync: BanSync | None = None
         self.leader: Any = None
         self.schema_error: str | None = None
+        self._backlog = 0
         self._task: asyncio.Task[None] | None = None
         self.log = log.get("fleet")
 
@@ -187,6 +189,25 @@ class FleetService:
                 "(systemctl restart sshmonitor)"
             )
         self.full_cfg = cfg
+
+    async def metrics(self) -> list[Sample]:
+        rep, sync = self.replicator, self.bansync
+        # Counted in the outbox itself: while the database is away it keeps growing.
+        after = rep.confirmed if rep is not None else 0
+        # Bounded, as the alert spool's read: the last count stands while the store is stuck.
+        with contextlib.suppress(Exception):
+            self._backlog, _top = await asyncio.wait_for(
+                self.store.run(functools.partial(outbox.backlog, after=after)), 1.0
+            )
+        backlog = self._backlog
+        return [
+            sample("sshmonitor_fleet_backlog_records", backlog),
+            sample("sshmonitor_fleet_peers", rep.peers if rep else 0),
+            sample(
+                "sshmonitor_fleet_ban_propagation_seconds",
+                sync.propagation if sync else Histogram(),
+            ),
+        ]
 
     def describe(self) -> dict[str, Any]:
         rep = self.replicator.describe() if self.replicator is not None else {}
