@@ -96,11 +96,30 @@ class BanRecord:
         return (self.net, self.created)
 
 
-def _needs_push(net: IPNetwork, left: int, present: dict[IPNetwork, float | None]) -> bool:
+def _widths(present: Iterable[IPNetwork]) -> list[tuple[int, int]]:
+    """The (version, prefix length) pairs among ``present``, narrowest first: the element
+    that is the ban itself is found before a wider one that covers it."""
+    return sorted({(p.version, p.prefixlen) for p in present}, reverse=True)
+
+
+def _needs_push(
+    net: IPNetwork,
+    left: int,
+    present: dict[IPNetwork, float | None],
+    widths: Iterable[tuple[int, int]] | None = None,
+) -> bool:
     """Is ``net`` absent from the firewall (no element covers it), or about to run out there
-    while our ban goes on (a backend that caps timeouts, like ipset's 24.8 days)?"""
-    for p, remaining in present.items():
-        if p.version == net.version and net.subnet_of(p):  # type: ignore[arg-type]
+    while our ban goes on (a backend that caps timeouts, like ipset's 24.8 days)?
+
+    ``widths``: the (version, prefix length) pairs present has (compute once per pass).
+    Looking up ``net``'s supernet of each of those widths keeps a pass over N bans linear:
+    scanning every element for each ban took 16 s of a blocked event loop at 4,500 bans."""
+    for version, width in _widths(present) if widths is None else widths:
+        if version != net.version or width > net.prefixlen:
+            continue
+        cover = net if width == net.prefixlen else net.supernet(new_prefix=width)
+        if cover in present:
+            remaining = present[cover]
             return remaining is not None and remaining < 2 * MAINTENANCE_EVERY < left
     return True
 
@@ -285,12 +304,13 @@ class BanManager:
             leftovers, self._firewall_leftovers = self._firewall_leftovers, []
             with contextlib.suppress(BackendError):
                 await self.backend.unban(leftovers)
+        widths = _widths(present)
         missing = [
             r
             for r in self.active.values()
             if not r.dry_run
             and r.seconds_left > 0
-            and _needs_push(ipaddress.ip_network(r.net), r.seconds_left, present)
+            and _needs_push(ipaddress.ip_network(r.net), r.seconds_left, present, widths)
         ]
         if missing:
             if not initial:
