@@ -388,6 +388,38 @@ def test_forwardemail_retry_semantics(http_server: ScriptedHttpServer) -> None:
     assert len(http_server.requests) == 4
 
 
+def test_http_timeout_on_a_new_connection_is_a_delivery_error(
+    http_server: ScriptedHttpServer,
+) -> None:
+    """No answer in time on a connection just opened (a new channel each time: no kept-alive
+    connection to reuse), called the way the queue calls it (asyncio.wait_for). Under anyio < 4
+    (Debian 12: httpx 0.23.3 over anyio 3.6.2) opening the connection left a stray cancel
+    request on the calling task, and the timeout came out as CancelledError — to the queue,
+    as if it had been cancelled — until the request got a task of its own (post_json)."""
+    http_server.script(*[Reply(200, {"id": "late"}, delay=3.0) for _ in range(3)])
+
+    async def go() -> tuple[list[Any], int]:
+        outcomes: list[Any] = []
+        for _ in range(3):
+            ch = forwardemail(http_server, timeout=0.3)
+            try:
+                outcomes.append(await asyncio.wait_for(ch.send(message()), 30))
+            except DeliveryError as exc:
+                outcomes.append(exc)
+            finally:
+                await ch.close()
+        task = asyncio.current_task()
+        assert task is not None
+        return outcomes, task.cancelling()
+
+    outcomes, cancelling = run(go())
+    for exc in outcomes:
+        assert isinstance(exc, DeliveryError) and not exc.permanent, exc
+        assert "no answer within 0.3s" in str(exc)
+    assert cancelling == 0  # the caller's task is left as it was
+    assert len(http_server.requests) == 3
+
+
 def test_forwardemail_client_error_is_permanent(http_server: ScriptedHttpServer) -> None:
     http_server.script(
         Reply(400, {"statusCode": 400, "error": "Bad Request", "message": "Invalid recipients"})

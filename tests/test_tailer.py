@@ -666,3 +666,52 @@ def test_saved_key_reused_by_a_newer_generation_keeps_its_position(tmp_path):
     final = rows[-1]
     assert [k[2] for k in final] == [p.stat().st_ino]  # only the current file's position
     g.close()
+
+
+def test_inotify_wakes_the_tailer_long_before_the_stat_timer(tmp_path):
+    """The watchdog observer really runs (on every watchdog the package supports: Debian 12's
+    2.2.1 has no schedule(event_filter=), see _start_observer) and wakes the tailer for an
+    append and for a rotation, with the stat() timer far too slow to be what found them."""
+    import asyncio
+    import time
+
+    from sshmonitord.sources.tailer import Tailer
+
+    p = tmp_path / "auth.log"
+    append(p, seq_text(1, 3))
+
+    async def run() -> None:
+        got: list[int] = []
+        arrived = asyncio.Event()
+
+        async def emit(items: list) -> None:
+            got.extend(nums(items))
+            arrived.set()
+
+        t = Tailer([str(p)], emit=emit, start_at="beginning", poll_interval=60.0)
+        await t.start()
+        try:
+            assert t._observer is not None, "the watchdog observer did not start"
+            assert t._observer.is_alive()
+
+            async def wait_for(last: int) -> float:
+                start = time.monotonic()
+                while not got or got[-1] != last:
+                    arrived.clear()
+                    await asyncio.wait_for(arrived.wait(), 10)
+                return time.monotonic() - start
+
+            await wait_for(3)  # the backlog, read at start without any wake-up
+            await asyncio.sleep(0.2)  # the loop is now asleep for up to poll_interval
+            append(p, seq_text(4, 5))
+            assert await wait_for(5) < 5, "an append did not wake the tailer"
+            await asyncio.sleep(0.2)
+            os.rename(p, tmp_path / "auth.log.1")  # logrotate's `create`
+            append(p, seq_text(6, 6))
+            assert await wait_for(6) < 5, "a rotation did not wake the tailer"
+            assert got == list(range(1, 7))
+        finally:
+            await t.stop()
+        assert not t._observer.is_alive()
+
+    asyncio.run(run())

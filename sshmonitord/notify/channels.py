@@ -201,7 +201,18 @@ class HttpChannel(BaseChannel):
             # httpx's timeout is per operation; this bounds the whole exchange, so a server
             # trickling one byte a second cannot hold a delivery for ever.
             async with asyncio.timeout(self.timeout):
-                resp = await self._client.post(url, json=payload, headers=headers, auth=auth)
+                # The request runs in a task of its own, not in ours. anyio < 4 (under httpx
+                # 0.23: Debian 12 has anyio 3.6.2) cancels the task that opens a connection
+                # (connect_tcp's task group cancels its host task once connected) and never
+                # uncancel()s it. In our task, that stray request made asyncio.timeout take
+                # its own expiry for someone else's cancellation: a server that did not answer
+                # on a new connection raised CancelledError instead of TimeoutError, and
+                # through the queue's wait_for() the delivery task died as if cancelled.
+                # Cancelling us (the timeout, a shutdown) still cancels the request.
+                resp = await asyncio.create_task(
+                    self._client.post(url, json=payload, headers=headers, auth=auth),
+                    name="http-post",
+                )
         except (TimeoutError, httpx.TimeoutException):
             raise DeliveryError(
                 f"{shown}: no answer within {self.timeout:g}s", permanent=False

@@ -1038,6 +1038,8 @@ class Tailer:
 
 def _start_observer(paths: list[str], wake: Callable[[], object]) -> Any:
     """inotify through watchdog on each path's directory (and a symlink target's)."""
+    import inspect
+
     try:
         from watchdog.events import FileSystemEventHandler
         from watchdog.observers import Observer
@@ -1079,9 +1081,16 @@ def _start_observer(paths: list[str], wake: Callable[[], object]) -> Any:
     ]
     observer = Observer()
     handler = Handler()
+    # schedule(event_filter=) is watchdog >= 4. Older ones (Debian 12 ships watchdog 2.2.1)
+    # raise TypeError for it; they take no filter, but their fixed inotify mask already
+    # leaves out opens, reads and close-after-read (it adds only attribute changes), so
+    # without the filter we get at most a few more wake-ups, never fewer.
+    kw: dict[str, Any] = {"recursive": False}
+    if "event_filter" in inspect.signature(observer.schedule).parameters:
+        kw["event_filter"] = wanted
     for d in dirs:
         try:
-            observer.schedule(handler, d, recursive=False, event_filter=wanted)
+            observer.schedule(handler, d, **kw)
         except OSError:
             continue  # no inotify here (limits, NFS): the stat() timer still covers us
     try:
