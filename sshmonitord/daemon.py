@@ -32,7 +32,7 @@ from .control import ControlError, ControlServer
 from .detect.engine import Engine, History
 from .events import Action, Event, Finding, FleetFinding, Severity
 from .measure import Sample, sample
-from .notify.build import build_channels
+from .notify.build import build_channels, journal_channel
 from .notify.channels import BaseChannel
 from .notify.queue import AlertQueue
 from .notify.report import ReportScheduler
@@ -42,6 +42,7 @@ from .paths import resolve_socket, resolve_state_dir
 from .pipeline import Pipeline
 from .respond.backends import backend_for
 from .respond.bans import BanManager, NotCompleted
+from .sources.journal import journald_running
 from .store import Store, StoreError, outbox
 from .store import history as history_store
 from .systemd import Notifier
@@ -262,6 +263,7 @@ class Daemon:
             channels,
             socket.gethostname(),
             dry_run=self.dry_run,
+            journal=journal_channel(self.config.notify.channels, socket.gethostname()),
         )
         # The daily report goes out through the alert spool: its retries, its durability.
         self.report = ReportScheduler(
@@ -288,7 +290,8 @@ class Daemon:
             self.engine,
             self.bans,
             on_events=self._on_events,
-            on_findings=self._on_findings,
+            on_findings=self._alert,
+            on_found=self._log_findings,
             trace=self.trace_lines,
             sessions=self.sessions,
         )
@@ -325,6 +328,9 @@ class Daemon:
                 self.log.warning("cannot store where the sources start", error=str(exc))
         if self.store.recovered is not None:
             await self._alert_store_recovered(self.store.recovered)
+        silent = self._silent_sources()
+        if silent is not None:
+            self.log.warning("nothing to read", detail=silent)
         if self.config.metrics.listen.strip():
             await self._start_metrics(self.config.metrics.listen)
 
@@ -392,10 +398,15 @@ class Daemon:
         return build_channels(cfg.notify.channels, socket.gethostname())
 
     async def _on_findings(self, findings: list[Finding]) -> None:
-        # The journal is the always-on alert channel; e-mail and webhooks queue from here.
-        if self.alerts is not None:
-            bans = self.bans.alert_info(findings) if self.bans is not None else {}
-            await self.alerts.submit(findings, bans)
+        """Findings from outside the pipeline (the fleet's rules, a damaged store): log them,
+        then alert."""
+        self._log_findings(findings)
+        await self._alert(findings)
+
+    def _log_findings(self, findings: list[Finding]) -> None:
+        """The journal's record of what detection found. The pipeline calls it as soon as a
+        batch's findings exist, before their bans are decided and placed, so the journal
+        reads "finding" before the "banning" (or "not banning") it caused."""
         for f in findings:
             self.counters.inc(f"findings.{f.rule}")
             self.findings_by[f.rule, str(f.severity)] += 1
@@ -409,6 +420,20 @@ class Daemon:
                 summary=f.summary,
                 evidence=[e.raw for e in f.events[-3:]],
             )
+
+    async def _alert(self, findings: list[Finding]) -> None:
+        """Findings become alerts once their bans are in place (an alert says what was done).
+        The alert queue logs each one (``alert stage=alerts …``: the journal is always a
+        channel) and queues it for e-mail and webhooks. An allowlisted address kept from a
+        ban is said so in its alert, or not alerted on with ``response.alert_allowlisted:
+        false``."""
+        if self.alerts is None:
+            return
+        bans = self.bans.alert_info(findings) if self.bans is not None else {}
+        if not self.config.response.alert_allowlisted:
+            findings = [f for f in findings if "allowlisted" not in bans.get(f.ban_net or "", {})]
+        if findings:
+            await self.alerts.submit(findings, bans)
 
     async def _on_fleet_findings(self, found: list[FleetFinding]) -> None:
         """The fleet's rules found something while this host held the lease: alert as for a
@@ -482,7 +507,8 @@ class Daemon:
                 for stage in self.stages:
                     if stage is self.alerts:
                         chans = self._channels(new)
-                        self.alerts.apply_config(new, chans)
+                        journal = journal_channel(new.notify.channels, socket.gethostname())
+                        self.alerts.apply_config(new, chans, journal)
                         # Built together with the alert queue in _open(): never None here.
                         if self.report is not None:
                             self.report.apply_config(new, chans)
@@ -567,7 +593,10 @@ class Daemon:
         parts = []
         described = [s.describe() for s in self.stages if s.role == "source"]
         following = [d["summary"] for d in described if d.get("summary")]
-        parts.append("; ".join(following) if following else "no log sources open")
+        if self._silent_sources(described) is not None:
+            parts.append("NOTHING CAN ARRIVE: " + ("; ".join(following) or "no log source"))
+        else:
+            parts.append("; ".join(following) if following else "no log sources open")
         parts.append(f"{_human(self.rate.per_hour())} events/h")
         if self.bans is not None:
             parts.append(self.bans.describe()["summary"])
@@ -601,8 +630,44 @@ class Daemon:
             out["unstored_lines"] = self.pipeline.unstored_lines
         return out
 
+    def _silent_sources(self, described: list[dict[str, Any]] | None = None) -> str | None:
+        """Why no sshd line can reach us now (every log source waits for a file that does not
+        exist, or reads a journal no journald writes), or None. auditd's log does not count:
+        it carries no logins."""
+        if described is None:
+            described = [s.describe() for s in self.stages if s.role == "source"]
+        feeds = [d for d in described if d.get("name") != "auditd"]
+        if not feeds or any(d.get("can_deliver", True) for d in feeds):
+            return None
+        head = "no log source can deliver anything: "
+        if any(d.get("mode") == "journal" for d in feeds):
+            return (
+                head + "journald is not running here, so the journal gets no new records "
+                "(start systemd-journald, or set sources.mode: file)"
+            )
+        files = ", ".join(p for d in feeds for p in d.get("waiting_for") or []) or "the log files"
+        if self.config.sources.mode == "auto":
+            # Why auto mode did not take the journal (sources.choose).
+            journal = (
+                f"journalctl ({self.config.sources.journal.journalctl}) cannot be run"
+                if journald_running()
+                else "journald is not running here"
+            )
+            return (
+                head + f"{journal} and none of {files} exists; each file is "
+                "read as soon as it appears (install rsyslog, or set sources.files to where "
+                "sshd logs)"
+            )
+        return (
+            head + f"none of {files} exists; each is read as soon as it appears (is "
+            "sources.files where sshd logs?)"
+        )
+
     def _warnings(self) -> list[str]:
         out: list[str] = []
+        silent = self._silent_sources()
+        if silent is not None:
+            out.append(silent)
         rec = self.store.recovered
         if rec is not None:
             out.append(

@@ -84,6 +84,7 @@ class Pipeline:
         maxsize: int = QUEUE_BATCHES,
         sessions: SessionTracker | None = None,
         max_unstored_lines: int = MAX_UNSTORED_LINES,
+        on_found: Callable[[list[Finding]], None] | None = None,
     ) -> None:
         self.store = store
         # The audit trail: joins events into sessions inside the batch's transaction.
@@ -93,6 +94,10 @@ class Pipeline:
         self.bans = bans
         self.on_events = on_events
         self.on_findings = on_findings
+        # Told of a batch's findings as soon as detection made them, before any ban is
+        # decided: the journal then reads cause (the finding) before effect (the ban). It
+        # must be quick and must not wait (it runs before the firewall is touched).
+        self.on_found = on_found
         self.findings = 0
         self.engine_errors = 0
         self.trace = trace
@@ -183,7 +188,7 @@ class Pipeline:
         await self._store_pending()
 
     def _process(self, items: list[Line | Retired]) -> Handled:
-        """Parse and detect (pure: no I/O); decide the bans the findings call for."""
+        """Parse and detect (no I/O but logging); decide the bans the findings call for."""
         files: dict[tuple[str, int, int], FilePosition] = {}
         retired: list[tuple[str, int, int]] = []
         cursors: dict[str, str] = {}
@@ -234,6 +239,11 @@ class Pipeline:
             elif sessions is not None and sessions.wants(ev):
                 tracked.append(ev)
         findings = self._detect(events)
+        if findings and self.on_found is not None:
+            try:
+                self.on_found(findings)
+            except Exception:  # a reporting bug must never cost a ban
+                self.log.exception("reporting findings failed")
         now = time.time()
         bans = self.bans.decide(findings, now) if self.bans is not None and findings else []
         attempts = self.engine.attempts if self.engine is not None else None

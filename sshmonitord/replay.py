@@ -14,15 +14,17 @@ tests/test_replay_equals_daemon.py holds replay to that.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import io
 import ipaddress
 import json
 import os
+import stat
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
 from typing import Any, TextIO
@@ -30,6 +32,7 @@ from typing import Any, TextIO
 from .config import Config
 from .detect.engine import Engine, History
 from .events import Event, Finding, Kind
+from .notify.render import visible
 from .parse import Parser
 from .parse.prefix import load_zone
 from .respond.policy import Ban, MemoryHistory, Policy, decide
@@ -46,7 +49,8 @@ FAILURE_KINDS = frozenset(
         Kind.PENALTY,
     }
 )
-PROGRESS_EVERY = 65536
+PROGRESS_EVERY = 4096  # lines between looks at the clock (the bar redraws at most 5 times/s)
+PROGRESS_REDRAW = 0.2
 MAX_FINDINGS_LISTED = 1000
 
 
@@ -70,15 +74,105 @@ def event_json(ev: Event) -> dict[str, Any]:
 
 def open_log(path: str) -> tuple[TextIO, datetime]:
     """A text stream over a plain or gzipped file (or stdin for ``-``) and its reference time."""
+    log = open_counted(path)
+    return log.stream, log.reference
+
+
+@dataclass
+class OpenLog:
+    """An open log with what the progress bar needs: ``consumed()`` is how many bytes of the
+    file on disk were read so far (of a .gz file: compressed bytes, which is what its size
+    counts), ``size`` its size; both None when unknown (a pipe)."""
+
+    stream: TextIO
+    reference: datetime
+    consumed: Callable[[], int] | None = None
+    size: int | None = None
+    extra: list[Any] = field(default_factory=list)  # to close after the stream
+
+    def close(self) -> None:
+        self.stream.close()
+        for f in self.extra:
+            f.close()
+
+
+def open_counted(path: str) -> OpenLog:
+    """:func:`open_log` with byte counting (see :class:`OpenLog`)."""
     if path == "-":
         stream = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="replace")
-        return stream, datetime.now(UTC)
-    mtime = datetime.fromtimestamp(os.stat(path).st_mtime, UTC)
-    with open(path, "rb") as fh:
-        magic = fh.read(2)
-    if magic == b"\x1f\x8b":
-        return gzip.open(path, "rt", encoding="utf-8", errors="replace"), mtime
-    return open(path, encoding="utf-8", errors="replace", newline="\n"), mtime
+        consumed: Callable[[], int] | None = None
+        size: int | None = None
+        with contextlib.suppress(OSError, ValueError, io.UnsupportedOperation):
+            fd = sys.stdin.fileno()
+            st = os.fstat(fd)
+            if stat.S_ISREG(st.st_mode):  # `< file`: a size to measure against
+                start = os.lseek(fd, 0, os.SEEK_CUR)
+                size = st.st_size - start
+
+                def consumed() -> int:
+                    return os.lseek(fd, 0, os.SEEK_CUR) - start
+
+        return OpenLog(stream, datetime.now(UTC), consumed, size)
+    st = os.stat(path)
+    mtime = datetime.fromtimestamp(st.st_mtime, UTC)
+    raw = open(path, "rb")  # noqa: SIM115 - closed by OpenLog.close
+    try:
+        magic = raw.read(2)
+        raw.seek(0)
+        if magic == b"\x1f\x8b":
+            # As gzip.open(path, "rt"), over our own file object: its position is the
+            # compressed bytes consumed.
+            gz = gzip.GzipFile(fileobj=raw, mode="rb")
+            unzipped = io.TextIOWrapper(gz, encoding="utf-8", errors="replace")
+            return OpenLog(unzipped, mtime, raw.tell, st.st_size, [raw])
+        plain = io.TextIOWrapper(raw, encoding="utf-8", errors="replace", newline="\n")
+        return OpenLog(plain, mtime, raw.tell, st.st_size)
+    except BaseException:
+        raw.close()
+        raise
+
+
+def _clock(seconds: float) -> str:
+    s = int(seconds)
+    if s >= 3600:
+        return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+    return f"{s // 60}:{s % 60:02d}"
+
+
+def _columns(stream: TextIO) -> int:
+    """The width of the terminal ``stream`` writes to (80 when it says 0 or nothing)."""
+    try:
+        return os.get_terminal_size(stream.fileno()).columns or 80
+    except (OSError, ValueError, io.UnsupportedOperation):
+        return 80
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:,.0f} {unit}" if unit == "B" else f"{n:,.1f} {unit}"
+        n /= 1000
+    return f"{n:,.1f} GB"  # pragma: no cover - the loop returns
+
+
+def progress_line(
+    lines: int, elapsed: float, done: int | None, total: int | None, width: int = 80
+) -> str:
+    """One redraw of the replay progress line. With a known ``total`` of bytes: a bar, the
+    percentage, bytes, lines, lines/s and the time left (from bytes read per second); else
+    only lines and lines/s."""
+    rate = lines / max(elapsed, 1e-9)
+    speed = f"{rate:,.0f}" if rate < 10_000 else f"{rate / 1000:,.0f}k"
+    tail = f"{lines:,} lines, {speed} lines/s"
+    if total is None or done is None or total <= 0:
+        return f"  {tail} ..."
+    frac = min(max(done / total, 0.0), 1.0)
+    eta = "ETA --:--" if done <= 0 else f"ETA {_clock(elapsed * (total - done) / done)}"
+    info = f" {frac * 100:3.0f}%  {_size(done)} of {_size(total)}  {tail}  {eta}"
+    bar_w = max(10, min(40, width - len(info) - 5))
+    full = int(frac * bar_w)
+    bar = "=" * full + (">" if full < bar_w else "") + " " * max(0, bar_w - full - 1)
+    return f"  [{bar}]{info}"
 
 
 @dataclass
@@ -122,16 +216,28 @@ class Replay:
         self.summary = Summary()
         self._t0 = time.perf_counter()
         self._last_progress = 0.0
+        # Bytes: of every file to read (None: unknown, e.g. a pipe), of the files finished,
+        # and how to ask the open one how far it is.
+        self._total: int | None = None
+        self._done_before = 0
+        self._consumed: Callable[[], int] | None = None
 
     def events(self, paths: list[str]) -> Iterator[Event]:
         parse = self.parser.parse_text
         since, until = self.since, self.until
+        if self.progress is not None and "-" not in paths:
+            with contextlib.suppress(OSError):
+                self._total = sum(os.stat(p).st_size for p in paths)
         for path in paths:
-            stream, reference = open_log(path)
-            self.parser.time.set_reference(reference)
+            log = open_counted(path)
+            if path == "-" and len(paths) == 1:
+                self._total = log.size  # stdin from a file (`< auth.log`): known too
+            self._consumed = log.consumed
+            self.parser.time.set_reference(log.reference)
             self.summary.files.append(path)
             n = 0
-            with stream:
+            try:
+                stream = log.stream
                 for line in stream:
                     n += 1
                     if n % PROGRESS_EVERY == 0:
@@ -150,6 +256,11 @@ class Replay:
                         for f in findings:
                             self._finding(f, now)
                     yield ev
+            finally:
+                log.close()
+            if log.size is not None:
+                self._done_before += log.size
+            self._consumed = None
         self.summary.seconds = time.perf_counter() - self._t0
         if self.progress is not None and self._last_progress:
             self.progress.write("\r\x1b[K")
@@ -208,12 +319,18 @@ class Replay:
         if self.progress is None:
             return
         now = time.perf_counter()
-        if now - self._last_progress < 0.5:
+        if now - self._last_progress < PROGRESS_REDRAW:
             return
         self._last_progress = now
-        n = self.parser.stats.lines
-        rate = n / max(now - self._t0, 1e-9)
-        self.progress.write(f"\r  {n:,} lines read, {rate / 1000:,.0f}k lines/s ...")
+        done: int | None = None
+        if self._total is not None:
+            done = self._done_before
+            if self._consumed is not None:
+                with contextlib.suppress(OSError, ValueError):
+                    done += self._consumed()
+        width = _columns(self.progress)
+        line = progress_line(self.parser.stats.lines, now - self._t0, done, self._total, width)
+        self.progress.write("\r" + line[: max(20, width - 1)] + "\x1b[K")
         self.progress.flush()
 
 
@@ -235,6 +352,7 @@ def summary_dict(r: Replay, top: int = 10) -> dict[str, Any]:
         "kinds": {str(k): v for k, v in st.kinds.most_common()},
         "other_programs": st.other_programs,
         "malformed": st.malformed,
+        "journalctl_notes": st.journal_note_samples,
         "parser_errors": st.errors,
         "unrecognized": st.kinds.get(Kind.UNRECOGNIZED, 0),
         "unrecognized_samples": st.unrecognized_samples,
@@ -274,6 +392,14 @@ def print_text(d: dict[str, Any], out: TextIO) -> None:
     )
     for kind, n in d["kinds"].items():
         w(f"  {kind:<20} {n:>10,}\n")
+    notes = d.get("journalctl_notes") or []
+    if notes and not d["events"]:
+        # What journalctl said itself ("-- No entries --") is why a replay of it found nothing.
+        w(
+            "journalctl said: " + "; ".join(visible(n) for n in notes[:3]) + "\n"
+            "  (the ssh unit is ssh on Debian/Ubuntu, sshd elsewhere; reading the system "
+            "journal needs root or the systemd-journal group)\n"
+        )
     if d["unrecognized"]:
         w(
             f"\nUnrecognized sshd lines: {d['unrecognized']:,} (samples below; please report "

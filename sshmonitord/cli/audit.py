@@ -46,9 +46,10 @@ apart) is marked "(guess)".
 """
 
 EVENTS_HELP = """\
-Print stored events, oldest first, filtered by address, user, kind and time. With --json,
-one JSON object per line with the keys of `sshmonitor replay --format json` (ts, host,
-program, pid, kind, user, ip, port, method, key_fp, count, detail): ready for a SIEM.
+Print stored events, oldest first, filtered by address, user, kind and time: a table for
+people by default; with --json, JSON lines for a SIEM — one object per line with the keys of
+`sshmonitor replay --format json` (ts, host, program, pid, kind, user, ip, port, method,
+key_fp, count, detail).
 
 examples:
   sshmonitor events --ip 203.0.113.7 --since 24h
@@ -594,7 +595,8 @@ def register(sub: Any) -> None:
     s.set_defaults(func=lambda a: _run(cmd_session, a), command="session")
 
     e = sub.add_parser(
-        "events", help="stored events, as JSON lines for a SIEM", description=EVENTS_HELP,
+        "events", help="stored events: a table, or JSON lines for a SIEM (--json)",
+        description=EVENTS_HELP,
         formatter_class=raw,
     )  # fmt: skip
     _common(e)

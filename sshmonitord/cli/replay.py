@@ -24,7 +24,7 @@ raise and the bans it would place (with the config's allowlist and ban lengths) 
 examples:
   sshmonitor replay /var/log/auth.log /var/log/auth.log.1 /var/log/auth.log.2.gz
   sshmonitor replay --format json --since 24h /var/log/auth.log | jq 'select(.kind=="auth_success")'
-  journalctl -u ssh -o short --no-hostname | sshmonitor replay -   # (needs a host column)
+  journalctl -u ssh -u sshd -o short --no-hostname | sshmonitor replay -
 """
 
 

@@ -18,7 +18,7 @@ from .sendmail import SendmailChannel
 from .smtp import SmtpChannel
 from .webhook import WebhookChannel
 
-__all__ = ["build_channels", "make_channel"]
+__all__ = ["build_channels", "journal_channel", "make_channel"]
 
 
 def build_channels(
@@ -38,6 +38,17 @@ def build_channels(
         seen.add(ch.name)
         out.append(ch)
     return out
+
+
+def journal_channel(cfgs: Sequence[config.Channel], hostname: str) -> LogChannel:
+    """The journal's alert line filters in the daemon: those of the first ``log`` channel
+    listed in ``notify.channels`` (listing it only sets its filters), else every alert."""
+    for c in cfgs:
+        if c.type == "log":
+            ch = make_channel(c, hostname)
+            if isinstance(ch, LogChannel):
+                return ch
+    return LogChannel(name="journal")
 
 
 def make_channel(cfg: config.Channel, hostname: str) -> BaseChannel:

@@ -46,6 +46,7 @@ from ..measure import Sample, sample
 from ..store import spool
 from ..store.spool import SpoolRow, ThrottleRow
 from .alert import Alert, DeliveryError, Message, severity_rank
+from .logchannel import LogChannel, log_alert
 from .render import render
 
 INBOX = 10_000  # findings waiting to be spooled, at most (then submit() waits)
@@ -100,9 +101,18 @@ class AlertQueue:
     role = "notify"  # what the daemon wires it as (docs/architecture.md)
 
     def __init__(
-        self, store: Any, cfg: NotifyConfig, channels: list[Any], host: str, dry_run: bool = False
+        self,
+        store: Any,
+        cfg: NotifyConfig,
+        channels: list[Any],
+        host: str,
+        dry_run: bool = False,
+        journal: LogChannel | None = None,
     ) -> None:
         self.store = store
+        # The journal is always a channel: every alert is logged as it comes in, whatever
+        # throttling, the cap or the other channels do; these are its filters.
+        self.journal = journal if journal is not None else LogChannel(name="journal")
         self.cfg = cfg
         self.channels = {c.name: c for c in channels}
         self.host = host
@@ -145,7 +155,10 @@ class AlertQueue:
         than anything being dropped. A slow channel never fills it (the spool is on disk)."""
         for f in findings:
             ban = (bans or {}).get(f.ban_net or "")
-            await self.inbox.put(Alert.from_finding(f, self.host, ban))
+            alert = Alert.from_finding(f, self.host, ban)
+            if self.journal.accepts(alert):
+                log_alert(alert, self.log)
+            await self.inbox.put(alert)
 
     async def start(self) -> None:
         await self.store.run(self._load)
@@ -514,8 +527,12 @@ class AlertQueue:
 
     # ------------------------------------------------------------------ daemon plumbing
 
-    def apply_config(self, cfg: Any, channels: list[Any] | None = None) -> None:
+    def apply_config(
+        self, cfg: Any, channels: list[Any] | None = None, journal: LogChannel | None = None
+    ) -> None:
         self.cfg = cfg.notify
+        if journal is not None:
+            self.journal = journal
         if channels is not None:
             old = self.channels
             self.channels = {c.name: c for c in channels}

@@ -139,6 +139,9 @@ def ban_text(a: Alert) -> str:
     if not b:
         return "no ban (alert only)"
     net = str(b.get("net") or a.subject)
+    if b.get("allowlisted"):
+        # The rule asked for a ban; the allowlist kept it from being placed.
+        return f"not banned: {b['allowlisted']}"
     until = b.get("until")
     when = f"until {fmt_time(until)}" if until else "indefinitely"
     offence = b.get("offence")
@@ -153,7 +156,8 @@ def next_steps(a: Alert) -> list[tuple[str, str]]:
     q = shlex.quote
     steps: list[tuple[str, str]] = []
     ban = a.ban or {}
-    banned = bool(ban) and not ban.get("dry_run")
+    allowed = bool(ban.get("allowlisted"))
+    banned = bool(ban) and not ban.get("dry_run") and not allowed
     target = str(ban.get("net") or a.ip or a.subject)
     if a.rule in LOGIN_RULES and a.user:
         user = q(visible(a.user))
@@ -164,10 +168,15 @@ def next_steps(a: Alert) -> list[tuple[str, str]]:
                 "if the login was not expected: lock the account and end its sessions",
             )
         )
-        if a.ip and not banned:
+        if a.ip and not banned and not allowed:
             steps.append((f"sshmonitor ban {q(visible(a.ip))}", "and block its source"))
     if banned:
         steps.append((f"sshmonitor unban {q(visible(target))}", "if this address is legitimate"))
+    elif allowed:
+        # `sshmonitor ban` would be refused: the allowlist is the operator's own setting.
+        steps.append(
+            ("", "if this address should not be trusted: remove it from `allowlist` and reload")
+        )
     elif a.rule in ADDRESS_RULES and (a.ip or a.subject):
         steps.append((f"sshmonitor ban {q(visible(target))}", "to block this address now"))
     if a.rule == "distributed":

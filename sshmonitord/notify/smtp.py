@@ -6,6 +6,15 @@ so no 8BITMIME is needed) with ``From``, ``To``, ``Subject`` (RFC 2047-encoded w
 ASCII), ``Date``, ``Message-ID`` (our host name as its domain) and
 ``Auto-Submitted: auto-generated`` so vacation responders stay quiet.
 
+``Subject`` (and the alert id list) are folded here, not by the ``email`` package: its
+folder puts a value that fits on a line of its own but not after the header name on the next
+line ("Subject:" alone, then the text), and its parser decodes RFC 2047 encoded words found
+in the text — so a user name like ``=?utf-8?q?a=0D=0ABcc:_x?=`` would come out as a raw CR LF
+and a forged ``Bcc:`` header. :class:`FoldedHeader` keeps the text as given: printable ASCII
+words stay as they are, anything else (non-ASCII, control characters, a word that looks like
+an encoded word, a word too long for a line) becomes UTF-8 encoded words, and lines break only
+between words, at most 78 characters long, the first one right after the header name.
+
 The Message-ID is ``<ID@HOST>`` with the message's stable id (:func:`~.channels.msgid`): a
 message sent again after a crash carries the same one, so the receiving side can tell.
 ``X-Sshmonitor-Alert-Ids`` lists the ids of the alerts inside (one alert may travel in
@@ -36,7 +45,94 @@ from typing import Any, Literal
 from .alert import DeliveryError, Message, is_id
 from .channels import BaseChannel, answer, check_header_value, msgid, msgid_domain
 
-__all__ = ["SmtpChannel", "build_email", "msgid_domain"]
+__all__ = ["FoldedHeader", "SmtpChannel", "build_email", "fold_header", "msgid_domain"]
+
+MAX_LINE = 78  # RFC 5322 2.1.1: lines SHOULD be at most 78 characters (CRLF excluded)
+_EW_HEAD, _EW_TAIL = "=?utf-8?q?", "?="
+_EW_MAX = 75  # RFC 2047 2: an encoded word is at most 75 characters
+# Q-encoding: what may stay as it is inside an encoded word anywhere (RFC 2047 5 (3)).
+_Q_PLAIN = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789!*+-/")
+
+
+def _plain_word(word: str, room: int) -> bool:
+    """May ``word`` appear in a header as it is? Printable ASCII, not mistakable for an
+    encoded word by a reader's decoder, and short enough for a line of its own."""
+    return (
+        len(word) <= room
+        and word.isascii()
+        and word.isprintable()
+        and "=?" not in word
+        and "?=" not in word
+    )
+
+
+def _q(ch: str) -> str:
+    if ch in _Q_PLAIN:
+        return ch
+    if ch == " ":
+        return "_"
+    return "".join(f"={b:02X}" for b in ch.encode("utf-8", "surrogatepass"))
+
+
+def fold_header(name: str, value: str, maxlen: int = MAX_LINE) -> list[str]:
+    """The lines of ``name: value``, folded (the first line starts with ``name: ``, each
+    further one with a space). Whitespace runs become one space; a run of words that cannot
+    stay plain becomes encoded words (the spaces inside it encoded too, since a decoder
+    drops the whitespace between two encoded words), split between characters as the line
+    needs. Every line is ASCII and at most ``maxlen`` long; no line is empty."""
+    words = value.replace("\0", " ").split()
+    lines = [f"{name}:"]
+    first_room = maxlen - len(name) - 2
+    # Runs: (plain?, text); adjacent words that need encoding travel as one run.
+    runs: list[tuple[bool, str]] = []
+    for w in words:
+        plain = _plain_word(w, maxlen - 1 if runs else first_room)
+        if not plain and runs and not runs[-1][0]:
+            runs[-1] = (False, runs[-1][1] + " " + w)
+        else:
+            runs.append((plain, w))
+    for plain, text in runs:
+        if plain:
+            if len(lines[-1]) + 1 + len(text) > maxlen and lines[-1] != f"{name}:":
+                lines.append("")
+            lines[-1] += " " + text
+            continue
+        chunk = ""
+        for ch in text:
+            piece = _q(ch)
+            room = min(_EW_MAX, maxlen - len(lines[-1]) - 1) - len(_EW_HEAD) - len(_EW_TAIL)
+            if len(chunk) + len(piece) > room:
+                if chunk:
+                    lines[-1] += " " + _EW_HEAD + chunk + _EW_TAIL
+                    chunk = ""
+                # A new line, unless this one is still empty (then the piece fits anyway).
+                if lines[-1] != f"{name}:" or room < len(piece):
+                    lines.append("")
+            chunk += piece
+        if chunk:
+            lines[-1] += " " + _EW_HEAD + chunk + _EW_TAIL
+    return lines
+
+
+class FoldedHeader(str):
+    """A header value the ``email`` package stores and writes as we folded it (see the
+    module docstring): it is used as a header object (``name`` and ``fold``), so the
+    package neither parses it (no encoded-word decoding) nor folds it again."""
+
+    name: str
+
+    def __new__(cls, name: str, value: str) -> FoldedHeader:
+        self = super().__new__(cls, " ".join(value.split()))
+        self.name = name
+        return self
+
+    def fold(self, *, policy: Any) -> str:
+        maxlen = getattr(policy, "max_line_length", None) or MAX_LINE
+        linesep = getattr(policy, "linesep", "\n")
+        lines = fold_header(self.name, str(self), min(int(maxlen), 998))
+        if lines == [f"{self.name}:"]:
+            return f"{self.name}: {linesep}"  # an empty value
+        return linesep.join(lines) + linesep
 
 
 def build_email(
@@ -50,14 +146,15 @@ def build_email(
     msg = EmailMessage()
     msg["From"] = check_header_value("sender", sender)
     msg["To"] = ", ".join(check_header_value("to", t) for t in to)
-    # render() already made the subject one printable line; this is the last line of defence.
-    msg["Subject"] = " ".join(message.subject.replace("\0", " ").split())
+    # render() already made the subject one printable line; FoldedHeader is the last line
+    # of defence (no raw control character, no encoded word from the text is ever decoded).
+    msg["Subject"] = FoldedHeader("Subject", message.subject.replace("\0", " "))
     when = datetime.fromtimestamp(time.time() if now is None else now).astimezone()
     msg["Date"] = format_datetime(when)
     msg["Message-ID"] = msgid(message, hostname)
     ids = [i for i in message.alert_ids if is_id(i)]
     if ids:
-        msg["X-Sshmonitor-Alert-Ids"] = " ".join(ids)
+        msg["X-Sshmonitor-Alert-Ids"] = FoldedHeader("X-Sshmonitor-Alert-Ids", " ".join(ids))
     msg["Auto-Submitted"] = "auto-generated"
     msg["X-Auto-Response-Suppress"] = "All"
     msg["X-Mailer"] = "sshmonitord"

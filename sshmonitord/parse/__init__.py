@@ -37,12 +37,16 @@ class ParseStats:
     events: int = 0
     other_programs: int = 0  # skipped cheaply: CRON, systemd, kernel, ...
     malformed: int = 0  # no recognisable prefix at all
+    # journalctl's own lines in its text output ("-- No entries --", "-- Boot 3f2c… --"):
+    # not log records, so not malformed; replay shows them (they explain an empty result).
+    journal_notes: int = 0
     errors: int = 0  # a parser raised (a bug): counted, sampled, never fatal
     kinds: Counter[str] = field(default_factory=Counter)
     # By program (only programs we parse reach here: a bounded set of names).
     unrecognized_programs: Counter[str] = field(default_factory=Counter)
     unrecognized_samples: list[str] = field(default_factory=list)
     malformed_samples: list[str] = field(default_factory=list)
+    journal_note_samples: list[str] = field(default_factory=list)
     error_samples: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, object]:
@@ -55,6 +59,13 @@ class ParseStats:
             "kinds": dict(self.kinds),
             "unrecognized_samples": list(self.unrecognized_samples),
         }
+
+
+def is_journalctl_note(text: str) -> bool:
+    """A line journalctl writes itself into its text output: ``-- No entries --``, ``-- Boot
+    <id> --``, ``-- Reboot --``, ``-- Logs begin at … --`` / ``-- Journal begins at … --``.
+    Only asked of a line with no log prefix, so it can never hide a record."""
+    return text.startswith("-- ") and text.rstrip().endswith(" --") and len(text) <= 300
 
 
 def dispatch(pre: Prefix, raw: str) -> Event | None:
@@ -139,7 +150,11 @@ class Parser:
             st.other_programs += 1
             return None
         if pre is None:
-            if text.strip():
+            if is_journalctl_note(text):
+                st.journal_notes += 1
+                if len(st.journal_note_samples) < MAX_SAMPLES:
+                    st.journal_note_samples.append(text[:200])
+            elif text.strip():
                 st.malformed += 1
                 if len(st.malformed_samples) < MAX_SAMPLES:
                     st.malformed_samples.append(text[:500])

@@ -47,7 +47,17 @@ from ..events import Finding
 from ..measure import Sample, sample
 from ..store import bans as bans_store
 from .backend import Backend, BackendError, NotSetUp
-from .policy import ALWAYS_ALLOWED, Ban, Policy, Skip, allowlisted, ban_seconds, decide, refusal
+from .policy import (
+    ALWAYS_ALLOWED,
+    Ban,
+    MemoryHistory,
+    Policy,
+    Skip,
+    allowlisted,
+    ban_seconds,
+    decide,
+    refusal,
+)
 
 __all__ = [
     "ALWAYS_ALLOWED",
@@ -796,7 +806,8 @@ class BanManager:
 
     def alert_info(self, findings: Iterable[Finding]) -> dict[str, dict[str, Any]]:
         """What an alert says about the ban its finding caused: {net: {net, until, offence,
-        dry_run}} for the findings whose network is banned now."""
+        dry_run}} for the findings whose network is banned now, and {net: {net, allowlisted}}
+        (why, one line) for those that asked for a ban the allowlist kept from being placed."""
         out: dict[str, dict[str, Any]] = {}
         for f in findings:
             r = self.active.get(f.ban_net or "")
@@ -807,6 +818,12 @@ class BanManager:
                     "offence": r.offence,
                     "dry_run": r.dry_run,
                 }
+                continue
+            # The policy again, pure and with no history: a finding is only "allowlisted"
+            # when the allowlist alone stood between it and a ban.
+            d = decide(f, MemoryHistory(), self.policy, time.time())
+            if isinstance(d, Skip) and d.kind == "allowlisted" and f.ban_net:
+                out[f.ban_net] = {"net": d.net or f.ban_net, "allowlisted": d.reason}
         return out
 
     def list_active(self) -> list[dict[str, Any]]:

@@ -42,8 +42,11 @@ def choose(cfg: Config, journald_socket: str = JOURNALD_SOCKET) -> tuple[str, li
                 hint="add the service user to the file's group, or grant CAP_DAC_READ_SEARCH "
                 "(see docs/systemd.md)",
             )
-    # Readable files, or none yet: wait for them (rsyslog may not have created them yet).
-    return "file", readable or list(s.files)
+    # Every readable file, and every one that does not exist yet: the tailer waits for those
+    # and reads them from their first line when they appear (rsyslog installed, or its first
+    # line written, after we started). Only files we cannot read are left out.
+    follow = [p for p in s.files if p in readable or p not in present]
+    return "file", follow or list(s.files)
 
 
 def journal_start_time(

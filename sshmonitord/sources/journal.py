@@ -540,6 +540,9 @@ class JournalSource:
             "mode": "journal",
             # Only records whose journald-set fields show a trusted sender count.
             "forgeable": False,
+            # The system journal gets new records only while journald runs (journal files
+            # or a directory given in the config are read as they are).
+            "can_deliver": bool(self.directory or self.files) or journald_running(),
             "stats": {
                 "records": self.records,
                 "trusted": self.trusted,

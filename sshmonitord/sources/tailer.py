@@ -1025,6 +1025,11 @@ class Tailer:
             "mode": "file",
             # Any local user can put a line in a syslog file (`logger -t sshd ...`).
             "forgeable": True,
+            # The configured paths that do not exist (yet): followed all the same, read from
+            # their first line when they appear. None open: nothing can arrive until then.
+            "waiting_for": [f.path for f in self.followers if f.current is None],
+            "open_files": sum(1 for f in self.followers if f.current is not None or f.draining),
+            "can_deliver": any(f.current is not None or f.draining for f in self.followers),
             "warnings": [w for f in self.followers for w in f.warnings],
         }
 

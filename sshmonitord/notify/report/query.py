@@ -271,12 +271,16 @@ def _bans(
     expired = 0
     lifted: list[dict[str, Any]] = []
     lifted_by: dict[str, int] = {}
-    active = 0
+    active = active_dry = 0
     for r in rows:
         end, how = _ban_end(r)
         r["ended"], r["ended_by"] = end, how
         if end >= until:
-            active += 0 if r["dry_run"] else 1
+            # Dry-run bans are counted apart: they are active, but not in the firewall.
+            if r["dry_run"]:
+                active_dry += 1
+            else:
+                active += 1
             r["state"] = "active"
         elif how == "expired":
             r["state"] = "expired"
@@ -307,6 +311,7 @@ def _bans(
         "lifted": len(lifted),
         "lifted_by": dict(sorted(lifted_by.items())),
         "active_at_end": active,
+        "active_dry_run_at_end": active_dry,
         "recent": [public(r) for r in recent],
         "lifted_list": [public(r) for r in lifted[-top:]],
         "more": max(0, len(placed) - len(recent)),

@@ -145,7 +145,7 @@ def _summary_lines(r: dict[str, Any]) -> list[tuple[str, str]]:
         (
             "Bans",
             f"{_n(b['placed'])} placed{dry}, {_n(b['expired'])} expired, {_n(b['lifted'])} "
-            f"lifted, {_n(b['active_at_end'])} active at the end",
+            f"lifted, {active_text(b)}",
         )
     )
     sev = ", ".join(f"{_n(n)} {s}" for s, n in al["by_severity"].items())
@@ -154,6 +154,18 @@ def _summary_lines(r: dict[str, Any]) -> list[tuple[str, str]]:
     if pend:
         rows.append(("Undelivered alerts", f"{_n(pend)} waiting in the spool"))
     return rows
+
+
+def active_text(b: dict[str, Any]) -> str:
+    """Bans active at the end of the period: ``3 active at the end``, ``2 active at the end
+    (dry run)`` on a dry-run host, ``3 active at the end (+1 dry run)`` for both. Dry-run bans
+    are active (they would block), but only in the store, never in the firewall."""
+    real, dry = int(b.get("active_at_end") or 0), int(b.get("active_dry_run_at_end") or 0)
+    if not dry:
+        return f"{_n(real)} active at the end"
+    if not real:
+        return f"{_n(dry)} active at the end (dry run)"
+    return f"{_n(real)} active at the end (+{_n(dry)} dry run)"
 
 
 def _name(text: Any, width: int = NAME_WIDTH) -> str:
@@ -359,7 +371,7 @@ def _text(r: dict[str, Any], host: str) -> str:
     b = r["bans"]
     out.append(
         f"Bans: {_n(b['placed'])} placed, {_n(b['expired'])} expired, {_n(b['lifted'])} "
-        f"lifted, {_n(b['active_at_end'])} active at the end"
+        f"lifted, {active_text(b)}"
     )
     if b["by_rule"]:
         out.append(
@@ -652,7 +664,7 @@ def _html(r: dict[str, Any], host: str, subject: str) -> str:
     b = r["bans"]
     sec = [
         f'<h2 style="{_H2}">Bans: {_n(b["placed"])} placed, {_n(b["expired"])} expired, '
-        f"{_n(b['lifted'])} lifted, {_n(b['active_at_end'])} active at the end</h2>"
+        f"{_n(b['lifted'])} lifted, {h(active_text(b))}</h2>"
     ]
     if b["by_rule"]:
         sec.append(
