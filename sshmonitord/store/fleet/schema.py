@@ -385,7 +385,7 @@ $f$;
 DROP POLICY fleet_findings_insert ON {SCHEMA}.fleet_findings;
 CREATE POLICY fleet_findings_insert ON {SCHEMA}.fleet_findings FOR INSERT TO {GROUP_ROLE}
     WITH CHECK (host = (SELECT {SCHEMA}.my_host()) AND {SCHEMA}.holds_lead()
-                AND ts <= extract(epoch FROM now()) + 60);
+                AND ts <= date_part('epoch', now()) + 60);
 
 -- A claim names a finding of the claiming host (alert id fleet-<rule>-<finding id>): no
 -- host can claim, and so block, the alert ids the leader is about to use.
@@ -407,7 +407,8 @@ CREATE POLICY alert_claims_take ON {SCHEMA}.alert_claims FOR UPDATE TO {GROUP_RO
 
 -- Attempts: a host adds only positive, bounded counts (a negative one vetoed an address),
 -- and only for events dated now or in the window's past (one dated next year, or NaN, made
--- its host "active" for that address in every window until then).
+-- its host "active" for that address in every window until then). date_part, not extract:
+-- extract returns numeric, and comparing every row's ts as numeric cost 15 % of an insert.
 CREATE OR REPLACE FUNCTION {SCHEMA}.tally_attempts() RETURNS trigger LANGUAGE plpgsql
     SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
 BEGIN
@@ -428,8 +429,8 @@ DROP TRIGGER events_tally_attempts ON {SCHEMA}.events;
 CREATE TRIGGER events_tally_attempts AFTER INSERT ON {SCHEMA}.events
     FOR EACH ROW WHEN (
         NEW.attempt > 0
-        AND NEW.ts <= extract(epoch FROM now()) + 300
-        AND NEW.ts >= extract(epoch FROM now()) - 8 * 86400)
+        AND NEW.ts <= date_part('epoch', now()) + 300
+        AND NEW.ts >= date_part('epoch', now()) - 8 * 86400)
     EXECUTE FUNCTION {SCHEMA}.tally_attempts();
 """
 )
