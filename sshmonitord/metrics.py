@@ -153,6 +153,10 @@ def exposition(samples: Iterable[Sample]) -> bytes:
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 MAX_HEAD = 8192
 READ_TIMEOUT = 5.0
+# Connections served at once; more are closed at once. Each costs a file descriptor: a flood
+# of idle connections must never take the ones the daemon needs (its logs, the store,
+# journalctl, SMTP, the firewall tools).
+MAX_CLIENTS = 16
 
 
 class MetricsServer:
@@ -167,12 +171,14 @@ class MetricsServer:
         self.address: str | None = None
         self.scrapes = 0
         self.errors = 0
+        self.refused = 0  # connections closed because MAX_CLIENTS were being served
+        self._clients = 0
         self._server: asyncio.AbstractServer | None = None
         self.log = log.get("metrics")
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(
-            self._handle, self.host, self.port, reuse_address=True
+            self._handle, self.host, self.port, reuse_address=True, limit=MAX_HEAD
         )
         sock = self._server.sockets[0]
         host, port = sock.getsockname()[:2]
@@ -187,7 +193,19 @@ class MetricsServer:
             self._server = None
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self._clients >= MAX_CLIENTS:
+            self.refused += 1
+            writer.close()
+            return
+        self._clients += 1
         try:
+            await self._serve(reader, writer)
+        finally:
+            self._clients -= 1
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            # limit=MAX_HEAD: a head without its blank line within 8 KiB is refused.
             head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), READ_TIMEOUT)
         except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError, OSError):
             writer.close()

@@ -23,6 +23,7 @@ import os
 import stat
 import sys
 import time
+import zlib
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -166,6 +167,7 @@ def progress_line(
     tail = f"{lines:,} lines, {speed} lines/s"
     if total is None or done is None or total <= 0:
         return f"  {tail} ..."
+    total = max(total, done)  # a file still growing while it is replayed
     frac = min(max(done / total, 0.0), 1.0)
     eta = "ETA --:--" if done <= 0 else f"ETA {_clock(elapsed * (total - done) / done)}"
     info = f" {frac * 100:3.0f}%  {_size(done)} of {_size(total)}  {tail}  {eta}"
@@ -484,8 +486,13 @@ def run(
             return 0
         for _ in r.events(paths):
             pass
-    except OSError as exc:
-        err.write(f"sshmonitor replay: {exc}\n")
+    except (OSError, EOFError, zlib.error) as exc:
+        # A damaged or cut-off compressed file (EOFError, zlib.error): say which error, and
+        # what was read before it.
+        if r.progress is not None:
+            r.progress.write("\r\033[K")
+        err.write(f"sshmonitor replay: {exc or type(exc).__name__}; stopped there\n")
+        print_text(summary_dict(r), err)
         return 1
     d = summary_dict(r)
     if fmt == "json":

@@ -750,8 +750,15 @@ def test_hand_written_unit_is_left_alone_with_a_warning(root: Root, deb: Path) -
         b"[Service]\n", b"[Service]\n# local change\nEnvironment=SITE=lab\n", 1
     )
     root.purge()
-    root.p(OLD_UNIT).parent.mkdir(parents=True, exist_ok=True)
-    root.p(OLD_UNIT).write_bytes(unit)
+    # The old installation under it: the edited unit still runs /usr/local/bin/sshmonitord.
+    # And its user was made by hand without a sshmonitor group (adduser --system: nogroup).
+    _plant_old_installer(root, unit)
+    # (Its config aside: an edited conffile is test_conffile_edit_survives_upgrades's.)
+    root.run("rm", "-f", "/etc/sshmonitor.yaml", "/etc/sshmonitor.yaml.dist")
+    root.run("groupdel", "sshmonitor", check=False)
+    root.run("usermod", "-g", "nogroup", "sshmonitor")
+    root.run("groupdel", "sshmonitor", check=False)
+    assert root.run("getent", "group", "sshmonitor", check=False).returncode != 0
     try:
         out = root.install(deb)
         assert root.status() == "ii", out
@@ -763,9 +770,28 @@ def test_hand_written_unit_is_left_alone_with_a_warning(root: Root, deb: Path) -
             "systemctl restart sshmonitor" in out
         ), out
         assert out.count("WARNING") == 1, out
+        # Its links are kept while it runs them (removed, the service would fail with
+        # 203/EXEC at its next start), and the operator is told why.
+        assert "links are kept until you remove it" in out, out
+        for name in ("sshmonitor", "sshmonitord"):
+            assert os.readlink(root.p(f"/usr/local/bin/{name}")) == f"/opt/sshmonitor/bin/{name}"
+        # The group the config's statoverride names exists, and the user is in it.
+        assert "sshmonitor" in root.run("id", "-nG", "sshmonitor").stdout.split(), out
+        stat = root.run("stat", "-c", "%U:%G %a", "/etc/sshmonitor.yaml").stdout.strip()
+        assert stat == "root:sshmonitor 640", out
     finally:
         root.purge()
-        root.run("rm", "-f", OLD_UNIT)
+        for path in (
+            "/opt/sshmonitor",
+            "/usr/local/bin/sshmonitor",
+            "/usr/local/bin/sshmonitord",
+            OLD_UNIT,
+            WANTS,
+            "/etc/sshmonitor.yaml.dist",
+        ):
+            root.run("rm", "-rf", path)
+        root.run("userdel", "sshmonitor", check=False)
+        root.run("groupdel", "sshmonitor", check=False)
 
 
 def test_lintian_reports_no_errors(deb: Path) -> None:

@@ -739,3 +739,41 @@ def test_ban_wider_than_the_limit_is_refused_with_one_line(
             ["bans"]] == ["10.0.0.0/8"]  # fmt: skip
     d.signal(signal.SIGTERM)
     assert d.proc.wait(timeout=10) == 0
+
+
+# ----------------------------------------------------------------------------- review pass
+
+
+def test_replay_of_a_damaged_gz_says_so_and_keeps_what_it_read(tmp_path: Path) -> None:
+    """A cut-off or damaged .gz (EOFError / zlib.error from gzip) was a traceback with no
+    summary; now one line naming the error, and the summary of what was read before it."""
+    lines = "".join(
+        f"Dec  6 12:00:{i % 60:02d} web1 sshd[{100 + i}]: Failed password for root from "
+        f"203.0.113.{1 + i % 200} port {4000 + i} ssh2\n"
+        for i in range(3000)
+    ).encode()
+    whole = gzip.compress(lines)
+    cut = tmp_path / "auth.log.2.gz"
+    cut.write_bytes(whole[: len(whole) // 2])
+    magic = tmp_path / "auth.log.3.gz"
+    magic.write_bytes(b"\x1f\x8b")
+    for path in (cut, magic):
+        r = subprocess.run(
+            [sys.executable, "-m", "sshmonitord.cli", "replay", str(path)],
+            capture_output=True, text=True, timeout=60,
+        )
+        assert r.returncode == 1, r.stderr
+        assert "Traceback" not in r.stderr, r.stderr
+        assert "sshmonitor replay: " in r.stderr and "stopped there" in r.stderr, r.stderr
+    r = subprocess.run(
+        [sys.executable, "-m", "sshmonitord.cli", "replay", str(cut)],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert re.search(r"[1-9][\d,]* lines", r.stderr), r.stderr  # what came before the damage
+
+
+def test_progress_of_a_file_that_grows_while_replayed_stays_sane() -> None:
+    from sshmonitord.replay import progress_line
+
+    line = progress_line(5000, 2.0, done=129_000_000, total=18_600_000)
+    assert "100%" in line and "ETA 0:00" in line and "-" not in line.split("ETA")[1], line
