@@ -67,20 +67,6 @@ def _alive(pid: int) -> bool:
     return _proc_state(pid) not in (None, "Z", "X")
 
 
-def _children(pid: int) -> list[int]:
-    kids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        if int(stat.rpartition(")")[2].split()[1]) == pid:
-            kids.append(int(entry.name))
-    return kids
-
-
 def _shm_attached(shmid: int) -> int | None:
     """How many processes are attached to System V segment ``shmid`` (None: no such segment)."""
     try:
@@ -196,7 +182,9 @@ class PgServer:
         if pid is None:
             return
         shmid = self._shmid()
-        victims = [pid, *_children(pid)]
+        from realsshd import child_pids
+
+        victims = [pid, *child_pids(pid)]
         for p in victims:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(p, signal.SIGKILL)

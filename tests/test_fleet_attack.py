@@ -15,16 +15,15 @@ import dataclasses
 import ipaddress
 import sqlite3
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
+from test_fleet_store import ev, make_store, write_events  # one set of fixtures for both
 
 from sshmonitord.config import parse_config
 from sshmonitord.detect import fleet as fleet_rules
-from sshmonitord.events import Event, Kind
-from sshmonitord.store import Store, event_row, outbox
+from sshmonitord.store import Store, outbox
 
 HOSTS = ("web1", "web2", "web3", "web4")
 EVIL = "web4"
@@ -66,35 +65,6 @@ def connect(fleet: dict[str, Any], host: str | None = None) -> Any:
 def scalar(fleet: dict[str, Any], sql: str, *args: Any) -> Any:
     with connect(fleet) as conn:
         return conn.execute(sql, args).fetchone()[0]
-
-
-def make_store(tmp: Path, name: str) -> Store:
-    st = Store(tmp / name)
-    st.open()
-    outbox.enable(st.conn, True)
-    return st
-
-
-def ev(ip: str = "203.0.113.7", user: str = "root", **kw: Any) -> Event:
-    base: dict[str, Any] = {
-        "ts": datetime.now(UTC),
-        "host": "h",
-        "program": "sshd",
-        "pid": 100,
-        "kind": Kind.AUTH_FAILURE,
-        "user": user,
-        "ip": ipaddress.ip_address(ip),
-        "port": 2222,
-        "method": "password",
-        "raw": f"Failed password for {user} from {ip} port 2222 ssh2",
-    }
-    base.update(kw)
-    return Event(**base)
-
-
-def write_events(st: Store, events: list[Event], attempt: int | None = 1) -> None:
-    with st.transaction():
-        st.add_events([(*event_row(e), attempt) for e in events])
 
 
 def replicator(st: Store | Path, fleet: dict[str, Any], host: str, as_host: str | None = None) -> Any:

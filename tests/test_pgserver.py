@@ -190,7 +190,8 @@ finally:
 def test_cleanup_leaves_no_process_segment_or_directory(how):
     _need_pg()
     import psycopg
-    from pgserver import PgServer, _alive, _children, _shm_attached
+    from pgserver import PgServer, _alive, _shm_attached
+    from realsshd import child_pids
 
     server = PgServer()
     try:
@@ -198,7 +199,7 @@ def test_cleanup_leaves_no_process_segment_or_directory(how):
         conn = psycopg.connect(server.url())  # a backend process too
         pid = server.postmaster_pid()
         assert pid is not None
-        procs = [pid, *_children(pid)]
+        procs = [pid, *child_pids(pid)]
         shmid = server._shmid()
         assert shmid is not None and _shm_attached(shmid)
         assert _running_with(str(server.data))
