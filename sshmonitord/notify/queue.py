@@ -54,7 +54,6 @@ SPOOL_RETRY_MIN, SPOOL_RETRY_MAX = 0.2, 5.0  # seconds between attempts to spool
 SEND_TIMEOUT = 120.0  # a channel call that hangs longer than this is a transient failure
 BATCH_ROWS = 200  # alerts per message at most (more wait for the next one)
 IDLE_POLL = 60.0  # seconds at most between looks at the spool
-STORE_READ_TIMEOUT = 1.0  # seconds a metrics read of the spool may take
 OUTCOMES = ("sent", "failed", "dropped", "dropped_by_cap")  # per channel; "folded": channel all
 
 
@@ -542,10 +541,7 @@ class AlertQueue:
         self._wake.set()
 
     async def metrics(self) -> list[Sample]:
-        # Bounded: status and scrapes must answer even while the store is stuck (that is
-        # when they are needed most); then the last depth read stands.
-        with contextlib.suppress(Exception):
-            self._depth = await asyncio.wait_for(self.store.run(spool.depth), STORE_READ_TIMEOUT)
+        self._depth = await self.store.run_bounded(spool.depth, self._depth)
         n, oldest = self._depth
         # Every configured channel's series exists from the start (at 0), so a rate over
         # them means something before the first alert.

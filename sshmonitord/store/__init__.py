@@ -28,6 +28,7 @@ __all__ = ["MIGRATIONS", "SchemaError", "migrate"]
 T = TypeVar("T")
 
 DB_NAME = "sshmonitor.db"
+READ_BOUND = 1.0  # seconds a status or metrics read may wait for the store thread
 # The database and its WAL/shared-memory files hold user names, addresses and commands.
 FILE_MODE = 0o600
 SIDE_FILES = ("-wal", "-shm", "-journal")
@@ -285,6 +286,17 @@ class Store:
         if self._conn is None:
             raise StoreError("store is not open")
         return self._conn
+
+    async def run_bounded(
+        self, fn: Callable[[sqlite3.Connection], T], stale: T, timeout: float = READ_BOUND
+    ) -> T:
+        """``fn(conn)`` on the store thread if it answers within ``timeout``; else ``stale``
+        (the caller's last answer). For status and metrics reads: they must answer even while
+        the store is stuck or failing, which is when they are needed most."""
+        try:
+            return await asyncio.wait_for(self.run(fn), timeout)
+        except Exception:
+            return stale
 
     async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn(conn)`` on the store thread and return its result."""

@@ -194,11 +194,9 @@ class FleetService:
         rep, sync = self.replicator, self.bansync
         # Counted in the outbox itself: while the database is away it keeps growing.
         after = rep.confirmed if rep is not None else 0
-        # Bounded, as the alert spool's read: the last count stands while the store is stuck.
-        with contextlib.suppress(Exception):
-            self._backlog, _top = await asyncio.wait_for(
-                self.store.run(functools.partial(outbox.backlog, after=after)), 1.0
-            )
+        self._backlog, _top = await self.store.run_bounded(
+            functools.partial(outbox.backlog, after=after), (self._backlog, 0)
+        )
         backlog = self._backlog
         return [
             sample("sshmonitor_fleet_backlog_records", backlog),
