@@ -31,7 +31,7 @@ from .audit import SessionStage, SessionTracker, settings_from
 from .control import ControlError, ControlServer
 from .detect.engine import Engine, History
 from .events import Action, Event, Finding, FleetFinding, Severity
-from .measure import Sample, sample
+from .measure import Sample, as_json, sample
 from .notify.build import build_channels, journal_channel
 from .notify.channels import BaseChannel
 from .notify.queue import AlertQueue
@@ -408,7 +408,6 @@ class Daemon:
         batch's findings exist, before their bans are decided and placed, so the journal
         reads "finding" before the "banning" (or "not banning") it caused."""
         for f in findings:
-            self.counters.inc(f"findings.{f.rule}")
             self.findings_by[f.rule, str(f.severity)] += 1
             level = self.log.error if f.severity == "critical" else self.log.warning
             level(
@@ -698,10 +697,18 @@ class Daemon:
             "status": self.status_line(),
             "events_per_hour": self.rate.per_hour(),
             "stages": [{**s.describe(), "role": s.role} for s in self.stages],
-            "counters": dict(sorted(self.counters.values.items())),
+            "counters": dict(sorted({**self.counters.values, **self._finding_counts()}.items())),
             "metrics_endpoint": self._metrics_status(),
             "metrics": await self._metrics_json(),
         }
+
+    def _finding_counts(self) -> dict[str, int]:
+        """``findings.<rule>`` for status: findings_by (what the metrics serve) summed over
+        severities."""
+        out: dict[str, int] = {}
+        for (rule, _sev), n in self.findings_by.items():
+            out[f"findings.{rule}"] = out.get(f"findings.{rule}", 0) + n
+        return out
 
     def _metrics_status(self) -> dict[str, Any]:
         server = self.metrics_server
@@ -714,8 +721,6 @@ class Daemon:
         }
 
     async def _metrics_json(self) -> list[dict[str, Any]]:
-        from .measure import as_json
-
         return as_json(await self.metric_samples())
 
     async def _cmd_reload(self, _req: dict[str, Any]) -> dict[str, Any]:

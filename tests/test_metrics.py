@@ -211,6 +211,7 @@ def test_the_endpoint_follows_real_lines_bans_alerts_and_agrees_with_status(
         r = d.cli("status", "--json", "--socket", str(d.socket_path))
         assert r.returncode == 0, r.stderr
         st = json.loads(r.stdout)
+        assert st["counters"]["findings.bruteforce"] == 3  # the same tally, by rule
         scraped = parse_exposition(text)
         moving = {"sshmonitor_alert_spool_oldest_seconds", "sshmonitor_source_lag_seconds"}
         status_series: Series = {}
