@@ -1202,6 +1202,13 @@ def parse_start(text: str) -> datetime:
     return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
 
 
+def cron_share_for(attack_share: float, lines: int, days: float) -> float:
+    """The CRON share that leaves ``attack_share`` of the lines to attacks, after the
+    legitimate users' lines (which do not scale with the attack)."""
+    legit = LEGIT_LINES_PER_DAY * days * min(1.0, lines / 1_000_000) / lines
+    return max(0.0, 1.0 - attack_share - legit)
+
+
 def generate(
     out: str,
     lines: int,
@@ -1251,6 +1258,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--host", default="web1", help="host name column (web1)")
     ap.add_argument("--cron-share", type=float, default=0.35, help="share of CRON lines (0.35)")
     ap.add_argument(
+        "--attack-share",
+        type=float,
+        default=None,
+        help="share of lines from attacks (0-1); sets --cron-share to what legitimate use "
+        "leaves (e.g. 0.95 for an attack-heavy log where >90 %% of lines become events)",
+    )
+    ap.add_argument(
         "--check",
         action="store_true",
         help="re-read the file and check classify() agrees with the truth",
@@ -1258,6 +1272,10 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.lines < 1:
         ap.error("--lines must be positive")
+    if args.attack_share is not None:
+        if not 0 < args.attack_share < 1:
+            ap.error("--attack-share must be between 0 and 1")
+        args.cron_share = cron_share_for(args.attack_share, args.lines, args.days)
     start = default_start(args.days) if args.start is None else parse_start(args.start)
     truth = generate(args.out, args.lines, args.seed, start, args.days, args.host, args.cron_share)
     if args.check:
