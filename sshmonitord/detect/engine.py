@@ -67,6 +67,12 @@ SPECIFICITY: dict[str, int] = {
         )
     )
 }
+# The hot path's names for what it compares against (see Engine._failure).
+_AUTH_FAILURE = Kind.AUTH_FAILURE
+_AUTH_SUCCESS = Kind.AUTH_SUCCESS
+_INVALID_USER = Kind.INVALID_USER
+_NOT_ALLOWED = Kind.NOT_ALLOWED
+_IPv4 = ipaddress.IPv4Address
 SPRAY_KEEP = 100  # addresses remembered per user name failing against it
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 NEVER = float("-inf")
@@ -198,6 +204,14 @@ class Engine:
         self.ips_per_user.keep = max(r.distributed.threshold, sa.spray_threshold, SPRAY_KEEP)
         self.ips_per_user.horizon = max(r.distributed.window, sa.window)
         self.track_sprays = r.distributed.enabled or sa.enabled
+        # The per-address counting rules a failure is checked against, enabled ones only;
+        # scanners' connections count for bruteforce's short window alone.
+        self._address_rules = tuple(
+            (rule, c)
+            for rule, c in (("bruteforce", r.bruteforce), ("slow_bruteforce", r.slow_bruteforce))
+            if c.enabled
+        )
+        self._scan_rules = tuple(rc for rc in self._address_rules if rc[0] == "bruteforce")
         # Networks in the history stored at another granularity (new_source's prefixes
         # changed since): judged by containment, parsed once. None: every one is at today's.
         v4, v6 = r.new_source.ipv4_prefix, r.new_source.ipv6_prefix
@@ -223,7 +237,7 @@ class Engine:
         k = ev.kind
         if k in FAILURES:
             out = self._failure(ev)
-        elif k is Kind.AUTH_SUCCESS:
+        elif k is _AUTH_SUCCESS:
             out = self._success(ev)
         else:
             return []
@@ -244,9 +258,14 @@ class Engine:
         return start if last < start else last + 1e-6
 
     def _failure(self, ev: Event) -> list[Finding]:
+        # The hot path of an attack (every failure line): Kind members are module globals
+        # here (Kind.X is an enum class attribute lookup, ~15x a global's cost).
         out: list[Finding] = []
         ts = ev.ts.timestamp()
         r = self.rules
+        kind = ev.kind
+        method = ev.method
+        detail = ev.detail
         # One failed attempt shows up several times in a log: PAM's own line and sshd's
         # "Failed password" (UsePAM yes), then "Connection closed by authenticating user"
         # and, at MaxAuthTries, two "maximum authentication attempts" lines. Count sshd's
@@ -255,46 +274,43 @@ class Engine:
         sess = (ev.host, ev.session) if ev.session is not None else None
         # sshd's own PAM error line ("reason") is one failed prompt; PAM modules' lines
         # (pam_unix, "PAM n more") restate it or a Failed line.
-        pam_sshd = ev.method == "pam" and "reason" in ev.detail and ev.kind is Kind.AUTH_FAILURE
-        restates = ev.method == "pam" and not pam_sshd
-        if pam_sshd and sess is not None:
-            self.pam_pending[sess] = self.pam_pending.get(sess, 0) + 1
-        elif (
-            sess is not None
-            and ev.kind is Kind.AUTH_FAILURE
-            and ev.method in PAM_RESTATED_BY
-            and self.pam_pending.get(sess)
-        ):
-            self.pam_pending[sess] -= 1
-            restates = True
-        # A line whose address came from its connection (parse/connections.py) says more
-        # about an attempt the connection already showed: a follow-up too.
-        if (
-            (ev.kind in FOLLOW_UPS or "address_from" in ev.detail)
-            and sess is not None
-            and sess in self.counted_sessions
-        ):
-            restates = True
-        # "Invalid user X" (or "User X from A not allowed": sshd treats X as invalid) came
-        # first on this connection and was counted: the first "Failed password for invalid
-        # user X" after it is the same attempt.
-        if (
-            not restates
-            and sess is not None
-            and ev.kind is Kind.AUTH_FAILURE
-            and ev.detail.get("invalid_user")
-            and self.invalid_sessions.pop(sess, None) is not None
-        ):
-            restates = True
-        if ev.ip is None:
+        if method == "pam":
+            pam_sshd = "reason" in detail and kind is _AUTH_FAILURE
+            restates = not pam_sshd
+        else:
+            pam_sshd = restates = False
+        counted = self.counted_sessions
+        if sess is not None:
+            if pam_sshd:
+                self.pam_pending[sess] = self.pam_pending.get(sess, 0) + 1
+            elif kind is _AUTH_FAILURE and method in PAM_RESTATED_BY and self.pam_pending.get(sess):
+                self.pam_pending[sess] -= 1
+                restates = True
+            # A line whose address came from its connection (parse/connections.py) says more
+            # about an attempt the connection already showed: a follow-up too.
+            if (kind in FOLLOW_UPS or "address_from" in detail) and sess in counted:
+                restates = True
+            # "Invalid user X" (or "User X from A not allowed": sshd treats X as invalid)
+            # came first on this connection and was counted: the first "Failed password for
+            # invalid user X" after it is the same attempt.
+            if (
+                not restates
+                and kind is _AUTH_FAILURE
+                and detail.get("invalid_user")
+                and self.invalid_sessions.pop(sess, None) is not None
+            ):
+                restates = True
+        ip = ev.ip
+        if ip is None:
             return out
-        key = addr_key(ev.ip, self.v6)
+        if type(ip) is _IPv4:
+            key: int = ip._ip  # type: ignore[attr-defined]  # addr_key's IPv4 case, fast
+        else:
+            key = addr_key(ip, self.v6)
         # A key the server does not know guesses no password; an agent offers several per
         # connection (LogLevel VERBOSE logs each), and a host that logs in offers stale ones.
-        key_try = ev.kind is Kind.AUTH_FAILURE and ev.method in KEY_METHODS
-        if key_try and (
-            key in self.authenticated or (sess is not None and sess in self.counted_sessions)
-        ):
+        key_try = kind is _AUTH_FAILURE and method in KEY_METHODS
+        if key_try and (key in self.authenticated or (sess is not None and sess in counted)):
             restates = True
         store = self.evidence
         evidence = store.pop(key, None)  # re-inserted below: the dict's end is most recent
@@ -306,42 +322,48 @@ class Engine:
         if len(evidence) > EVIDENCE_KEEP:
             del evidence[0]
         store[key] = evidence
-        weight = 0 if restates else self.weights.get(ev.kind, 0)
-        if ev.kind in SCANNER_ONLY and key in self.authenticated:
+        weight = 0 if restates else self.weights.get(kind, 0)
+        scanner_only = kind in SCANNER_ONLY
+        if scanner_only and key in self.authenticated:
             weight = 0
         if weight and sess is not None:
-            self.counted_sessions[sess] = ts
-            if ev.kind is Kind.INVALID_USER or ev.kind is Kind.NOT_ALLOWED:
+            counted[sess] = ts
+            if kind is _INVALID_USER or kind is _NOT_ALLOWED:
                 self.invalid_sessions[sess] = ts
-            if len(self.counted_sessions) > 100_000:
+            if len(counted) > 100_000:
                 self._trim_sessions()
         if weight:
-            scan = ev.kind in SCANNER_ONLY or key_try
+            scan = scanner_only or key_try
+            n_add = weight * ev.count
             if not scan and self.attempts is not None:
-                self.attempts[id(ev)] = weight * ev.count
-            evicted = self.by_ip.evicted
-            (self.by_ip_scan if scan else self.by_ip).add(key, ts, weight * ev.count)
+                self.attempts[id(ev)] = n_add
+            by_ip = self.by_ip
+            evicted = by_ip.evicted
+            (self.by_ip_scan if scan else by_ip).add(key, ts, n_add)
             # Invalid names never log in, so nothing ever explains their failures: the
             # per-address total counts them, and a botnet's random names cost no entry here.
             if (
                 not scan
                 and ev.user is not None
-                and ev.kind is not Kind.INVALID_USER
-                and not ev.detail.get("invalid_user")
+                and kind is not _INVALID_USER
+                and not detail.get("invalid_user")
             ):
-                self.by_ip_user.add((key, ev.user), ts, weight * ev.count)
-                self.by_user.add(ev.user, ts, weight * ev.count)
-            if self.by_ip.evicted != evicted:
+                self.by_ip_user.add((key, ev.user), ts, n_add)
+                self.by_user.add(ev.user, ts, n_add)
+            if by_ip.evicted != evicted:
                 self._prune_by_ip_user()
-            for rule, c in (("bruteforce", r.bruteforce), ("slow_bruteforce", r.slow_bruteforce)):
-                if not c.enabled or (scan and rule == "slow_bruteforce"):
-                    continue
-                since = self._since(rule, key, ts, c.window)
-                n = self.by_ip.count(key, since)
+            fired = self.fired
+            for rule, c in self._scan_rules if scan else self._address_rules:
+                # _since(), inline: this runs twice per counted failure.
+                last = fired.get((rule, key), NEVER)
+                since = ts - c.window
+                if last >= since:
+                    since = last + 1e-6
+                n = by_ip.count(key, since)
                 if rule == "bruteforce":
                     n += self.by_ip_scan.count(key, since)
                 if n >= c.threshold:
-                    self.fired[(rule, key)] = ts
+                    fired[(rule, key)] = ts
                     out.append(
                         self._on_address(
                             rule,
@@ -353,7 +375,7 @@ class Engine:
                         )
                     )
         e = r.enumeration
-        if e.enabled and ev.kind is Kind.INVALID_USER and ev.user is not None:
+        if e.enabled and kind is _INVALID_USER and ev.user is not None:
             self.users_per_ip.add(key, ev.user, ts)
             if (
                 self.users_per_ip.count(key, self._since("enumeration", key, ts, e.window))
@@ -375,7 +397,7 @@ class Engine:
         if (
             self.track_sprays
             and ev.user is not None
-            and ev.kind in (Kind.AUTH_FAILURE, Kind.INVALID_USER)
+            and (kind is _AUTH_FAILURE or kind is _INVALID_USER)
         ):
             self.ips_per_user.add(ev.user, key, ts)
             if (

@@ -159,8 +159,17 @@ class DistinctCounter:
         self.data: dict[Hashable, tuple[Hashable, float] | dict[Hashable, float]] = {}
         self.evicted = 0
         self._ops = 0
+        # While every add came in time order, each key's items are in time order too
+        # (re-inserted at the end on every add), so count() may stop at the first one
+        # outside the window. One late line (another source) turns that off for good.
+        self.ordered = True
+        self._latest = float("-inf")
 
     def add(self, key: Hashable, item: Hashable, ts: float) -> None:
+        if ts >= self._latest:
+            self._latest = ts
+        else:
+            self.ordered = False
         d = self.data
         cur = d.pop(key, None)
         if cur is None or (isinstance(cur, tuple) and cur[0] == item):
@@ -195,6 +204,14 @@ class DistinctCounter:
             return 1 if cur[1] >= since else 0
         n = 0
         # Most recently seen last: the ones inside the window come first, reversed.
+        if self.ordered:
+            for t in reversed(cur.values()):
+                if t < since:
+                    break
+                n += 1
+                if n == limit:
+                    break
+            return n
         for t in reversed(cur.values()):
             if t >= since:
                 n += 1

@@ -224,7 +224,10 @@ def split_syslog(
         ts = parse_iso(m.group(1))
     if ts is None:
         return None
-    return Prefix(ts, m.group(2), program, _pid(m.group(4)), text[m.end() :])
+    # _pid() inline (this runs for every sshd line): the fast patterns' pid is ASCII digits.
+    pid_s = m.group(4)
+    pid = int(pid_s) if pid_s and len(pid_s) <= 10 else None
+    return Prefix(ts, m.group(2), program, pid, text[m.end() :])
 
 
 def _split_general(text: str, tc: TimeContext, programs: frozenset[str] | None) -> Prefix | None:

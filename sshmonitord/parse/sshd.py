@@ -229,8 +229,13 @@ def _ev_gd(
         if host is not None:
             d["host"] = host
     p = gd.get("port")
-    if p is not None and (len(p) > 5 or int(p) > 65535):
-        return None  # not a port sshd could have logged: let the line be unrecognized
+    port = None
+    if p is not None:
+        if len(p) > 5:
+            return None  # not a port sshd could have logged: let the line be unrecognized
+        port = int(p)
+        if port > 65535:
+            return None
     if user is None:
         user = gd.get("user")
     pid = pre.pid
@@ -242,7 +247,7 @@ def _ev_gd(
         kind,
         user,
         ip,
-        int(p) if p is not None else None,
+        port,
         method,
         key_fp,
         1,
@@ -1459,7 +1464,10 @@ def parse(pre: Prefix, raw: str = "") -> Event:
         for pat, build in entries:
             m = pat.match(msg)
             if m is not None:
-                ev = build(pre, m, {"preauth": True} if preauth else _detail(False, postauth))
+                # _detail(), inline: the common line.
+                ev = build(
+                    pre, m, {"preauth": True} if preauth else {"postauth": True} if postauth else {}
+                )
                 if ev is not None:
                     return ev
     if msg.startswith("pam_"):
