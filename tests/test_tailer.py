@@ -7,6 +7,8 @@ import os
 import shutil
 from pathlib import Path
 
+import pytest
+
 from sshmonitord.events import FilePosition, Line, Retired
 from sshmonitord.sources.tailer import FileFollower
 
@@ -668,10 +670,13 @@ def test_saved_key_reused_by_a_newer_generation_keeps_its_position(tmp_path):
     g.close()
 
 
-def test_inotify_wakes_the_tailer_long_before_the_stat_timer(tmp_path):
-    """The watchdog observer really runs (on every watchdog the package supports: Debian 12's
-    2.2.1 has no schedule(event_filter=), see _start_observer) and wakes the tailer for an
-    append and for a rotation, with the stat() timer far too slow to be what found them."""
+@pytest.mark.parametrize("watcher", ["inotify", "watchdog"])
+def test_inotify_wakes_the_tailer_long_before_the_stat_timer(tmp_path, watcher):
+    """Each watcher really runs and wakes the tailer for an append and for a rotation, with
+    the stat() timer far too slow to be what found them: the InotifyWatcher on the event loop
+    (the default on Linux), and the watchdog observer it falls back to (on every watchdog the
+    package supports: Debian 12's 2.2.1 has no schedule(event_filter=), see
+    _start_observer)."""
     import asyncio
     import time
 
@@ -688,11 +693,16 @@ def test_inotify_wakes_the_tailer_long_before_the_stat_timer(tmp_path):
             got.extend(nums(items))
             arrived.set()
 
-        t = Tailer([str(p)], emit=emit, start_at="beginning", poll_interval=60.0)
+        t = Tailer([str(p)], emit=emit, start_at="beginning", poll_interval=60.0, watcher=watcher)
         await t.start()
         try:
-            assert t._observer is not None, "the watchdog observer did not start"
-            assert t._observer.is_alive()
+            if watcher == "watchdog":
+                assert t._inotify is None
+                assert t._observer is not None, "the watchdog observer did not start"
+                assert t._observer.is_alive()
+            else:
+                assert t._observer is None, "watchdog started beside the inotify watcher"
+                assert t._inotify is not None, "the inotify watcher did not start"
 
             async def wait_for(last: int) -> float:
                 start = time.monotonic()
@@ -712,6 +722,9 @@ def test_inotify_wakes_the_tailer_long_before_the_stat_timer(tmp_path):
             assert got == list(range(1, 7))
         finally:
             await t.stop()
-        assert not t._observer.is_alive()
+        if watcher == "watchdog":
+            assert not t._observer.is_alive()
+        else:
+            assert t._inotify is not None and t._inotify.fd == -1
 
     asyncio.run(run())

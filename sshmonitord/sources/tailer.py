@@ -16,7 +16,8 @@ deleted, or damaged) is a *gap*: a WARNING with the bytes skipped, counted and s
 its offset (or FP_BYTES of them): a file first seen empty cannot vouch for anything.
 docs/rotation.md has the whole story.
 
-Wake-ups come from inotify (through watchdog) **and** a ``stat()`` every ``poll_interval``, so
+Wake-ups come from inotify (read on the event loop; through watchdog's threads where that
+cannot run) **and** a ``stat()`` every ``poll_interval``, so
 following still works where inotify does not (NFS, some containers, queue overflow). With no
 writes nothing is read: an idle file costs one stat() per interval.
 
@@ -30,16 +31,13 @@ file has produced a Line, so the path always keeps a saved position to resume fr
 from __future__ import annotations
 
 import asyncio
-import bz2
 import contextlib
-import gzip
 import hashlib
-import lzma
 import os
 import re
 import stat
+import struct
 import time
-import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,16 +65,46 @@ Key = tuple[str, int, int]  # (configured path, dev, inode): how the store keys 
 # compression suffix. A dateext suffix needs six digits or more, so auth.log.1 is numbered.
 _NUMBERED = re.compile(r"\.(\d{1,5})")
 _DATED = re.compile(r"[-._]\d[\d._-]*")
-# The readers stay open while a file is drained (closed by _Open.close), hence no `with`.
+
+
+# The readers stay open while a file is drained (closed by _Open.close), hence no `with`;
+# each decompressor's module (and its shared library) loads with the first rotated file that
+# needs it, not with the daemon (issue #17).
+def _gzip_open(p: str) -> Any:
+    import gzip
+
+    return gzip.open(p, "rb")
+
+
+def _bz2_open(p: str) -> Any:
+    import bz2
+
+    return bz2.open(p, "rb")
+
+
+def _lzma_open(p: str) -> Any:
+    import lzma
+
+    return lzma.open(p, "rb")
+
+
 _OPENERS: dict[str, Callable[[str], Any]] = {
-    ".gz": lambda p: gzip.open(p, "rb"),  # noqa: SIM115
-    ".bz2": lambda p: bz2.open(p, "rb"),  # noqa: SIM115
-    ".xz": lambda p: lzma.open(p, "rb"),  # noqa: SIM115
-    ".lzma": lambda p: lzma.open(p, "rb"),  # noqa: SIM115
+    ".gz": _gzip_open,
+    ".bz2": _bz2_open,
+    ".xz": _lzma_open,
+    ".lzma": _lzma_open,
 }
 # Compressed with a tool the standard library cannot read: recognised, reported as a gap.
 _UNREADABLE = (".zst", ".lz4", ".lzo", ".lz", ".br", ".Z")
-_DECODE_ERRORS = (OSError, EOFError, lzma.LZMAError, zlib.error, ValueError)
+
+
+def _decode_errors() -> tuple[type[BaseException], ...]:
+    """What reading a rotated file may raise. Evaluated in an ``except`` clause, so only once
+    something was raised, and then the decompressor that raised it is loaded already."""
+    import lzma
+    import zlib
+
+    return (OSError, EOFError, lzma.LZMAError, zlib.error, ValueError)
 
 
 def fingerprint_bytes(head: bytes) -> str:
@@ -213,7 +241,7 @@ class _Gen:
                         self._head = read_head(fd, FP_BYTES)
                     finally:
                         os.close(fd)
-            except _DECODE_ERRORS:
+            except _decode_errors():
                 self._head = None
         return self._head
 
@@ -502,7 +530,7 @@ class FileFollower:
                 stream.seek(offset)
             else:
                 head = read_head(fd, FP_BYTES)
-        except _DECODE_ERRORS as exc:
+        except _decode_errors() as exc:
             if stream is not None:
                 with contextlib.suppress(Exception):
                     stream.close()
@@ -753,7 +781,7 @@ class FileFollower:
                     chunk = o.stream.read1(READ_CHUNK)
                 else:
                     chunk = os.pread(o.fd, READ_CHUNK, o.offset + len(o.buf))
-            except _DECODE_ERRORS as exc:
+            except _decode_errors() as exc:
                 if o.stream is None:
                     self.log.warning("read failed", path=self.path, error=str(exc))
                     break
@@ -925,9 +953,12 @@ class Tailer:
         max_line_length: int = 16384,
         use_inotify: bool = True,
         saved_times: dict[tuple[str, int, int], float] | None = None,
+        watcher: str = "auto",
     ) -> None:
         # saved_times: when each saved position was last written (Store.file_position_times);
         # what was rotated after that is unread when the saved file itself is gone.
+        # watcher: "auto" (inotify on the event loop, else watchdog's threads), "inotify" or
+        # "watchdog" only (tests pin one).
         self.followers = [
             FileFollower(p, start_at, max_line_length, TailStats(), saved_times=saved_times)
             for p in paths
@@ -938,7 +969,9 @@ class Tailer:
         self.use_inotify = use_inotify
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self.watcher = watcher
         self._observer: Any = None
+        self._inotify: InotifyWatcher | None = None
         self._stopping = False
         self.log = log.get("tailer")
         self.last_loop = time.monotonic()
@@ -956,9 +989,13 @@ class Tailer:
             if out:
                 await self.emit(out)
         if self.use_inotify:
-            self._observer = _start_observer(
-                [f.path for f in self.followers], lambda: loop.call_soon_threadsafe(self._wake.set)
-            )
+            paths = [f.path for f in self.followers]
+            if self.watcher in ("auto", "inotify"):
+                self._inotify = InotifyWatcher.start(paths, self._wake.set, loop)
+            if self._inotify is None and self.watcher in ("auto", "watchdog"):
+                self._observer = _start_observer(
+                    paths, lambda: loop.call_soon_threadsafe(self._wake.set)
+                )
         self._task = asyncio.create_task(self._run(), name="tailer")
 
     async def _run(self) -> None:
@@ -1005,6 +1042,8 @@ class Tailer:
         if self._task is not None:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await asyncio.wait_for(self._task, 5)
+        if self._inotify is not None:
+            self._inotify.close()
         if self._observer is not None:
             with contextlib.suppress(Exception):
                 self._observer.stop()
@@ -1041,8 +1080,196 @@ class Tailer:
         return time.monotonic() - self.last_loop < max(30.0, 10 * self.poll_interval)
 
 
+# <sys/inotify.h>
+IN_MODIFY = 0x2
+IN_ATTRIB = 0x4
+IN_MOVED_FROM = 0x40
+IN_MOVED_TO = 0x80
+IN_CREATE = 0x100
+IN_DELETE = 0x200
+IN_DELETE_SELF = 0x400
+IN_MOVE_SELF = 0x800
+IN_Q_OVERFLOW = 0x4000
+IN_IGNORED = 0x8000
+IN_ONLYDIR = 0x1000000
+IN_NONBLOCK = os.O_NONBLOCK
+IN_CLOEXEC = os.O_CLOEXEC
+# A directory: only a name coming or going (or its attributes: logrotate's `create` mode).
+# No IN_MODIFY: the other logs of /var/log being written wake nothing (issue #17).
+DIR_MASK = IN_CREATE | IN_MOVED_TO | IN_DELETE | IN_MOVED_FROM | IN_ATTRIB | IN_ONLYDIR
+# A followed file itself (its inode, so the watch follows it when it is rotated away and
+# drained): written, or truncated (copytruncate) - both are IN_MODIFY.
+FILE_MASK = IN_MODIFY
+_EVENT = struct.Struct("iIII")  # wd, mask, cookie, len; then len bytes of NUL-padded name
+
+
+class _Libc:
+    """libc's inotify calls through ctypes, loaded once (None where there are none)."""
+
+    funcs: tuple[Any, Any, Any] | None = None
+    loaded = False
+
+    @classmethod
+    def get(cls) -> tuple[Any, Any, Any] | None:
+        if not cls.loaded:
+            cls.loaded = True
+            try:
+                import ctypes
+
+                libc = ctypes.CDLL(None, use_errno=True)
+                init = libc.inotify_init1
+                add = libc.inotify_add_watch
+                rm = libc.inotify_rm_watch
+            except (ImportError, OSError, AttributeError):
+                return None
+            init.argtypes, init.restype = [ctypes.c_int], ctypes.c_int
+            add.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32]
+            add.restype = ctypes.c_int
+            rm.argtypes, rm.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+            cls.funcs = (init, add, rm)
+        return cls.funcs
+
+
+class InotifyWatcher:
+    """inotify read on the event loop (``loop.add_reader``), no thread: each followed path's
+    directory for names coming and going, and the followed file for writes. A write to
+    another file of the directory causes no event at all; an event for another name (a
+    sibling created or deleted) is read and dropped without waking the tailer. Rotated
+    generations (``auth.log.1``...) appearing or going wake it, as they did with watchdog.
+
+    ``start`` returns None where inotify cannot be used (not Linux, no inotify_init1, out of
+    instances): the tailer then falls back to watchdog, and the stat() timer covers the rest.
+    """
+
+    def __init__(self, fd: int, add: Any, wake: Callable[[], object]) -> None:
+        self.fd = fd
+        self._add = add
+        self._wake = wake
+        self.dirs: dict[int, str] = {}  # wd -> directory
+        self.files: dict[int, str] = {}  # wd -> the followed path whose inode it watches
+        self.names: dict[str, set[str]] = {}  # directory -> the followed names in it
+        self.paths: list[str] = []
+        self.events = 0  # read from the kernel
+        self.wakeups = 0  # of those, the ones that woke the tailer
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @classmethod
+    def start(
+        cls, paths: list[str], wake: Callable[[], object], loop: asyncio.AbstractEventLoop
+    ) -> InotifyWatcher | None:
+        funcs = _Libc.get() if os.uname().sysname == "Linux" else None
+        if funcs is None:
+            return None
+        init, add, _rm = funcs
+        fd = init(IN_NONBLOCK | IN_CLOEXEC)
+        if fd < 0:
+            return None  # EMFILE (max_user_instances), ENOSYS...
+        w = cls(fd, add, wake)
+        for p in paths:
+            for q in {os.path.abspath(p), os.path.realpath(p)}:
+                d, name = os.path.split(q)
+                w.names.setdefault(d, set()).add(name)
+            w.paths.append(p)
+        for d in w.names:
+            wd = w._watch(d, DIR_MASK)
+            if wd is not None:
+                w.dirs[wd] = d
+        if not w.dirs:
+            os.close(fd)
+            return None  # no directory could be watched (limits, NFS): watchdog may try
+        for p in paths:
+            w.watch_file(p)
+        try:
+            loop.add_reader(fd, w._readable)
+        except (NotImplementedError, OSError, ValueError):
+            os.close(fd)
+            return None
+        w._loop = loop
+        return w
+
+    def _watch(self, path: str, mask: int) -> int | None:
+        wd = self._add(self.fd, os.fsencode(path), mask)
+        return wd if wd >= 0 else None
+
+    def watch_file(self, path: str) -> None:
+        """Watch the inode ``path`` names now (again after a rotation: the old inode keeps its
+        watch while it drains, the kernel drops it when the file is deleted)."""
+        wd = self._watch(path, FILE_MASK)  # follows a symlink to its target
+        if wd is not None:
+            self.files[wd] = path
+
+    def _readable(self) -> None:
+        wake = False
+        while True:
+            try:
+                data = os.read(self.fd, 65536)
+            except BlockingIOError:
+                break
+            except OSError:
+                wake = True
+                break
+            if not data:
+                break
+            wake = self._handle(data) or wake
+        if wake:
+            self.wakeups += 1
+            self._wake()
+
+    def _handle(self, data: bytes) -> bool:
+        wake = False
+        rewatch: set[str] = set()
+        i = 0
+        while i + _EVENT.size <= len(data):
+            wd, mask, _cookie, size = _EVENT.unpack_from(data, i)
+            name = data[i + _EVENT.size : i + _EVENT.size + size].rstrip(b"\0")
+            i += _EVENT.size + size
+            self.events += 1
+            if mask & IN_Q_OVERFLOW:
+                # Events were lost: read everything, and watch the files named now.
+                wake = True
+                rewatch.update(self.paths)
+                continue
+            if wd in self.files:
+                if mask & IN_IGNORED:
+                    del self.files[wd]  # the inode is gone (or the watch was replaced)
+                else:
+                    wake = True
+                continue
+            d = self.dirs.get(wd)
+            if d is None:
+                continue
+            if mask & (IN_IGNORED | IN_DELETE_SELF | IN_MOVE_SELF):
+                wake = True  # the directory itself went: the stat() timer carries on
+                if mask & IN_IGNORED:
+                    del self.dirs[wd]
+                continue
+            fname = os.fsdecode(name)
+            followed = self.names.get(d, set())
+            if fname in followed:
+                wake = True
+                if mask & (IN_CREATE | IN_MOVED_TO):
+                    rewatch.add(os.path.join(d, fname))
+            elif any(fname.startswith(n + ".") for n in followed):
+                wake = True  # auth.log.1 appearing or going matters while we drain
+        for p in rewatch:
+            self.watch_file(p)
+        return wake
+
+    def close(self) -> None:
+        if self.fd < 0:
+            return
+        if self._loop is not None and not self._loop.is_closed():
+            with contextlib.suppress(Exception):
+                self._loop.remove_reader(self.fd)
+        with contextlib.suppress(OSError):
+            os.close(self.fd)
+        self.fd = -1
+
+
 def _start_observer(paths: list[str], wake: Callable[[], object]) -> Any:
-    """inotify through watchdog on each path's directory (and a symlink target's)."""
+    """inotify through watchdog on each path's directory (and a symlink target's): where the
+    InotifyWatcher cannot run. Its threads get every event of the directory, a sibling
+    log's writes included, and filter them in Python."""
     import inspect
 
     try:
