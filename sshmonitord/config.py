@@ -10,7 +10,6 @@ metadata (ranges, secrets), and reports every problem with the file name, the do
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import ipaddress
 import os
 import re
@@ -48,6 +47,13 @@ class Secret(str):
 
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def _close_matches(word: str, choices: list[str], n: int = 3, cutoff: float = 0.6) -> list[str]:
+    """difflib's suggestions for a misspelt key, imported only when a config has one."""
+    import difflib
+
+    return difflib.get_close_matches(word, choices, n=n, cutoff=cutoff)
 
 
 def _f(default: Any = dataclasses.MISSING, **meta: Any) -> Any:
@@ -631,7 +637,7 @@ class _Walker:
                 choices = ", ".join(str(a) for a in args)
                 hint = ""
                 if isinstance(value, str):
-                    close = difflib.get_close_matches(value, [str(a) for a in args], n=1)
+                    close = _close_matches(value, [str(a) for a in args], n=1)
                     hint = f" (did you mean {close[0]!r}?)" if close else ""
                 self.fail(key, f"expected one of {choices}, got {_describe(value)}{hint}")
                 raise _Bad
@@ -749,7 +755,7 @@ class _Walker:
         bad = False
         for k, v in value.items():
             if k not in FAILURE_WEIGHTS:
-                close = difflib.get_close_matches(str(k), list(FAILURE_WEIGHTS), n=1)
+                close = _close_matches(str(k), list(FAILURE_WEIGHTS), n=1)
                 hint = f" (did you mean {close[0]!r}?)" if close else ""
                 self.fail(
                     f"{key}.{k}",
@@ -846,7 +852,7 @@ class _Walker:
         for raw_key in value:
             name = str(raw_key)
             if name not in known:
-                close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6)
+                close = _close_matches(name, sorted(known), n=1, cutoff=0.6)
                 hint = f" (did you mean {close[0]!r}?)" if close else ""
                 valid = ", ".join(sorted(known))
                 self.fail(_join(key, name), f"unknown key{hint}; valid keys here: {valid}")
@@ -893,7 +899,7 @@ class _Walker:
             choices = ", ".join(CHANNEL_TYPES)
             hint = ""
             if isinstance(kind, str):
-                close = difflib.get_close_matches(kind, list(CHANNEL_TYPES), n=1)
+                close = _close_matches(kind, list(CHANNEL_TYPES), n=1)
                 hint = f" (did you mean {close[0]!r}?)" if close else ""
             self.fail(f"{key}.type", f"expected one of {choices}, got {_describe(kind)}{hint}")
             raise _Bad

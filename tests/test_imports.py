@@ -390,6 +390,145 @@ def test_the_daemon_wires_what_the_stages_choose(tmp_path: Path) -> None:
     asyncio.run(main())
 
 
+# --------------------------------------------------------------------------- start-up cost
+
+# What the daemon loads only for the configs that use it (issue #17: ~2 MB of its peak RSS
+# was modules a default config never runs): channel libraries and modules, the fleet, the
+# metrics endpoint, other firewall backends, the operator commands, test-only libraries.
+# watchdog too on Linux: the tailer reads inotify itself and keeps watchdog as its fallback.
+NOT_AT_START = (
+    "httpx",
+    "httpcore",
+    "psycopg",
+    "prometheus_client",
+    "hypothesis",
+    "email",
+    "smtplib",
+    "difflib",
+    "gzip",
+    "watchdog",
+    f"{PKG}.metrics",
+    f"{PKG}.store.fleet",
+    f"{PKG}.detect.fleet",
+    f"{PKG}.notify.smtp",
+    f"{PKG}.notify.sendmail",
+    f"{PKG}.notify.webhook",
+    f"{PKG}.notify.forwardemail",
+    f"{PKG}.respond.nftables",
+    f"{PKG}.respond.ipset",
+    f"{PKG}.respond.command",
+    f"{PKG}.cli.status",
+    f"{PKG}.cli.bans",
+    f"{PKG}.cli.replay",
+    f"{PKG}.cli.fleet",
+    f"{PKG}.cli.audit",
+    f"{PKG}.cli.alerts",
+)
+
+STARTUP = """
+import asyncio, json, sys
+from sshmonitord.cli.daemon import daemon_main  # what `python -m sshmonitord` imports
+from sshmonitord import config, daemon
+
+cfg = config.load_config(sys.argv[1])
+
+async def main():
+    d = daemon.Daemon(cfg, state_dir=sys.argv[2], dry_run=True)
+    await d._open()  # every stage built and started: sources, alerts, report, bans
+    try:
+        await asyncio.sleep(0.2)
+        if len(sys.argv) > 3:  # a channel's send, to the closed port
+            from sshmonitord.notify import Message
+            try:
+                webhook = d.alerts.channels["webhook"]
+                await webhook.send(Message("s", "t", "", [], id="x"))
+            except Exception as exc:
+                print(type(exc).__name__, file=sys.stderr)
+    finally:
+        await d._shutdown()
+
+asyncio.run(main())
+print(json.dumps(sorted(sys.modules)))
+"""
+
+
+def _started_modules(tmp_path: Path, extra: str = "", send: bool = False) -> set[str]:
+    import json
+    import subprocess
+    import sys
+
+    log = tmp_path / "auth.log"
+    log.write_text("")
+    cfg = tmp_path / "sshmonitor.yaml"
+    cfg.write_text(
+        f"control: {{socket: {tmp_path / 'control.sock'}}}\n"
+        f"sources: {{mode: file, files: [{log}]}}\n" + extra
+    )
+    argv = [sys.executable, "-c", STARTUP, str(cfg), str(tmp_path / "state")]
+    out = subprocess.run(
+        argv + (["send"] if send else []), capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    return set(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def _loaded(mods: set[str], names: tuple[str, ...]) -> list[str]:
+    return sorted(n for n in names if n in mods or any(m.startswith(n + ".") for m in mods))
+
+
+def test_startup_leaves_the_optional_modules_unloaded(tmp_path: Path) -> None:
+    """A daemon started (in a fresh interpreter, its stages running) with a config that
+    names no channel, fleet, metrics or firewall: none of NOT_AT_START is imported."""
+    mods = _started_modules(tmp_path, "response: {enabled: false}\n")
+    assert f"{PKG}.sources.tailer" in mods and f"{PKG}.notify.queue" in mods  # it did start
+    loaded = _loaded(mods, NOT_AT_START)
+    assert not loaded, "start-up imports what it does not need (issue #17):\n" + "\n".join(loaded)
+
+
+def test_a_configured_channel_and_backend_load_when_built(tmp_path: Path) -> None:
+    """The lazy imports still happen where they are needed: a webhook channel and the
+    nftables backend the config names are built at start (their modules loaded), and the
+    webhook's httpx loads with its first send (which fails cleanly: nothing listens)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: connection refused
+    extra = (
+        "response: {backend: nftables}\n"
+        f"notify: {{channels: [{{type: webhook, url: 'http://127.0.0.1:{port}/hook'}}, "
+        "{type: smtp, host: 127.0.0.1, sender: a@example.org, to: [b@example.org]}]}\n"
+    )
+    mods = _started_modules(tmp_path, extra, send=True)
+    assert f"{PKG}.notify.webhook" in mods and f"{PKG}.notify.smtp" in mods
+    assert "smtplib" in mods and "httpx" in mods
+    # --dry-run: the nftables the config names is never touched, so never imported.
+    assert f"{PKG}.respond.nftables" not in mods
+    assert not _loaded(mods, (f"{PKG}.notify.sendmail", f"{PKG}.notify.forwardemail"))
+
+
+def test_make_backend_builds_every_kind() -> None:
+    from sshmonitord.respond.backend import NoneBackend
+    from sshmonitord.respond.backends import KINDS, make_backend
+
+    built = {
+        "nftables": {"table": "sshmonitor_test"},
+        "ipset": {"set4": "a4", "set6": "a6"},
+        "command": {"ban": ["true"], "unban": ["true"]},
+        "none": {},
+    }
+    for kind in KINDS:
+        b = make_backend(kind, **built[kind])
+        assert type(b).__module__.endswith(kind if kind != "none" else "backend")
+    assert isinstance(make_backend("none"), NoneBackend)
+    import pytest
+
+    with pytest.raises(ValueError, match="unknown firewall backend"):
+        make_backend("iptables")
+    with pytest.raises(ValueError, match="backend nftables"):
+        make_backend("nftables", nonsense=1)
+
+
 if __name__ == "__main__":  # `python tests/test_imports.py`: print the package-level graph
     for u, targets in sorted(unit_graph(graph()).items(), key=lambda kv: layer_of(kv[0])):
         print(f"{u:10} -> {', '.join(sorted(targets, key=layer_of)) or '-'}")

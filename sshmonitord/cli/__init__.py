@@ -20,17 +20,31 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING, Any
 
 from .. import __version__
-from ..notify import report
-from . import alerts, audit, bans, fleet, replay, status
 from .daemon import EX_CONFIG, daemon_main, daemon_parser, tune_gc
-from .status import print_status
+
+if TYPE_CHECKING:
+    from .status import print_status
 
 __all__ = ["EX_CONFIG", "daemon_main", "daemon_parser", "main", "parser", "print_status", "tune_gc"]
 
 
+def __getattr__(name: str) -> Any:
+    # The operator commands' modules load with `sshmonitor`'s parser, not with the daemon
+    # (`sshmonitord` imports this package for daemon_main only: issue #17, its memory).
+    if name == "print_status":
+        from .status import print_status
+
+        return print_status
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def parser() -> argparse.ArgumentParser:
+    from ..notify import report
+    from . import alerts, audit, bans, fleet, replay, status
+
     p = argparse.ArgumentParser(
         prog="sshmonitor",
         description="Operator commands for sshmonitord (the SSH security monitor daemon).",

@@ -8,15 +8,13 @@ import cycle.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import config
-from .channels import BaseChannel
-from .forwardemail import ForwardEmailChannel
 from .logchannel import LogChannel
-from .sendmail import SendmailChannel
-from .smtp import SmtpChannel
-from .webhook import WebhookChannel
+
+if TYPE_CHECKING:
+    from .channels import BaseChannel
 
 __all__ = ["build_channels", "journal_channel", "make_channel"]
 
@@ -64,6 +62,8 @@ def make_channel(cfg: config.Channel, hostname: str) -> BaseChannel:
         "exclude_rules": cfg.exclude_rules,
     }
     if cfg.type == "forwardemail":
+        from .forwardemail import ForwardEmailChannel
+
         return ForwardEmailChannel(
             api_key=cfg.api_key or "",
             base_url=cfg.base_url,
@@ -74,6 +74,8 @@ def make_channel(cfg: config.Channel, hostname: str) -> BaseChannel:
             **common,
         )
     if cfg.type == "smtp":
+        from .smtp import SmtpChannel
+
         return SmtpChannel(
             host=cfg.host,
             port=cfg.port,
@@ -90,10 +92,14 @@ def make_channel(cfg: config.Channel, hostname: str) -> BaseChannel:
             **common,
         )
     if cfg.type == "sendmail":
+        from .sendmail import SendmailChannel
+
         return SendmailChannel(
             path=cfg.path, sender=cfg.sender, to=cfg.to, hostname=hostname, **common
         )
     if cfg.type == "webhook":
+        from .webhook import WebhookChannel
+
         return WebhookChannel(
             url=cfg.url,
             format=cfg.format,

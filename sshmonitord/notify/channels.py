@@ -16,7 +16,6 @@ import re
 import time
 from collections.abc import Mapping
 from datetime import UTC
-from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 from .. import __version__
@@ -111,6 +110,8 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
         pass
     else:
         return max(0.0, seconds) if math.isfinite(seconds) else None
+    from email.utils import parsedate_to_datetime  # late: the email package is ~2 MB
+
     try:
         when = parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError):

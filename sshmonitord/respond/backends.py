@@ -11,28 +11,46 @@ from typing import Any
 
 from ..config import ResponseConfig
 from .backend import Backend, NoneBackend
-from .command import CommandBackend
-from .ipset import IpsetBackend
-from .nftables import NftBackend
 
 __all__ = ["KINDS", "backend_for", "make_backend"]
 
 KINDS = ("nftables", "ipset", "command", "none")
 
-# Each backend's constructor takes its own options; what they share is the Protocol.
-_CLASSES: dict[str, Callable[..., Backend]] = {
-    "nftables": NftBackend,
-    "ipset": IpsetBackend,
-    "command": CommandBackend,
-    "none": NoneBackend,
+
+def _nftables() -> Callable[..., Backend]:
+    from .nftables import NftBackend
+
+    return NftBackend
+
+
+def _ipset() -> Callable[..., Backend]:
+    from .ipset import IpsetBackend
+
+    return IpsetBackend
+
+
+def _command() -> Callable[..., Backend]:
+    from .command import CommandBackend
+
+    return CommandBackend
+
+
+# Each backend's constructor takes its own options; what they share is the Protocol. Each
+# module is imported when its backend is built: a host loads the one it uses (issue #17).
+_CLASSES: dict[str, Callable[[], Callable[..., Backend]]] = {
+    "nftables": _nftables,
+    "ipset": _ipset,
+    "command": _command,
+    "none": lambda: NoneBackend,
 }
 
 
 def make_backend(kind: str, **options: Any) -> Backend:
     """Build a backend by name: "nftables", "ipset", "command" or "none"."""
-    cls = _CLASSES.get(kind)
-    if cls is None:
+    load = _CLASSES.get(kind)
+    if load is None:
         raise ValueError(f"unknown firewall backend {kind!r} (choose from {', '.join(KINDS)})")
+    cls = load()
     try:
         return cls(**options)
     except TypeError as e:
