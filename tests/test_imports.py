@@ -406,6 +406,7 @@ NOT_AT_START = (
     "smtplib",
     "difflib",
     "gzip",
+    "html",
     "watchdog",
     f"{PKG}.metrics",
     f"{PKG}.store.fleet",

@@ -15,7 +15,6 @@ Attacker-controlled text (user names, log lines, summaries that embed them) is d
 
 from __future__ import annotations
 
-import html
 import shlex
 import time
 import unicodedata
@@ -90,9 +89,17 @@ def one_line(text: str, limit: int) -> str:
     return flat
 
 
+# html.escape(quote=True)'s table. Not the html module itself: importing it loads
+# html.entities (~0.5 MB of unescape tables the daemon never uses; issue #17).
+_HTML_ESCAPES = str.maketrans(
+    {"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#x27;"}
+)
+
+
 def h(text: object) -> str:
-    """Attacker-safe HTML: visible escapes first, then entity escaping (quotes too)."""
-    return html.escape(visible(str(text)), quote=True)
+    """Attacker-safe HTML: visible escapes first, then entity escaping (quotes too), as
+    ``html.escape(quote=True)`` does (tests/test_startup_imports.py holds them equal)."""
+    return visible(str(text)).translate(_HTML_ESCAPES)
 
 
 def fmt_time(ts: float | None) -> str:
