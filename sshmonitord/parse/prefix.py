@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, tzinfo
+from sys import intern
 from typing import Any, NamedTuple
 
 MONTHS = {
@@ -26,6 +27,13 @@ MONTHS = {
 }
 FUTURE_SLACK = timedelta(days=2)
 _MISS: Any = object()  # clock skew and zone confusion, never a whole year
+# "MM:SS" → its offset into the hour; a leap second (:60) is read as :59. A busy log has a
+# new second on most lines, so this is the common case, not a cache miss.
+_MINUTE_SECOND = {
+    f"{mm:02d}:{ss:02d}": timedelta(minutes=mm, seconds=min(ss, 59))
+    for mm in range(60)
+    for ss in range(61)
+}
 
 
 class Prefix(NamedTuple):
@@ -81,15 +89,10 @@ class TimeContext:
             if len(self._hours) > 4096:
                 self._hours.clear()
             self._hours[stamp[:9]] = base
-        if base is None or stamp[9] != ":" or stamp[12] != ":":
+        offset = _MINUTE_SECOND.get(stamp[10:15])
+        if base is None or offset is None or stamp[9] != ":":
             return None
-        mm_s, ss_s = stamp[10:12], stamp[13:15]
-        if not (mm_s.isdigit() and ss_s.isdigit()):
-            return None
-        mm, ss = int(mm_s), int(ss_s)
-        if mm > 59 or ss > 60:
-            return None
-        val = base + timedelta(minutes=mm, seconds=min(ss, 59))
+        val = base + offset
         self._cache_key, self._cache_val = key, val
         return val
 
@@ -211,6 +214,7 @@ def split_syslog(
         program = m.group(3)
         if programs is not None and program not in programs:
             return OTHER
+        program = intern(program)
         ts = tc.classic(m.group(1))
     else:
         if text[:1] == "<":
@@ -221,13 +225,16 @@ def split_syslog(
         program = m.group(3)
         if programs is not None and program not in programs:
             return OTHER
+        program = intern(program)
         ts = parse_iso(m.group(1))
     if ts is None:
         return None
     # _pid() inline (this runs for every sshd line): the fast patterns' pid is ASCII digits.
     pid_s = m.group(4)
     pid = int(pid_s) if pid_s and len(pid_s) <= 10 else None
-    return Prefix(ts, m.group(2), program, pid, text[m.end() :])
+    # One string per host name, not one per line: events kept as evidence and the
+    # connection and session memories hold hundreds of thousands of them in a flood.
+    return Prefix(ts, intern(m.group(2)), program, pid, text[m.end() :])
 
 
 def _split_general(text: str, tc: TimeContext, programs: frozenset[str] | None) -> Prefix | None:
