@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
 from typing import Any, TextIO
 
+from . import parse_worker as pw
 from .config import Config
 from .detect.engine import Engine, History
 from .events import Event, Finding, Kind
@@ -50,6 +51,7 @@ FAILURE_KINDS = frozenset(
         Kind.PENALTY,
     }
 )
+_AUTH_SUCCESS = Kind.AUTH_SUCCESS  # per event: a global, not an enum attribute lookup
 PROGRESS_EVERY = 4096  # lines between looks at the clock (the bar redraws at most 5 times/s)
 PROGRESS_REDRAW = 0.2
 MAX_FINDINGS_LISTED = 1000
@@ -204,8 +206,13 @@ class Replay:
         until: datetime | None = None,
         progress: TextIO | None = None,
         config: Config | None = None,
+        jobs: int = 1,
     ) -> None:
         cfg = config or Config()
+        self.zone = zone
+        self.jobs = jobs
+        self.worker_rss_kb: list[int] = []  # the parse process's peak RSS, once reaped
+        self._consumed_now = 0
         self.parser = Parser(zone=zone)
         # The rules run exactly as in the daemon (event time), minus alerts; the bans are
         # planned by the daemon's own policy, never placed.
@@ -225,11 +232,24 @@ class Replay:
         self._consumed: Callable[[], int] | None = None
 
     def events(self, paths: list[str]) -> Iterator[Event]:
-        parse = self.parser.parse_text
-        since, until = self.since, self.until
+        """Every event of ``paths`` in order (inside the time window), each counted and
+        fed to the rules before it is yielded. With ``jobs`` > 1 the parsing runs in a
+        second process (parse_worker.py); the results are the same."""
         if self.progress is not None and "-" not in paths:
             with contextlib.suppress(OSError):
                 self._total = sum(os.stat(p).st_size for p in paths)
+        if self.jobs > 1:
+            yield from self._events_forked(paths)
+        else:
+            yield from self._events_here(paths)
+        self.summary.seconds = time.perf_counter() - self._t0
+        if self.progress is not None and self._last_progress:
+            self.progress.write("\r\x1b[K")
+            self.progress.flush()
+
+    def _events_here(self, paths: list[str]) -> Iterator[Event]:
+        parse = self.parser.parse_text
+        take = self._take
         for path in paths:
             log = open_counted(path)
             if path == "-" and len(paths) == 1:
@@ -245,28 +265,60 @@ class Replay:
                     if n % PROGRESS_EVERY == 0:
                         self._progress()
                     ev = parse(line[:-1] if line.endswith("\n") else line)
-                    if ev is None:
-                        continue
-                    if (since is not None and ev.ts < since) or (
-                        until is not None and ev.ts > until
-                    ):
-                        continue
-                    self._account(ev)
-                    findings = self.engine.feed(ev)
-                    if findings:
-                        now = ev.ts.timestamp()
-                        for f in findings:
-                            self._finding(f, now)
-                    yield ev
+                    if ev is not None and take(ev):
+                        yield ev
             finally:
                 log.close()
             if log.size is not None:
                 self._done_before += log.size
             self._consumed = None
-        self.summary.seconds = time.perf_counter() - self._t0
-        if self.progress is not None and self._last_progress:
-            self.progress.write("\r\x1b[K")
-            self.progress.flush()
+
+    def _events_forked(self, paths: list[str]) -> Iterator[Event]:
+        unpack = pw.Unpacker()
+        take = self._take
+        st = self.parser.stats
+        size: int | None = None
+        try:
+            for msg in pw.parse_forked(paths, self.zone, open_counted, self.worker_rss_kb):
+                if isinstance(msg, pw.Batch):
+                    st.lines = msg.lines
+                    if msg.consumed is not None:
+                        self._consumed_now = msg.consumed
+                    self._progress()
+                    for packed in msg.events:
+                        ev = unpack(packed)
+                        if take(ev):
+                            yield ev
+                elif isinstance(msg, pw.FileStart):
+                    if size is not None:
+                        self._done_before += size
+                    size = msg.size
+                    if msg.path == "-" and len(paths) == 1:
+                        self._total = msg.size
+                    self._consumed_now = 0
+                    self._consumed = self._forked_consumed
+                    self.summary.files.append(msg.path)
+                else:  # the child's statistics: the last message
+                    self.parser.stats = msg
+        finally:
+            self._consumed = None
+
+    def _forked_consumed(self) -> int:
+        return self._consumed_now
+
+    def _take(self, ev: Event) -> bool:
+        """Count one parsed event and run the rules on it; False when it is outside the
+        time window (then it is neither)."""
+        since, until = self.since, self.until
+        if (since is not None and ev.ts < since) or (until is not None and ev.ts > until):
+            return False
+        self._account(ev)
+        findings = self.engine.feed(ev)
+        if findings:
+            now = ev.ts.timestamp()
+            for f in findings:
+                self._finding(f, now)
+        return True
 
     def _account(self, ev: Event) -> None:
         s = self.summary
@@ -283,7 +335,7 @@ class Replay:
             s.offenders[key] += ev.count
             if ev.user and key not in s.offender_user:
                 s.offender_user[key] = ev.user
-        elif ev.kind is Kind.AUTH_SUCCESS and ev.user:
+        elif ev.kind is _AUTH_SUCCESS and ev.user:
             s.successes[ev.user] += 1
 
     def _finding(self, f: Finding, now: float) -> None:
@@ -374,6 +426,7 @@ def summary_dict(r: Replay, top: int = 10) -> dict[str, Any]:
         "bans_that_would_be_placed": s.would_ban,
         "findings": s.findings,
         "bans": s.bans,
+        "parse_process_peak_rss_kb": max(r.worker_rss_kb, default=None),
     }
 
 
@@ -440,6 +493,11 @@ def print_text(d: dict[str, Any], out: TextIO) -> None:
             w(f"  ... {d['bans_that_would_be_placed'] - 20:,} more\n")
 
 
+def default_jobs() -> int:
+    """Two processes (parse, and detect) where there are two cores to run them."""
+    return 2 if len(os.sched_getaffinity(0)) > 1 else 1
+
+
 def run(
     paths: list[str],
     fmt: str,
@@ -450,6 +508,7 @@ def run(
     out: TextIO = sys.stdout,
     err: TextIO = sys.stderr,
     config: Config | None = None,
+    jobs: int | None = None,
 ) -> int:
     """The ``sshmonitor replay`` command, with the daemon's whole ``config`` (detection,
     response, allowlist). Returns the exit status."""
@@ -472,6 +531,7 @@ def run(
         t_to,
         progress=err if err.isatty() else None,
         config=config,
+        jobs=default_jobs() if jobs is None else jobs,
     )
     try:
         if fmt == "json" and not summary_only:
@@ -486,7 +546,7 @@ def run(
             return 0
         for _ in r.events(paths):
             pass
-    except (OSError, EOFError, zlib.error) as exc:
+    except (OSError, EOFError, zlib.error, pw.ParseProcessError) as exc:
         # A damaged or cut-off compressed file (EOFError, zlib.error): say which error, and
         # what was read before it.
         if r.progress is not None:

@@ -52,9 +52,9 @@ def make_log(directory: Path, name: str) -> Path:
     return out
 
 
-def fingerprint(path: Path) -> dict[str, Any]:
+def fingerprint(path: Path, jobs: int = 1) -> dict[str, Any]:
     """Digests and counts of everything replay decides about ``path``."""
-    r = Replay(UTC, config=Config())
+    r = Replay(UTC, config=Config(), jobs=jobs)
     findings: list[Finding] = []
     seen_finding = r._finding
 
@@ -105,10 +105,11 @@ def _list_everything(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(replay_mod, "MAX_FINDINGS_LISTED", 10**9)
 
 
+@pytest.mark.parametrize("jobs", [1, 2], ids=["one-process", "parse-process"])
 @pytest.mark.parametrize("name", sorted(LOGS))
-def test_replay_results_unchanged(name: str, tmp_path: Path) -> None:
+def test_replay_results_unchanged(name: str, jobs: int, tmp_path: Path) -> None:
     want = json.loads(GOLDEN.read_text())[name]
-    got = fingerprint(make_log(tmp_path, name))
+    got = fingerprint(make_log(tmp_path, name), jobs)
     # Counts first: a mismatch there says what changed; the digests catch the rest.
     for key in ("lines", "events", "kinds", "findings_by_rule", "bans", "top_offenders"):
         assert got[key] == want[key], key

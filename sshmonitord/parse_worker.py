@@ -1,0 +1,248 @@
+"""Parse in a second process: ``replay`` on two cores, with the very same results.
+
+Parsing is sequential by nature (the connection memory, the year of a classic stamp), and so
+is detection; but they are separate stages, so replay runs them as a two-stage pipeline: a
+forked child reads the files and runs the real :class:`~sshmonitord.parse.Parser` over them,
+the parent detects. The child sends the events in batches through a pipe, in file order,
+as plain tuples (:func:`pack`: the kind as its index, an address as an int) that pickle
+and unpickle in a fraction of what Event objects would cost; :func:`unpack` rebuilds equal
+Events. At the end the child sends its parser's statistics; an error reading a file (a
+damaged .gz) is sent as what it was, after the events before it, and raised again here.
+
+Only replay uses this (the daemon reads as lines arrive); parse and detect stay the same pure
+functions in both. tests/test_replay_golden.py holds both ways to the same results.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import ipaddress
+import os
+import pickle
+import signal
+import struct
+import sys
+import zlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import tzinfo
+from typing import Any
+
+from .events import Event, Kind
+from .parse import Parser, ParseStats
+
+KINDS: tuple[Kind, ...] = tuple(Kind)
+_KIND_INDEX = {k: i for i, k in enumerate(KINDS)}
+# Lines per message. The pipe is made as large as allowed (1 MiB by default) so the child
+# can run several batches ahead; with the default 64 KiB it waited for each batch to be
+# detected before it could send the next, and the two processes took turns.
+BATCH_LINES = 1024
+PIPE_SIZE = 1 << 20
+_HEADER = struct.Struct("<I")
+_IPv4 = ipaddress.IPv4Address
+_IPv6 = ipaddress.IPv6Address
+# Exceptions a file can raise while read, re-raised as themselves in the parent (replay.run
+# says "stopped there" for these); anything else is a bug and comes back as a RuntimeError.
+_PASSED_ON: dict[str, type[BaseException]] = {
+    "OSError": OSError,
+    "EOFError": EOFError,
+    "error": zlib.error,
+    "BadGzipFile": OSError,
+    "FileNotFoundError": FileNotFoundError,
+    "PermissionError": PermissionError,
+    "IsADirectoryError": IsADirectoryError,
+}
+
+Packed = tuple[Any, ...]
+
+
+def pack(ev: Event) -> Packed:
+    """An Event as a tuple of plain values (see :func:`unpack`)."""
+    ip = ev.ip
+    ip_v: int | None
+    if ip is None:
+        ip_v = None
+    elif type(ip) is _IPv4:
+        ip_v = ip._ip  # type: ignore[attr-defined]  # speed: int() is a Python-level call
+    else:
+        ip_v = -1 - int(ip)  # IPv6: negative
+    return (
+        ev.ts,
+        ev.host,
+        ev.program,
+        ev.pid,
+        _KIND_INDEX[ev.kind],
+        ev.user,
+        ip_v,
+        ev.port,
+        ev.method,
+        ev.key_fp,
+        ev.count,
+        ev.session,
+        ev.detail,
+        ev.raw,
+    )
+
+
+class Unpacker:
+    """Rebuilds Events; one address object per address (attackers repeat)."""
+
+    def __init__(self) -> None:
+        self._ips: dict[int, ipaddress.IPv4Address | ipaddress.IPv6Address] = {}
+
+    def __call__(self, t: Packed) -> Event:
+        ip_v = t[6]
+        ip = None
+        if ip_v is not None:
+            ips = self._ips
+            ip = ips.get(ip_v)
+            if ip is None:
+                if len(ips) >= 65536:
+                    ips.clear()
+                ip = ips[ip_v] = _IPv4(ip_v) if ip_v >= 0 else _IPv6(-1 - ip_v)
+        return Event(
+            t[0], t[1], t[2], t[3], KINDS[t[4]], t[5], ip, t[7], t[8], t[9], t[10], t[11],
+            t[12], t[13],
+        )  # fmt: skip
+
+
+@dataclass
+class FileStart:
+    path: str
+    size: int | None
+
+
+@dataclass
+class Batch:
+    lines: int  # lines read so far, all files
+    consumed: int | None  # bytes of the open file read so far (compressed for .gz)
+    events: list[Packed]
+
+
+def _send(fd: int, obj: object) -> None:
+    data = pickle.dumps(obj, pickle.HIGHEST_PROTOCOL)
+    view = memoryview(_HEADER.pack(len(data)) + data)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
+
+
+def _child(
+    fd: int,
+    paths: list[str],
+    zone: tzinfo,
+    open_counted: Callable[[str], Any],
+) -> None:
+    parser = Parser(zone=zone)
+    parse = parser.parse_text
+    st = parser.stats
+    try:
+        for path in paths:
+            log = open_counted(path)
+            parser.time.set_reference(log.reference)
+            _send(fd, FileStart(path, log.size))
+            out: list[Packed] = []
+            n = 0
+            try:
+                for line in log.stream:
+                    ev = parse(line[:-1] if line.endswith("\n") else line)
+                    if ev is not None:
+                        out.append(pack(ev))
+                    n += 1
+                    if n == BATCH_LINES:
+                        _send(fd, Batch(st.lines, _consumed(log), out))
+                        out = []
+                        n = 0
+            finally:
+                log.close()
+            _send(fd, Batch(st.lines, _consumed(log, done=True), out))
+    except BrokenPipeError:
+        return
+    except BaseException as exc:  # everything goes back to the parent, which decides
+        with contextlib.suppress(BrokenPipeError):
+            _send(fd, ("error", type(exc).__name__, str(exc), parser.stats))
+        return
+    _send(fd, ("end", parser.stats))
+
+
+def _consumed(log: Any, done: bool = False) -> int | None:
+    if log.consumed is None:
+        return None
+    if done and log.size is not None:
+        return int(log.size)
+    with contextlib.suppress(OSError, ValueError):
+        return int(log.consumed())
+    return None
+
+
+class ParseProcessError(RuntimeError):
+    """The parse process failed in a way no file explains (a bug): its message."""
+
+
+def _recv(f: Any) -> Any:
+    head = f.read(_HEADER.size)
+    if len(head) < _HEADER.size:
+        raise ParseProcessError("the parse process ended without finishing (killed?)")
+    (size,) = _HEADER.unpack(head)
+    data = f.read(size)
+    if len(data) < size:
+        raise ParseProcessError("the parse process ended mid-message (killed?)")
+    return pickle.loads(data)
+
+
+def parse_forked(
+    paths: list[str],
+    zone: tzinfo,
+    open_counted: Callable[[str], Any],
+    peak_rss_kb: list[int] | None = None,
+) -> Iterator[FileStart | Batch | ParseStats]:
+    """Fork a child that parses ``paths`` in order; yield what it sends: a FileStart per
+    file, Batches of packed events, and last the child's ParseStats. A file error in the
+    child is raised here as the same exception type, after every batch before it. The
+    child's peak RSS (kB) is appended to ``peak_rss_kb`` once it has been reaped."""
+    r, w = os.pipe()
+    with contextlib.suppress(OSError, AttributeError):  # Linux only; a smaller pipe still works
+        fcntl.fcntl(w, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:  # the child: parse, send, and leave without running the parent's exit code
+        status = 0
+        try:
+            os.close(r)
+            signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+            _child(w, paths, zone, open_counted)
+        except BaseException:
+            status = 1
+        finally:
+            os._exit(status)
+    os.close(w)
+    f = os.fdopen(r, "rb", buffering=1 << 16)
+    finished = False
+    try:
+        while True:
+            msg = _recv(f)
+            if isinstance(msg, (FileStart, Batch)):
+                yield msg
+                continue
+            if msg[0] == "end":
+                finished = True
+                yield msg[1]
+                return
+            _, name, text, stats = msg
+            finished = True
+            yield stats
+            exc_type = _PASSED_ON.get(name)
+            if exc_type is None:
+                raise ParseProcessError(f"{name}: {text}")
+            raise exc_type(text)
+    finally:
+        f.close()
+        if not finished:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        with contextlib.suppress(ChildProcessError):
+            _, _, usage = os.wait4(pid, 0)
+            if peak_rss_kb is not None:
+                peak_rss_kb.append(usage.ru_maxrss)
