@@ -35,6 +35,7 @@ of it each tool matched. Nothing here needs root, bans anything or touches the f
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -56,7 +57,22 @@ import gen_authlog  # noqa: E402  (a sibling script, not a package)
 REPO = HERE.parent
 F2B_FILTER = "/etc/fail2ban/filter.d/sshd.conf"
 SSHG_PARSER = "/usr/libexec/sshguard/sshg-parser"
-TOOLS = ("ours", "f2b", "f2b-aggr", "sshguard")
+TOOLS = ("ours", "ours-1", "baseline", "py-regex", "f2b", "f2b-aggr", "sshguard")
+DEFAULT_TOOLS = ("ours", "ours-1", "f2b", "f2b-aggr", "sshguard")
+OURS = ("ours", "ours-1", "baseline")
+# The floor for any Python parser: one compiled regex (a classic syslog prefix) over every
+# line, nothing built. Run in the same interpreter as ours; it calibrates machines against
+# each other (issue #17 measured 2.4-2.8M lines/s on the machine of its figures).
+PY_REGEX = r"""
+import re, sys
+r = re.compile(r"(\w{3} [ \d]\d \d\d:\d\d:\d\d) (\S+) ([^\[:]+)(?:\[(\d+)\])?: ")
+n = 0
+with open(sys.argv[1], encoding="utf-8", errors="replace") as fh:
+    for line in fh:
+        if r.match(line):
+            n += 1
+print(n)
+"""
 INSTALL_HINT = {
     "f2b": "DEBIAN_FRONTEND=noninteractive apt-get install -y fail2ban",
     "f2b-aggr": "DEBIAN_FRONTEND=noninteractive apt-get install -y fail2ban",
@@ -113,11 +129,24 @@ class Run:
 # ---------------------------------------------------------------------------- running
 
 
+GNU_TIME = "/usr/bin/time"
+_RSS_MARK = "sshmonitord-bench-maxrss-kb="
+
+
 def measure(argv: list[str], stdin_path: str | None, stdout_path: str) -> tuple[int, float, float]:
-    """Run one child; (exit status, wall seconds, peak RSS in MB) from its own rusage."""
+    """Run one child; (exit status, wall seconds, peak RSS in MB) from its own rusage.
+
+    A child's ru_maxrss counts the pages of the process it was forked from until its exec,
+    so a tool smaller than this script (sshguard's parser: a few MB) would read as this
+    script's size. GNU time, itself small, forks the tool and reports the tool's own peak;
+    without it the figure from wait4 is an upper bound."""
     stdin = open(stdin_path, "rb") if stdin_path else subprocess.DEVNULL  # noqa: SIM115
+    timed = os.access(GNU_TIME, os.X_OK)
+    if timed:
+        argv = [GNU_TIME, "-f", _RSS_MARK + "%M", *argv]
+    err_path = stdout_path + ".err"
     try:
-        with open(stdout_path, "wb") as out, open(stdout_path + ".err", "wb") as err:
+        with open(stdout_path, "wb") as out, open(err_path, "wb") as err:
             t = time.perf_counter()
             proc = subprocess.Popen(argv, stdin=stdin, stdout=out, stderr=err)
             _, status, ru = os.wait4(proc.pid, 0)
@@ -126,7 +155,17 @@ def measure(argv: list[str], stdin_path: str | None, stdout_path: str) -> tuple[
     finally:
         if stdin_path:
             stdin.close()  # type: ignore[union-attr]
-    return proc.returncode, wall, ru.ru_maxrss / 1024
+    rss_mb = ru.ru_maxrss / 1024
+    if timed:
+        with open(err_path, encoding="utf-8", errors="replace") as fh:
+            text = fh.read()
+        head, mark, tail = text.rpartition(_RSS_MARK)
+        if mark:
+            with contextlib.suppress(ValueError):
+                rss_mb = int(tail.split()[0]) / 1024
+            with open(err_path, "w", encoding="utf-8") as fh:
+                fh.write(head)
+    return proc.returncode, wall, rss_mb
 
 
 def find_sshmonitor() -> str | None:
@@ -144,21 +183,28 @@ def interpreter_of(script: str) -> str:
     return first[2:].strip().split()[0] if first.startswith("#!") else sys.executable
 
 
-def tool_argv(tool: str, path: str, sshmonitor: str | None) -> tuple[list[str], str | None]:
+def tool_argv(
+    tool: str, path: str, sshmonitor: str | None, baseline: str | None = None
+) -> tuple[list[str], str | None]:
     """(argv, stdin file) of a tool's timed run; argv is empty when the tool is missing."""
-    if tool == "ours":
+    if tool in OURS:
+        if sshmonitor is None or (tool == "baseline" and baseline is None):
+            return [], None
+        replay = ["replay", "--summary", "--format", "json", "--timezone", "UTC", path]
+        if tool == "baseline":
+            # An older tree's code on the same interpreter and libraries (BASELINE is put
+            # first on sys.path by the -c below).
+            boot = (
+                f"import sys; sys.path.insert(0, {baseline!r}); "
+                "from sshmonitord.cli import main; sys.exit(main())"
+            )
+            return [interpreter_of(sshmonitor), "-c", boot, *replay], None
+        jobs = ["--jobs", "1"] if tool == "ours-1" else []
+        return [sshmonitor, *replay[:1], *jobs, *replay[1:]], None
+    if tool == "py-regex":
         if sshmonitor is None:
             return [], None
-        return [
-            sshmonitor,
-            "replay",
-            "--summary",
-            "--format",
-            "json",
-            "--timezone",
-            "UTC",
-            path,
-        ], None
+        return [interpreter_of(sshmonitor), "-c", PY_REGEX, path], None
     if tool in ("f2b", "f2b-aggr"):
         exe = shutil.which("fail2ban-regex")
         if exe is None or not os.path.exists(F2B_FILTER):
@@ -179,10 +225,22 @@ def shell_words(argv: list[str], stdin: str | None) -> str:
     return s + (f" < {shlex.quote(stdin)}" if stdin else "")
 
 
-def timed_run(tool: str, path: str, n_lines: int, sshmonitor: str | None, work: str) -> Run:
-    argv, stdin = tool_argv(tool, path, sshmonitor)
+def timed_run(
+    tool: str,
+    path: str,
+    n_lines: int,
+    sshmonitor: str | None,
+    work: str,
+    baseline: str | None = None,
+) -> Run:
+    argv, stdin = tool_argv(tool, path, sshmonitor, baseline)
     if not argv:
-        what = "sshmonitor not found" if tool == "ours" else f"not installed ({INSTALL_HINT[tool]})"
+        if tool == "baseline":
+            what = "no --baseline TREE given"
+        elif tool in OURS or tool == "py-regex":
+            what = "sshmonitor not found"
+        else:
+            what = f"not installed ({INSTALL_HINT[tool]})"
         return Run(tool, "", note=what)
     out = os.path.join(work, f"{tool}.out")
     rc, wall, rss = measure(argv, stdin, out)
@@ -194,9 +252,16 @@ def timed_run(tool: str, path: str, n_lines: int, sshmonitor: str | None, work: 
         with open(out + ".err", encoding="utf-8", errors="replace") as fh:
             run.note = f"exit {rc}: {fh.read()[-300:].strip()}"
         return run
-    if tool == "ours":
+    if tool in OURS:
         d = json.loads(text)
         run.matches = sum(d["kinds"].get(k, 0) for k in FAILURE_KINDS)
+        # Memory is the sum over the processes: replay's own and its parse process's.
+        worker_kb = d.get("parse_process_peak_rss_kb")
+        if worker_kb:
+            run.note = f"RSS {rss:.1f} + {worker_kb / 1024:.1f} MB (parse process)"
+            run.rss_mb = rss + worker_kb / 1024
+        run.extra["findings_by_rule"] = d.get("findings_by_rule")
+        run.extra["bans"] = d.get("bans_that_would_be_placed")
         run.extra.update(
             kinds=d["kinds"],
             unrecognized=d["unrecognized"],
@@ -206,6 +271,9 @@ def timed_run(tool: str, path: str, n_lines: int, sshmonitor: str | None, work: 
             distinct_offenders=d["distinct_offenders"],
             own_lines_per_second=d["lines_per_second"],
         )
+    elif tool == "py-regex":
+        run.matches = None
+        run.note = f"{int(text.strip() or 0):,} lines matched the prefix (a floor, not a parser)"
     elif tool in ("f2b", "f2b-aggr"):
         m = _F2B_LINES.search(text)
         if m is None:
@@ -520,8 +588,11 @@ def _pct(hit: int, n: int) -> str:
 
 
 def ensure_file(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
+    share = "" if args.attack_share is None else f"-attack{args.attack_share:g}"
     path = args.file or os.path.join(
-        tempfile.gettempdir(), "sshmonitord-bench", f"auth-{args.lines}-seed{args.seed}.log"
+        tempfile.gettempdir(),
+        "sshmonitord-bench",
+        f"auth-{args.lines}-seed{args.seed}{share}.log",
     )
     tpath = path + ".truth.json"
     truth: dict[str, Any] | None = None
@@ -537,8 +608,16 @@ def ensure_file(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
             )
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         sys.stderr.write(f"generating {args.lines:,} lines into {path} ...\n")
+        cron = 0.35
+        if args.attack_share is not None:
+            cron = gen_authlog.cron_share_for(args.attack_share, args.lines, 7.0)
         truth = gen_authlog.generate(
-            path, args.lines, args.seed, gen_authlog.default_start(7.0), quiet=args.json
+            path,
+            args.lines,
+            args.seed,
+            gen_authlog.default_start(7.0),
+            cron_share=cron,
+            quiet=args.json,
         )
     return path, truth
 
@@ -563,9 +642,25 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=1, help="generator seed (default 1)")
     ap.add_argument("--regen", action="store_true", help="regenerate the file even if present")
     ap.add_argument(
+        "--attack-share",
+        type=float,
+        default=None,
+        help="generate an attack-heavy log: this share of lines from attacks (e.g. 0.95; "
+        "default: the generator's mix, where CRON is a third)",
+    )
+    ap.add_argument(
         "--tools",
-        default=",".join(TOOLS),
-        help=f"comma-separated, in run order (default {','.join(TOOLS)})",
+        default=",".join(DEFAULT_TOOLS),
+        help=f"comma-separated, in run order, from {','.join(TOOLS)} (default "
+        f"{','.join(DEFAULT_TOOLS)}). ours: sshmonitor replay as installed (two processes "
+        "where two cores are free); ours-1: with --jobs 1; baseline: the code of --baseline "
+        "TREE; py-regex: one compiled regex over every line (the floor)",
+    )
+    ap.add_argument(
+        "--baseline",
+        metavar="TREE",
+        help="a checkout of an older sshmonitord (e.g. `git worktree add /tmp/old 5ad1650`) "
+        "to run as the tool 'baseline', on the same interpreter: before and after in one run",
     )
     ap.add_argument(
         "--no-breakdown",
@@ -594,7 +689,7 @@ def main(argv: list[str] | None = None) -> int:
     runs: list[Run] = []
     with tempfile.TemporaryDirectory(prefix="sshmonitord-bench-") as work:
         for tool in tools:
-            r = timed_run(tool, path, n_lines, sshmonitor, work)
+            r = timed_run(tool, path, n_lines, sshmonitor, work, args.baseline)
             runs.append(r)
             table.row(r)
         table.legend()
@@ -605,6 +700,8 @@ def main(argv: list[str] | None = None) -> int:
             for r in runs:
                 if r.matches is None:
                     continue
+                if r.tool in ("ours-1", "baseline", "py-regex"):
+                    continue  # the same parser as ours (or no parser): nothing new to score
                 if r.tool == "ours":
                     assert sshmonitor is not None
                     matched[r.tool] = breakdown_ours(path, sshmonitor, work)
