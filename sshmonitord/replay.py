@@ -52,6 +52,7 @@ FAILURE_KINDS = frozenset(
     }
 )
 _AUTH_SUCCESS = Kind.AUTH_SUCCESS  # per event: a global, not an enum attribute lookup
+_IPv4 = ipaddress.IPv4Address
 PROGRESS_EVERY = 4096  # lines between looks at the clock (the bar redraws at most 5 times/s)
 PROGRESS_REDRAW = 0.2
 MAX_FINDINGS_LISTED = 1000
@@ -307,36 +308,36 @@ class Replay:
         return self._consumed_now
 
     def _take(self, ev: Event) -> bool:
-        """Count one parsed event and run the rules on it; False when it is outside the
-        time window (then it is neither)."""
+        """Count one parsed event (the summary's tallies) and run the rules on it; False
+        when it is outside the time window (then it is neither). Once per event: kept in
+        one function, with the Kind members as globals."""
+        ts = ev.ts
         since, until = self.since, self.until
-        if (since is not None and ev.ts < since) or (until is not None and ev.ts > until):
+        if (since is not None and ts < since) or (until is not None and ts > until):
             return False
-        self._account(ev)
-        findings = self.engine.feed(ev)
-        if findings:
-            now = ev.ts.timestamp()
-            for f in findings:
-                self._finding(f, now)
-        return True
-
-    def _account(self, ev: Event) -> None:
         s = self.summary
-        if s.first_ts is None or ev.ts < s.first_ts:
-            s.first_ts = ev.ts
-        if s.last_ts is None or ev.ts > s.last_ts:
-            s.last_ts = ev.ts
-        if ev.kind in FAILURE_KINDS and ev.ip is not None:
+        if s.first_ts is None or ts < s.first_ts:
+            s.first_ts = ts
+        if s.last_ts is None or ts > s.last_ts:
+            s.last_ts = ts
+        kind = ev.kind
+        ip = ev.ip
+        if kind in FAILURE_KINDS and ip is not None:
             # Keyed by the address's integer (IPv6 negated): str() of an address costs a
-            # microsecond, and a botnet log has hundreds of thousands of them. The private _ip,
-            # not int(ip): __int__ is a Python-level call, ~100 ns more per failure event here.
-            ip = ev.ip
-            key = ip._ip if ip.version == 4 else -ip._ip - 1  # type: ignore[attr-defined]  # speed
+            # microsecond, and a botnet log has hundreds of thousands of them. The private
+            # _ip, not int(ip) or ip.version: both are Python-level calls.
+            key = ip._ip if type(ip) is _IPv4 else -ip._ip - 1  # type: ignore[attr-defined]
             s.offenders[key] += ev.count
             if ev.user and key not in s.offender_user:
                 s.offender_user[key] = ev.user
-        elif ev.kind is _AUTH_SUCCESS and ev.user:
+        elif kind is _AUTH_SUCCESS and ev.user:
             s.successes[ev.user] += 1
+        findings = self.engine.feed(ev)
+        if findings:
+            now = ts.timestamp()
+            for f in findings:
+                self._finding(f, now)
+        return True
 
     def _finding(self, f: Finding, now: float) -> None:
         """Count a finding (all of them: the daemon raises every one, also for an address it
