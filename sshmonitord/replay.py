@@ -258,16 +258,12 @@ class Replay:
             self._consumed = log.consumed
             self.parser.time.set_reference(log.reference)
             self.summary.files.append(path)
-            n = 0
             try:
-                stream = log.stream
-                for line in stream:
-                    n += 1
-                    if n % PROGRESS_EVERY == 0:
-                        self._progress()
-                    ev = parse(line[:-1] if line.endswith("\n") else line)
-                    if ev is not None and take(ev):
-                        yield ev
+                for lines in pw.line_batches(log.stream, PROGRESS_EVERY):
+                    self._progress()
+                    for ev in list(map(parse, lines)):  # the batch parsed, then detected
+                        if ev is not None and take(ev):
+                            yield ev
             finally:
                 log.close()
             if log.size is not None:
@@ -326,7 +322,7 @@ class Replay:
             # Keyed by the address's integer (IPv6 negated): str() of an address costs a
             # microsecond, and a botnet log has hundreds of thousands of them. The private
             # _ip, not int(ip) or ip.version: both are Python-level calls.
-            key = ip._ip if type(ip) is _IPv4 else -ip._ip - 1  # type: ignore[attr-defined]
+            key = ip._ip if type(ip) is _IPv4 else -ip._ip - 1  # type: ignore[attr-defined,union-attr]
             s.offenders[key] += ev.count
             if ev.user and key not in s.offender_user:
                 s.offender_user[key] = ev.user
