@@ -36,7 +36,7 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("entry", {"__main__"}),
     ("commands", {"cli"}),
     ("wiring", {"daemon", "replay"}),
-    ("pipeline", {"pipeline"}),
+    ("pipeline", {"pipeline", "parse_worker"}),
     ("stages", {"sources", "parse", "detect", "respond", "notify", "audit"}),
     ("store", {"store"}),
     ("services", {"paths", "control", "systemd", "metrics"}),
