@@ -414,8 +414,10 @@ class Pipeline:
     def metrics(self) -> list[Sample]:
         ps = self.parser.stats
         return [
-            *(sample("sshmonitor_events_total", n, kind=str(k))
-              for k, n in sorted(ps.kinds.items())),
+            *(
+                sample("sshmonitor_events_total", n, kind=str(k))
+                for k, n in sorted(ps.kinds.items())
+            ),
             *(
                 sample("sshmonitor_unrecognized_lines_total", n, program=prog)
                 for prog, n in sorted(ps.unrecognized_programs.items())
@@ -469,7 +471,5 @@ class Pipeline:
         # Waiting on a full or locked store is not stuck (a restart would not help); work
         # waiting while nothing moved for a long time is.
         return (
-            self.queue.empty()
-            or bool(self.unstored)
-            or time.monotonic() - self.last_progress < 60
+            self.queue.empty() or bool(self.unstored) or time.monotonic() - self.last_progress < 60
         )

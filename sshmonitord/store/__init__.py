@@ -41,6 +41,7 @@ WRITE_BUSY_TIMEOUT = 0.25  # seconds a write waits for another process's lock
 SQLITE_CORRUPT = 11
 SQLITE_NOTADB = 26
 
+
 def event_row(ev: Event) -> tuple[Any, ...]:
     """An Event as a row of the events table."""
     return (
@@ -173,7 +174,9 @@ def connect(path: str | os.PathLike[str], readonly: bool = False) -> sqlite3.Con
         # write lock must not make the one store thread (bans, alerts, control commands
         # queue behind it) wait seconds per attempt.
         conn = sqlite3.connect(
-            os.fspath(path), timeout=WRITE_BUSY_TIMEOUT, check_same_thread=False,
+            os.fspath(path),
+            timeout=WRITE_BUSY_TIMEOUT,
+            check_same_thread=False,
             isolation_level=None,
         )
         conn.execute("PRAGMA journal_mode=WAL")

@@ -202,8 +202,7 @@ def claim_commands(
 def count_command(conn: sqlite3.Connection, session_id: int, ts: float) -> None:
     """One more command for a session that is no longer in the tracker's index."""
     conn.execute(
-        "UPDATE sessions SET commands = commands + 1, last_seen = MAX(last_seen, ?) "
-        "WHERE id = ?",
+        "UPDATE sessions SET commands = commands + 1, last_seen = MAX(last_seen, ?) WHERE id = ?",
         (ts, session_id),
     )
 
