@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from sshmonitord.events import Event, Kind, Login
-from sshmonitord.store import Store, event_row
+from sshmonitord.store import Store, connect, event_row
 from sshmonitord.store import history as history_store
 
 
@@ -86,3 +86,17 @@ def test_history_save_keeps_first_seen_and_moves_last_seen(tmp_path: Path) -> No
             history_store.save(s.conn, [])  # nothing to write: no statement fails
     finally:
         s.close()
+
+
+def test_the_writer_keeps_a_cache_and_checkpoints_less_often(tmp_path: Path) -> None:
+    conn = connect(tmp_path / "x.db")
+    try:
+        assert conn.execute("PRAGMA cache_size").fetchone()[0] <= -32 * 1024
+        assert conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] >= 4000
+    finally:
+        conn.close()
+    ro = connect(tmp_path / "x.db", readonly=True)
+    try:  # operator commands keep SQLite's defaults
+        assert ro.execute("PRAGMA cache_size").fetchone()[0] == -2000
+    finally:
+        ro.close()
