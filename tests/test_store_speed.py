@@ -1,19 +1,39 @@
-"""The daemon path's store work made cheaper (issue #17), held to what it stored before.
+"""The daemon path's store work made cheaper (issue #17): event rows, the login history,
+several handled batches in one transaction while a backlog is queued, the writer's cache and
+checkpoint settings. Each holds what is stored to what it was before, faults included.
 
-Real SQLite stores.
+Real SQLite stores; the foreign lock is a second process.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import subprocess
+import sys
 from datetime import UTC, datetime
 from ipaddress import ip_address
 from pathlib import Path
 from typing import Any
 
-from sshmonitord.events import Event, Kind, Login
+import pytest
+
+from sshmonitord import pipeline as pipeline_mod
+from sshmonitord.events import Event, FilePosition, Kind, Line, Login
+from sshmonitord.pipeline import Pipeline
 from sshmonitord.store import Store, connect, event_row
 from sshmonitord.store import history as history_store
+
+FAIL = "Nov 24 12:00:{s:02d} web1 sshd[{pid}]: Failed password for {user} from {ip} port 4000 ssh2"
+
+# Holds the write lock of a database until killed (or for argv[2] seconds).
+HOLD_LOCK = """
+import sqlite3, sys, time
+c = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=10)
+c.execute("BEGIN IMMEDIATE")
+print("locked", flush=True)
+time.sleep(float(sys.argv[2]))
+"""
 
 
 def _old_event_row(ev: Event) -> tuple[Any, ...]:
@@ -100,3 +120,173 @@ def test_the_writer_keeps_a_cache_and_checkpoints_less_often(tmp_path: Path) -> 
         assert ro.execute("PRAGMA cache_size").fetchone()[0] == -2000
     finally:
         ro.close()
+
+
+# ---------------------------------------------------------------------- group commits
+
+
+def _line(text: str, off: int) -> Line:
+    return Line(text=text, source="file", position=FilePosition("/x", 1, 2, "1024:ab", off))
+
+
+def _lines(n: int, start: int = 0, bad: int | None = None) -> list[Line]:
+    out = []
+    for i in range(start, start + n):
+        ip = "203.0.113.66" if i == bad else f"198.51.100.{i % 250 + 1}"
+        out.append(_line(FAIL.format(s=i % 60, pid=100 + i, user=f"u{i}", ip=ip), (i + 1) * 100))
+    return out
+
+
+class Commits:
+    """Counts the store's transactions."""
+
+    def __init__(self, store: Store) -> None:
+        self.n = 0
+        plain = store.transaction
+
+        def counted() -> Any:
+            self.n += 1
+            return plain()
+
+        store.transaction = counted  # type: ignore[method-assign]
+
+
+async def _settle(p: Pipeline, lines: int, timeout: float = 10.0) -> None:
+    async with asyncio.timeout(timeout):
+        while p.unstored or not p.queue.empty() or p.lines < lines:
+            await asyncio.sleep(0.02)
+
+
+def _small_batches(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Batches of 2 lines, up to 6 lines a transaction: a backlog of a few lines shows it.
+    monkeypatch.setattr(pipeline_mod, "MAX_BATCH_LINES", 2)
+    monkeypatch.setattr(pipeline_mod, "GROUP_COMMIT_LINES", 6)
+
+
+def _stored(s: Store) -> tuple[list[str], int]:
+    users = [r[0] for r in s.conn.execute("SELECT user FROM events ORDER BY id")]
+    off = s.conn.execute("SELECT MAX(offset) FROM file_positions").fetchone()[0] or 0
+    return users, off
+
+
+def test_a_queued_backlog_is_stored_in_fewer_transactions_in_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _small_batches(monkeypatch)
+
+    async def go() -> tuple[list[str], int, int, int]:
+        s = Store(tmp_path)
+        await asyncio.to_thread(s.open)
+        commits = Commits(s)
+        p = Pipeline(s)
+        for i in range(0, 12, 2):
+            await p.emit(_lines(2, i))  # queued before the consumer starts: a backlog
+        await p.start()
+        await _settle(p, 12)
+        users, off = _stored(s)
+        n = commits.n
+        await p.stop()
+        await asyncio.to_thread(s.close)
+        return users, off, n, p.batches
+
+    users, off, commits, batches = asyncio.run(go())
+    assert users == [f"u{i}" for i in range(12)]  # every event once, in stream order
+    assert off == 1200
+    assert batches == 6 and commits == 2, (batches, commits)
+
+
+def test_with_nothing_queued_each_batch_is_stored_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _small_batches(monkeypatch)
+
+    async def go() -> list[tuple[int, int]]:
+        s = Store(tmp_path)
+        await asyncio.to_thread(s.open)
+        p = Pipeline(s)
+        await p.start()
+        seen = []
+        for i in range(0, 6, 2):
+            await p.emit(_lines(2, i))
+            await _settle(p, i + 2)
+            seen.append((len(_stored(s)[0]), _stored(s)[1]))
+        await p.stop()
+        await asyncio.to_thread(s.close)
+        return seen
+
+    assert asyncio.run(go()) == [(2, 200), (4, 400), (6, 600)]
+
+
+def test_a_value_no_column_takes_inside_a_group_costs_only_its_row(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The group's transaction fails on data: its batches are stored one by one, and the
+    bad one row by row (as a lone batch always was)."""
+    _small_batches(monkeypatch)
+    from sshmonitord.parse import Parser
+
+    class Poisoning(Parser):
+        def parse_line(self, line):  # type: ignore[no-untyped-def]
+            ev = super().parse_line(line)
+            if ev is not None and "203.0.113.66" in line.text:
+                ev.pid = 2**70  # no SQLite INTEGER holds it
+            return ev
+
+    async def go() -> tuple[list[str], int, int, int]:
+        s = Store(tmp_path)
+        await asyncio.to_thread(s.open)
+        p = Pipeline(s, parser=Poisoning())
+        for i in range(0, 12, 2):
+            await p.emit(_lines(2, i, bad=5))
+        await p.start()
+        await _settle(p, 12)
+        users, off = _stored(s)
+        await p.stop()
+        await asyncio.to_thread(s.close)
+        return users, off, p.unstorable_rows, p.unstorable_batches
+
+    users, off, rows, batches = asyncio.run(go())
+    assert users == [f"u{i}" for i in range(12) if i != 5]
+    assert off == 1200 and rows == 1 and batches == 0
+
+
+def test_a_foreign_lock_holds_the_group_and_loses_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another process holds the write lock while a backlog is handled: every batch is acted
+    on and held; once the lock is gone each line is stored exactly once, in order."""
+    _small_batches(monkeypatch)
+    monkeypatch.setattr(pipeline_mod, "STORE_RETRY_MIN", 0.05)
+
+    async def go() -> tuple[int, list[str], int, int]:
+        s = Store(tmp_path)
+        await asyncio.to_thread(s.open)
+        holder = subprocess.Popen(
+            [sys.executable, "-c", HOLD_LOCK, str(s.path), "30"],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert holder.stdout is not None
+            assert holder.stdout.readline().strip() == "locked"
+            p = Pipeline(s)
+            for i in range(0, 12, 2):
+                await p.emit(_lines(2, i))
+            await p.start()
+            async with asyncio.timeout(10):
+                while p.lines < 12 or p.commit_failures == 0:
+                    await asyncio.sleep(0.02)
+            held = p.unstored_lines
+            assert _stored(s) == ([], 0)
+        finally:
+            holder.kill()
+            holder.wait()
+        await _settle(p, 12)
+        users, off = _stored(s)
+        await p.stop()
+        await asyncio.to_thread(s.close)
+        return held, users, off, p.commit_failures
+
+    held, users, off, failures = asyncio.run(go())
+    assert held == 12 and failures >= 1
+    assert users == [f"u{i}" for i in range(12)] and off == 1200
