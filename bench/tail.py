@@ -296,6 +296,9 @@ METHODS: tuple[tuple[str, str], ...] = (
     ("parse", "(f) as (e) + sshmonitord parser + events"),
 )
 
+# --methods takes the letters of the table too: e,f is daemon,parse.
+METHOD_LETTERS = {label[1]: m for m, label in METHODS}
+
 
 @dataclass
 class RunResult:
@@ -371,9 +374,37 @@ def _make_pipeline(store: Store, parse: bool) -> Pipeline:
     return Pipeline(store, parser, trace=False)
 
 
+# Set by cmd_worker --profile: also profile what runs on the store thread (cProfile sees only
+# the thread it was enabled in, and the pipeline's commits run on the store's own thread).
+STORE_PROFILE: cProfile.Profile | None = None
+
+
+def _time_store_thread(store: Store, busy: list[float]) -> None:
+    """Add up the seconds the store thread spends in each call (the commits, mostly)."""
+    plain = store.run
+
+    async def run(fn: Callable[[Any], Any]) -> Any:
+        def timed(conn: Any) -> Any:
+            t = time.perf_counter()
+            if STORE_PROFILE is not None:
+                STORE_PROFILE.enable()
+            try:
+                return fn(conn)
+            finally:
+                if STORE_PROFILE is not None:
+                    STORE_PROFILE.disable()
+                busy[0] += time.perf_counter() - t
+
+        return await plain(timed)
+
+    store.run = run  # type: ignore[method-assign]
+
+
 async def _daemon_path(path: str, expect: int, state_dir: str, parse: bool) -> RunResult:
     store = Store(state_dir)
     await asyncio.to_thread(store.open)
+    busy = [0.0]
+    _time_store_thread(store, busy)
     pipeline = _make_pipeline(store, parse)
     await pipeline.start()
     done = asyncio.Event()
@@ -420,6 +451,7 @@ async def _daemon_path(path: str, expect: int, state_dir: str, parse: bool) -> R
         "batches_committed": pipeline.batches,
         "committed_offset_is_eof": offset == os.path.getsize(path),
         "max_loop_stall_s": round(stall, 3),
+        "store_thread_s": round(busy[0], 3),
         "timed_out": timed_out,
     }
     if parse:
@@ -458,12 +490,18 @@ def cmd_worker(args: argparse.Namespace) -> int:
     """Hidden: one timed run of one method, in this fresh process; JSON on stdout."""
     smlog.setup("warning", "console")
     if args.profile:
+        global STORE_PROFILE
+        STORE_PROFILE = cProfile.Profile()
         prof = cProfile.Profile()
         prof.enable()
         res = RUNNERS[args.method](args.file, args.expect)
         prof.disable()
         s = io.StringIO()
+        s.write("## the main thread (event loop)\n")
         pstats.Stats(prof, stream=s).sort_stats("tottime").print_stats(args.profile)
+        if STORE_PROFILE.getstats():
+            s.write("## the store thread (commits)\n")
+            pstats.Stats(STORE_PROFILE, stream=s).sort_stats("tottime").print_stats(args.profile)
         res.extra["profile"] = s.getvalue()
     else:
         res = RUNNERS[args.method](args.file, args.expect)
@@ -528,9 +566,11 @@ def throughput(
                     "extra": runs[-1].extra,
                 }
             )
-        prof_text = ""
+        prof_text, prof_method = "", ""
         if profile:
-            prof_text = run_worker("follower", path, lines, profile).extra.get("profile", "")
+            chosen = [m for m, _label in METHODS if not methods or m in methods]
+            prof_method = chosen[-1] if chosen else "follower"
+            prof_text = run_worker(prof_method, path, lines, profile).extra.get("profile", "")
     return {
         "benchmark": "throughput",
         "env": environment(),
@@ -539,6 +579,7 @@ def throughput(
         "repeat": repeat,
         "results": results,
         "profile": prof_text,
+        "profile_method": prof_method,
     }
 
 
@@ -586,7 +627,8 @@ def print_throughput(doc: dict[str, Any]) -> None:
         if extra:
             print(f"  {r['method']}: " + ", ".join(f"{k}={v}" for k, v in extra.items()))
     if doc.get("profile"):
-        print("\n# cProfile of one FileFollower run (sorted by own time):")
+        label = dict(METHODS).get(doc.get("profile_method", ""), "FileFollower")
+        print(f"\n# cProfile of one {label} run (sorted by own time):")
         print(doc["profile"].rstrip())
 
 
@@ -1014,14 +1056,16 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--methods",
         default=",".join(m for m, _ in METHODS),
-        help="comma list of methods to run (default: all: cat,binary,text,follower,daemon,parse)",
+        help="comma list of methods to run, by name or letter (default: all: "
+        "cat,binary,text,follower,daemon,parse = a,b,c,d,e,f)",
     )
     t.add_argument(
         "--profile",
         type=int,
         default=0,
         metavar="N",
-        help="also cProfile one FileFollower run and print its top N functions",
+        help="also cProfile one run of the last method chosen (its store thread too) and "
+        "print its top N functions",
     )
     common(t)
 
@@ -1081,6 +1125,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cmd_writer(args)
     if args.cmd == "throughput":
         methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+        methods = [METHOD_LETTERS.get(m, m) for m in methods]
         unknown = sorted(set(methods) - set(RUNNERS))
         if unknown:
             parser().error(f"unknown method(s): {', '.join(unknown)}")
