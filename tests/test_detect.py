@@ -436,3 +436,27 @@ def test_distinct_counter_limit_stops_counting_but_answers_at_least() -> None:
     assert c.count("root", 0.0, 10) == 10
     assert c.count("root", 45.0, 10) == 5  # fewer than the limit inside the window
     assert c.count("root", 100.0, 10) == 0
+
+
+def test_the_same_sshd_pid_on_two_hosts_is_two_connections():
+    """A follow-up line restates a counted failure only on its own connection: the same pid
+    on another host (a relay's log) is another connection, whichever host came first."""
+    for first in ("h", "web2"):
+        e = engine(bruteforce={"threshold": 4})
+        other = "web2" if first == "h" else "h"
+        found = []
+        for i in range(2):
+            pid = str(7 + i)
+            a = ev(Kind.AUTH_FAILURE, dt=i * 3, session=pid)
+            a.host = first
+            found += e.feed(a)
+            # The same pid on the other host: its own scanner connection, counted.
+            b = ev(Kind.PREAUTH_DISCONNECT, user=None, dt=i * 3 + 1, session=pid)
+            b.host = other
+            found += e.feed(b)
+            # On the first host it restates the failure above: not counted.
+            c = ev(Kind.PREAUTH_DISCONNECT, user=None, dt=i * 3 + 2, session=pid)
+            c.host = first
+            found += e.feed(c)
+        assert rules_of(found) == ["bruteforce"], first  # 2 failures + 2 on the other host
+        assert e.by_ip.count(addr_key(ipaddress.ip_address("203.0.113.5")), 0) == 2

@@ -150,12 +150,14 @@ class Engine:
         self.evidence: dict[int, list[Event]] = {}
         self.authenticated: set[int] = set()  # keys that logged in successfully
         self.fired: dict[tuple[str, Any], float] = {}  # (rule, subject) -> ts of last finding
-        self.counted_sessions: dict[tuple[str, str], float] = {}  # (host, sshd pid) -> ts
-        self.invalid_sessions: dict[tuple[str, str], float] = {}
+        # Connections (see _failure for the key) -> the time of their latest counted failure.
+        self.counted_sessions: dict[str | tuple[str, str], float] = {}
+        self.invalid_sessions: dict[str | tuple[str, str], float] = {}
+        self._home_host: str | None = None
         # sshd's own "PAM: <error> for X from A" lines not yet restated by their
         # "Failed keyboard-interactive/pam" line (which INFO omits for a connection's first
         # three failures: auth.c raises it only from failures >= MaxAuthTries / 2).
-        self.pam_pending: dict[tuple[str, str], int] = {}
+        self.pam_pending: dict[str | tuple[str, str], int] = {}
         # Unexplained failures against each valid name, from every address: a guess from one
         # host and the login from another (its /24 neighbour, the next /64, a botnet's loader).
         self.by_user = WindowCounter(1, 1, max(1000, cfg.max_keys // 4))
@@ -271,7 +273,18 @@ class Engine:
         # and, at MaxAuthTries, two "maximum authentication attempts" lines. Count sshd's
         # Failed line; PAM's lines restate it; the follow-ups count only for a connection
         # that showed no counted failure (a scanner that connects and leaves).
-        sess = (ev.host, ev.session) if ev.session is not None else None
+        # A connection is (host, sshd pid); the first host seen keys by the pid string
+        # alone (a tuple per connection was a fifth of replay's memory in a flood), any
+        # other host by both. A str never equals a tuple, so the two kinds cannot collide.
+        session = ev.session
+        sess: str | tuple[str, str] | None = session
+        if session is not None:
+            host = ev.host
+            home = self._home_host
+            if home is None:
+                self._home_host = host
+            elif host is not home and host != home:
+                sess = (host, session)
         # sshd's own PAM error line ("reason") is one failed prompt; PAM modules' lines
         # (pam_unix, "PAM n more") restate it or a Failed line.
         if method == "pam":
