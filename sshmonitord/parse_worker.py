@@ -98,7 +98,7 @@ class Unpacker:
             ips = self._ips
             ip = ips.get(ip_v)
             if ip is None:
-                if len(ips) >= 65536:
+                if len(ips) >= 8192:
                     ips.clear()
                 ip = ips[ip_v] = _IPv4(ip_v) if ip_v >= 0 else _IPv6(-1 - ip_v)
         return Event(
