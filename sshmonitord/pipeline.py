@@ -198,7 +198,11 @@ class Pipeline:
         self.unstored.append(batch)
         self.unstored_lines += batch.lines
         if self._defer_store():
-            return  # stored with the batches already queued behind it, in one transaction
+            # Stored with the batches already queued behind it, in one transaction. Nothing
+            # here waited: let the loop serve everything else before the next batch is handled
+            # (a non-empty queue's get() does not yield either).
+            await asyncio.sleep(0)
+            return
         await self._store_pending()
 
     def _defer_store(self) -> bool:

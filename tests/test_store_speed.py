@@ -8,6 +8,7 @@ Real SQLite stores; the foreign lock is a second process.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import subprocess
 import sys
@@ -290,3 +291,47 @@ def test_a_foreign_lock_holds_the_group_and_loses_nothing(
     held, users, off, failures = asyncio.run(go())
     assert held == 12 and failures >= 1
     assert users == [f"u{i}" for i in range(12)] and off == 1200
+
+
+def test_the_loop_runs_other_tasks_between_batches_held_for_a_group(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Holding a batch for the next transaction awaits nothing: without a yield the loop
+    would handle a whole group's batches back to back, deaf to the control socket, the
+    watchdog and the sources."""
+    _small_batches(monkeypatch)
+
+    async def go() -> list[str]:
+        s = Store(tmp_path)
+        await asyncio.to_thread(s.open)
+        p = Pipeline(s)
+        order: list[str] = []
+        plain = p._process
+
+        def process(items: Any) -> Any:
+            order.append("batch")
+            return plain(items)
+
+        p._process = process  # type: ignore[method-assign]
+        for i in range(0, 12, 2):
+            await p.emit(_lines(2, i))
+        stop = asyncio.Event()
+
+        async def other() -> None:
+            while not stop.is_set():
+                order.append("other")
+                await asyncio.sleep(0)
+
+        task = asyncio.create_task(other())
+        await p.start()
+        await _settle(p, 12)
+        stop.set()
+        await task
+        await p.stop()
+        await asyncio.to_thread(s.close)
+        return order
+
+    order = asyncio.run(go())
+    handled = [i for i, x in enumerate(order) if x == "batch"]
+    assert len(handled) == 6
+    assert all(b - a > 1 for a, b in itertools.pairwise(handled)), order
