@@ -1,10 +1,11 @@
-"""Stand-ins for standard-library helpers the daemon no longer imports at start (issue #17)
-behave exactly like the originals."""
+"""Start-up memory (issue #17): stand-ins for standard-library helpers the daemon no longer
+imports behave exactly like the originals; the malloc arena cap."""
 
 from __future__ import annotations
 
 import html
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -21,3 +22,37 @@ def test_h_on_the_characters_that_matter() -> None:
         "&lt;a href=&quot;x&quot; title=&#x27;y&#x27;&gt;&amp;amp;&lt;/a&gt;"
     )
     assert h(42) == "42"
+
+
+def test_malloc_arenas_are_capped_unless_the_operator_chose(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """limit_malloc_arenas: set through glibc's mallopt; MALLOC_ARENA_MAX in the environment
+    wins; no mallopt (musl) or no ctypes changes nothing and raises nothing."""
+    import ctypes
+    import platform
+
+    from sshmonitord.cli import daemon as cli_daemon
+
+    monkeypatch.delenv("MALLOC_ARENA_MAX", raising=False)
+    if platform.libc_ver()[0] == "glibc":
+        assert cli_daemon.limit_malloc_arenas(8) is True  # 8: what glibc allows anyway here
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
+    assert cli_daemon.limit_malloc_arenas() is False
+    monkeypatch.delenv("MALLOC_ARENA_MAX")
+
+    def no_libc(*_a: object, **_k: object) -> None:
+        raise OSError("no libc here")
+
+    monkeypatch.setattr(ctypes, "CDLL", no_libc)
+    assert cli_daemon.limit_malloc_arenas() is False
+
+
+def test_the_daemon_caps_its_malloc_arenas() -> None:
+    """`sshmonitord` calls it before anything starts a thread (the store's writer)."""
+    import inspect
+
+    from sshmonitord.cli import daemon as cli_daemon
+
+    src = inspect.getsource(cli_daemon.daemon_main)
+    assert src.index("limit_malloc_arenas()") < src.index("daemon.run(")
