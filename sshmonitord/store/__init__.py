@@ -41,8 +41,10 @@ WRITE_BUSY_TIMEOUT = 0.25  # seconds a write waits for another process's lock
 # The writer's page cache (KiB; SQLite's default is 2 MB). A batch's inserts into
 # events(ip, ts) land on random pages: with a cache smaller than the pages one transaction
 # touches, SQLite spills and re-reads them mid-transaction. Memory, not a fixed cost: it fills
-# only as far as the database's pages are used.
-WRITE_CACHE_KIB = 64 * 1024
+# only as far as the database's pages are used — but after a long backlog it stays filled, and
+# the daemon's whole budget under attack is ~35 MB: 32 MB, not the 64 MB that measured ~10 %
+# less CPU per row catching up 1M lines (bench/tail.py throughput, issue #17's note).
+WRITE_CACHE_KIB = 32 * 1024
 # WAL pages before an automatic checkpoint (SQLite's default is 1000, ~4 MB): a checkpoint
 # copies every page changed since the last one back into the database and fsyncs it; less
 # often, a page the indexes change in every batch is copied once, not once per batch. The
