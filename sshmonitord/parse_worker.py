@@ -15,6 +15,7 @@ functions in both. tests/test_replay_golden.py holds both ways to the same resul
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import fcntl
 import ipaddress
@@ -27,7 +28,7 @@ import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import tzinfo
-from typing import Any
+from typing import Any, NoReturn
 
 from .events import Event, Kind
 from .parse import Parser, ParseStats
@@ -39,20 +40,10 @@ _KIND_INDEX = {k: i for i, k in enumerate(KINDS)}
 # detected before it could send the next, and the two processes took turns.
 BATCH_LINES = 1024
 PIPE_SIZE = 1 << 20
-_HEADER = struct.Struct("<I")
 _IPv4 = ipaddress.IPv4Address
 _IPv6 = ipaddress.IPv6Address
-# Exceptions a file can raise while read, re-raised as themselves in the parent (replay.run
-# says "stopped there" for these); anything else is a bug and comes back as a RuntimeError.
-_PASSED_ON: dict[str, type[BaseException]] = {
-    "OSError": OSError,
-    "EOFError": EOFError,
-    "error": zlib.error,
-    "BadGzipFile": OSError,
-    "FileNotFoundError": FileNotFoundError,
-    "PermissionError": PermissionError,
-    "IsADirectoryError": IsADirectoryError,
-}
+# A frame's length: 8 bytes (a batch of 1,024 lines of megabytes each must not overflow it).
+_HEADER = struct.Struct("<Q")
 
 Packed = tuple[Any, ...]
 
@@ -115,7 +106,7 @@ class FileStart:
 
 @dataclass
 class Batch:
-    lines: int  # lines read so far, all files
+    stats: ParseStats  # the parser's statistics after this batch, all files
     consumed: int | None  # bytes of the open file read so far (compressed for .gz)
     events: list[Packed]
 
@@ -169,15 +160,17 @@ def _child(
             try:
                 for lines in line_batches(log.stream, BATCH_LINES):
                     out = [pack(ev) for ev in map(parse, lines) if ev is not None]
-                    _send(fd, Batch(st.lines, _consumed(log), out))
+                    # The statistics travel with every batch (a few hundred bytes): a run
+                    # stopped early or a child killed still has an exact summary so far.
+                    _send(fd, Batch(st, _consumed(log), out))
             finally:
                 log.close()
-            _send(fd, Batch(st.lines, _consumed(log, done=True), []))
+            _send(fd, Batch(st, _consumed(log, done=True), []))
     except BrokenPipeError:
         return
     except BaseException as exc:  # everything goes back to the parent, which decides
         with contextlib.suppress(BrokenPipeError):
-            _send(fd, ("error", type(exc).__name__, str(exc), parser.stats))
+            _send(fd, ("error", _error_kind(exc), str(exc), parser.stats))
         return
     _send(fd, ("end", parser.stats))
 
@@ -190,6 +183,34 @@ def _consumed(log: Any, done: bool = False) -> int | None:
     with contextlib.suppress(OSError, ValueError):
         return int(log.consumed())
     return None
+
+
+def _error_kind(exc: BaseException) -> str:
+    """What the parent re-raises for a child's exception (see :func:`_raise`): the errors a
+    file can raise while read, by class (not by name: struct.error and re.error are also
+    called "error"); anything else is a bug."""
+    if isinstance(exc, zlib.error):
+        return "zlib"
+    if isinstance(exc, EOFError):
+        return "eof"
+    if isinstance(exc, OSError):
+        # A builtin subclass (FileNotFoundError...) by its name; gzip's BadGzipFile and the
+        # like as OSError, which prints the same.
+        name = type(exc).__name__
+        builtin = getattr(builtins, name, None)
+        return name if isinstance(builtin, type) and issubclass(builtin, OSError) else "OSError"
+    return "bug:" + type(exc).__qualname__
+
+
+def _raise(kind: str, text: str) -> NoReturn:
+    if kind == "zlib":
+        raise zlib.error(text)
+    if kind == "eof":
+        raise EOFError(text)
+    builtin = getattr(builtins, kind, None)
+    if isinstance(builtin, type) and issubclass(builtin, OSError):
+        raise builtin(text)
+    raise ParseProcessError(f"{kind.removeprefix('bug:')}: {text}")
 
 
 class ParseProcessError(RuntimeError):
@@ -227,7 +248,10 @@ def parse_forked(
         status = 0
         try:
             os.close(r)
+            # The parent ends this process with SIGTERM, whatever it inherited (a replay
+            # started with SIGTERM ignored would otherwise wait for it forever).
             signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
             _child(w, paths, zone, open_counted)
         except BaseException:
             status = 1
@@ -246,13 +270,10 @@ def parse_forked(
                 finished = True
                 yield msg[1]
                 return
-            _, name, text, stats = msg
+            _, kind, text, stats = msg
             finished = True
             yield stats
-            exc_type = _PASSED_ON.get(name)
-            if exc_type is None:
-                raise ParseProcessError(f"{name}: {text}")
-            raise exc_type(text)
+            _raise(kind, text)
     finally:
         f.close()
         if not finished:

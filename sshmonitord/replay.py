@@ -273,12 +273,11 @@ class Replay:
     def _events_forked(self, paths: list[str]) -> Iterator[Event]:
         unpack = pw.Unpacker()
         take = self._take
-        st = self.parser.stats
         size: int | None = None
         try:
             for msg in pw.parse_forked(paths, self.zone, open_counted, self.worker_rss_kb):
                 if isinstance(msg, pw.Batch):
-                    st.lines = msg.lines
+                    self.parser.stats = msg.stats
                     if msg.consumed is not None:
                         self._consumed_now = msg.consumed
                     self._progress()

@@ -129,6 +129,10 @@ def test_the_parse_process_killed_is_one_line_not_a_hang(tmp_path: Path) -> None
         for _ in it:
             pass
     assert child not in _children()  # reaped
+    # The summary of what was read is still exact: the statistics came with every batch.
+    st = r.parser.stats
+    assert st.lines >= pw.BATCH_LINES and st.events > 0
+    assert st.events == sum(st.kinds.values())
 
 
 def test_a_consumer_that_stops_early_leaves_no_process(tmp_path: Path) -> None:
@@ -166,3 +170,28 @@ def test_pack_and_unpack_keep_every_field() -> None:
             ip, 22, "password", "SHA256:x", 3, "7", {"a": [1, "b"], "c": None}, "raw ☃",
         )  # fmt: skip
         assert unpack(pw.pack(ev)) == ev
+
+
+def test_errors_come_back_as_what_they_were() -> None:
+    """By class, not by name: struct.error and re.error are also called "error", and must
+    not come back as zlib.error (a "damaged file" with exit 1)."""
+    import gzip
+    import re
+    import struct
+    import zlib
+
+    cases: list[tuple[BaseException, type[BaseException]]] = [
+        (zlib.error("bad"), zlib.error),
+        (EOFError("cut"), EOFError),
+        (FileNotFoundError("gone"), FileNotFoundError),
+        (PermissionError("no"), PermissionError),
+        (gzip.BadGzipFile("magic"), OSError),
+        (struct.error("too big"), pw.ParseProcessError),
+        (re.error("pattern"), pw.ParseProcessError),
+        (ValueError("bug"), pw.ParseProcessError),
+    ]
+    for exc, want in cases:
+        with pytest.raises(want) as info:
+            pw._raise(pw._error_kind(exc), str(exc))
+        assert type(info.value) is want, (exc, info.value)
+        assert str(exc) in str(info.value)
