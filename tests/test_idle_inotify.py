@@ -226,7 +226,7 @@ def test_overflow_and_a_vanished_directory_wake_the_tailer(tmp_path: Path) -> No
     import struct
 
     w = InotifyWatcher(-1, lambda *_a: -1, lambda: None)
-    w.dirs[1] = str(tmp_path)
+    w.dirs[1] = [str(tmp_path)]
     w.names[str(tmp_path)] = {"auth.log"}
     ev = struct.Struct("iIII")
     assert w._handle(ev.pack(-1, tailer.IN_Q_OVERFLOW, 0, 0))
@@ -234,3 +234,73 @@ def test_overflow_and_a_vanished_directory_wake_the_tailer(tmp_path: Path) -> No
     assert w._handle(ev.pack(1, tailer.IN_IGNORED, 0, 0)) and 1 not in w.dirs
     name = b"btmp".ljust(16, b"\0")
     assert not w._handle(ev.pack(1, tailer.IN_CREATE, 0, len(name)) + name)
+
+
+def test_one_directory_by_two_names_wakes_for_both(tmp_path: Path) -> None:
+    """A followed path through a symlinked directory and one through the real directory get
+    the kernel's one watch: rotations and writes under either name still wake the tailer
+    (the second name once overwrote the first, which then slept until the stat() timer)."""
+    real = tmp_path / "real"
+    real.mkdir()
+    (tmp_path / "link").symlink_to(real)
+    for n in ("a.log", "b.log"):
+        (real / n).write_text("")
+
+    async def run() -> None:
+        wakes: list[int] = []
+        w = InotifyWatcher.start(
+            [str(tmp_path / "link" / "a.log"), str(real / "b.log")],
+            lambda: wakes.append(1),
+            asyncio.get_running_loop(),
+        )
+        assert w is not None
+        try:
+            for name in ("a.log", "b.log"):
+                p = real / name
+                os.rename(p, str(p) + ".1")
+                p.write_text("")
+                await asyncio.sleep(0.2)
+                n0 = len(wakes)
+                assert n0 > 0, name  # the rotation woke it
+                append(p, "x\n")  # the new file, watched since its name reappeared
+                await asyncio.sleep(0.2)
+                assert len(wakes) > n0, name
+                wakes.clear()
+        finally:
+            w.close()
+
+    asyncio.run(run())
+
+
+def test_a_file_watch_refused_falls_back_to_the_directory(tmp_path: Path) -> None:
+    """At the inotify watch limit (ENOSPC) the new file after a rotation gets no watch of its
+    own: its directory's watch (which exists, so the limit does not apply to changing it)
+    then takes the writes, filtered by name, instead of leaving it to the stat() timer."""
+    p = tmp_path / "auth.log"
+    p.write_text("")
+
+    async def run() -> None:
+        wakes: list[int] = []
+        w = InotifyWatcher.start([str(p)], lambda: wakes.append(1), asyncio.get_running_loop())
+        assert w is not None
+        real_add = w._add
+        # New file watches fail from now on; changing the directory's watch still works.
+        w._add = lambda fd, path, mask: -1 if mask == tailer.FILE_MASK else real_add(fd, path, mask)
+        try:
+            os.rename(p, str(p) + ".1")
+            p.write_text("")
+            await asyncio.sleep(0.2)
+            assert w.degraded == {str(tmp_path)}
+            for _ in range(3):
+                n0 = len(wakes)
+                append(p, "x\n")
+                await asyncio.sleep(0.15)
+                assert len(wakes) > n0
+            n0 = len(wakes)
+            append(tmp_path / "other.log", "y\n")  # a sibling's write is read and dropped
+            await asyncio.sleep(0.15)
+            assert len(wakes) == n0
+        finally:
+            w.close()
+
+    asyncio.run(run())

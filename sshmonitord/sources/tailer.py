@@ -1145,7 +1145,12 @@ class InotifyWatcher:
         self.fd = fd
         self._add = add
         self._wake = wake
-        self.dirs: dict[int, str] = {}  # wd -> directory
+        # wd -> every watched directory path it stands for: two paths naming one directory
+        # (a symlinked directory, a bind mount) get the kernel's one watch.
+        self.dirs: dict[int, list[str]] = {}
+        # Directories whose followed file could not get a watch of its own (the inotify
+        # watch limit reached): their own watch takes IN_MODIFY too, filtered by name.
+        self.degraded: set[str] = set()
         self.files: dict[int, str] = {}  # wd -> the followed path whose inode it watches
         self.names: dict[str, set[str]] = {}  # directory -> the followed names in it
         self.paths: list[str] = []
@@ -1173,7 +1178,7 @@ class InotifyWatcher:
         for d in w.names:
             wd = w._watch(d, DIR_MASK)
             if wd is not None:
-                w.dirs[wd] = d
+                w.dirs.setdefault(wd, []).append(d)
         if not w.dirs:
             os.close(fd)
             return None  # no directory could be watched (limits, NFS): watchdog may try
@@ -1193,10 +1198,18 @@ class InotifyWatcher:
 
     def watch_file(self, path: str) -> None:
         """Watch the inode ``path`` names now (again after a rotation: the old inode keeps its
-        watch while it drains, the kernel drops it when the file is deleted)."""
+        watch while it drains, the kernel drops it when the file is deleted). Where that
+        fails for a file that exists (the watch limit), its directory's watch takes the
+        writes instead: a sibling's writes are then read, and dropped by name."""
         wd = self._watch(path, FILE_MASK)  # follows a symlink to its target
         if wd is not None:
             self.files[wd] = path
+            return
+        if not os.path.exists(path):
+            return  # it appears later: its directory's IN_CREATE watches it then
+        d = os.path.dirname(os.path.abspath(path))
+        if d not in self.degraded and self._watch(d, DIR_MASK | IN_MODIFY) is not None:
+            self.degraded.add(d)
 
     def _readable(self) -> None:
         wake = False
@@ -1235,8 +1248,8 @@ class InotifyWatcher:
                 else:
                     wake = True
                 continue
-            d = self.dirs.get(wd)
-            if d is None:
+            ds = self.dirs.get(wd)
+            if ds is None:
                 continue
             if mask & (IN_IGNORED | IN_DELETE_SELF | IN_MOVE_SELF):
                 wake = True  # the directory itself went: the stat() timer carries on
@@ -1244,13 +1257,14 @@ class InotifyWatcher:
                     del self.dirs[wd]
                 continue
             fname = os.fsdecode(name)
-            followed = self.names.get(d, set())
-            if fname in followed:
-                wake = True
-                if mask & (IN_CREATE | IN_MOVED_TO):
-                    rewatch.add(os.path.join(d, fname))
-            elif any(fname.startswith(n + ".") for n in followed):
-                wake = True  # auth.log.1 appearing or going matters while we drain
+            for d in ds:
+                followed = self.names.get(d, set())
+                if fname in followed:
+                    wake = True  # a write too, where the directory watch takes them
+                    if mask & (IN_CREATE | IN_MOVED_TO):
+                        rewatch.add(os.path.join(d, fname))
+                elif not mask & IN_MODIFY and any(fname.startswith(n + ".") for n in followed):
+                    wake = True  # auth.log.1 appearing or going matters while we drain
         for p in rewatch:
             self.watch_file(p)
         return wake
