@@ -489,9 +489,18 @@ def print_text(d: dict[str, Any], out: TextIO) -> None:
             w(f"  ... {d['bans_that_would_be_placed'] - 20:,} more\n")
 
 
-def default_jobs() -> int:
-    """Two processes (parse, and detect) where there are two cores to run them."""
-    return 2 if len(os.sched_getaffinity(0)) > 1 else 1
+def default_jobs(cpu_max: str = "/sys/fs/cgroup/cpu.max") -> int:
+    """Two processes (parse, and detect) where there are two cores to run them: in the
+    affinity mask, and within a cgroup v2 CPU quota if one is set (a container or a
+    systemd unit with CPUQuota= below 200 % would only make them take turns)."""
+    if len(os.sched_getaffinity(0)) < 2:
+        return 1
+    with contextlib.suppress(OSError, ValueError):
+        with open(cpu_max, encoding="ascii") as fh:
+            quota, period = fh.read().split()[:2]
+        if quota != "max" and int(quota) < 2 * int(period):
+            return 1
+    return 2
 
 
 def run(
@@ -516,6 +525,9 @@ def run(
         t_to = parse_when(until, now, zone).astimezone(UTC) if until else None
     except ValueError as exc:
         err.write(f"sshmonitor replay: {exc}\n")
+        return 2
+    if paths.count("-") > 1:
+        err.write("sshmonitor replay: - (standard input) can be read only once\n")
         return 2
     for p in paths:
         if p != "-" and not os.path.isfile(p):

@@ -195,3 +195,24 @@ def test_errors_come_back_as_what_they_were() -> None:
             pw._raise(pw._error_kind(exc), str(exc))
         assert type(info.value) is want, (exc, info.value)
         assert str(exc) in str(info.value)
+
+
+def test_two_processes_only_where_two_cores_are_allowed(tmp_path: Path) -> None:
+    quota = tmp_path / "cpu.max"
+    if len(os.sched_getaffinity(0)) < 2:
+        assert replay_mod.default_jobs(str(quota)) == 1
+        return
+    assert replay_mod.default_jobs(str(tmp_path / "absent")) == 2  # no cgroup v2 file
+    for text, want in (("max 100000\n", 2), ("50000 100000\n", 1), ("150000 100000\n", 1),
+                       ("200000 100000\n", 2), ("garbage\n", 2)):  # fmt: skip
+        quota.write_text(text)
+        assert replay_mod.default_jobs(str(quota)) == want, text
+
+
+def test_stdin_named_twice_is_one_line() -> None:
+    r = subprocess.run(
+        [sys.executable, "-m", "sshmonitord.cli", "replay", "-", "-"],
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert r.returncode == 2
+    assert r.stderr == "sshmonitor replay: - (standard input) can be read only once\n"
