@@ -5,9 +5,10 @@ is detection; but they are separate stages, so replay runs them as a two-stage p
 forked child reads the files and runs the real :class:`~sshmonitord.parse.Parser` over them,
 the parent detects. The child sends the events in batches through a pipe, in file order,
 as plain tuples (:func:`pack`: the kind as its index, an address as an int) that pickle
-and unpickle in a fraction of what Event objects would cost; :func:`unpack` rebuilds equal
-Events. At the end the child sends its parser's statistics; an error reading a file (a
-damaged .gz) is sent as what it was, after the events before it, and raised again here.
+and unpickle in a fraction of what Event objects would cost; :class:`Unpacker` rebuilds
+equal Events. The parser's statistics travel with every batch (a run stopped early still
+has an exact summary); an error reading a file (a damaged .gz) is sent as what it was,
+after the events before it, and raised again here.
 
 Only replay uses this (the daemon reads as lines arrive); parse and detect stay the same pure
 functions in both. tests/test_replay_golden.py holds both ways to the same results.
@@ -30,6 +31,7 @@ from dataclasses import dataclass
 from datetime import tzinfo
 from typing import Any, NoReturn
 
+from .addresses import address_int, int_address
 from .events import Event, Kind
 from .parse import Parser, ParseStats
 
@@ -40,8 +42,6 @@ _KIND_INDEX = {k: i for i, k in enumerate(KINDS)}
 # detected before it could send the next, and the two processes took turns.
 BATCH_LINES = 1024
 PIPE_SIZE = 1 << 20
-_IPv4 = ipaddress.IPv4Address
-_IPv6 = ipaddress.IPv6Address
 # A frame's length: 8 bytes (a batch of 1,024 lines of megabytes each must not overflow it).
 _HEADER = struct.Struct("<Q")
 
@@ -51,13 +51,6 @@ Packed = tuple[Any, ...]
 def pack(ev: Event) -> Packed:
     """An Event as a tuple of plain values (see :func:`unpack`)."""
     ip = ev.ip
-    ip_v: int | None
-    if ip is None:
-        ip_v = None
-    elif type(ip) is _IPv4:
-        ip_v = ip._ip  # type: ignore[attr-defined]  # speed: int() is a Python-level call
-    else:
-        ip_v = -1 - int(ip)  # IPv6: negative
     return (
         ev.ts,
         ev.host,
@@ -65,7 +58,7 @@ def pack(ev: Event) -> Packed:
         ev.pid,
         _KIND_INDEX[ev.kind],
         ev.user,
-        ip_v,
+        None if ip is None else address_int(ip),
         ev.port,
         ev.method,
         ev.key_fp,
@@ -91,7 +84,7 @@ class Unpacker:
             if ip is None:
                 if len(ips) >= 8192:
                     ips.clear()
-                ip = ips[ip_v] = _IPv4(ip_v) if ip_v >= 0 else _IPv6(-1 - ip_v)
+                ip = ips[ip_v] = int_address(ip_v)
         return Event(
             t[0], t[1], t[2], t[3], KINDS[t[4]], t[5], ip, t[7], t[8], t[9], t[10], t[11],
             t[12], t[13],

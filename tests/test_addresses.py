@@ -221,3 +221,18 @@ def test_module_is_pure():
         for a in n.names
     }
     assert imported <= {"annotations", "ipaddress"}
+
+
+def test_an_address_as_one_int_and_back() -> None:
+    """Replay's tallies and its parse process keep addresses as ints: every address comes
+    back as itself, IPv4 and IPv6 never share an int (0.0.0.0 and :: included)."""
+    from sshmonitord.addresses import address_int, int_address
+
+    seen: dict[int, object] = {}
+    for text in ("0.0.0.0", "255.255.255.255", "203.0.113.5", "::", "::1", "2001:db8::1",
+                 "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", "::ffff:203.0.113.5"):  # fmt: skip
+        ip = ipaddress.ip_address(text)
+        v = address_int(ip)
+        back = int_address(v)
+        assert back == ip and type(back) is type(ip), text
+        assert seen.setdefault(v, ip) == ip, text
