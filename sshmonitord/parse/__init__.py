@@ -184,24 +184,13 @@ class Parser:
         except Exception:
             self._error(raw)
             return None
-        st = self.stats
-        if ev is None:
-            st.other_programs += 1
-            return None
-        # Filled here once rather than in every builder.
-        if not ev.raw:
-            ev.raw = raw
-        if count != 1:
-            ev.count *= count
-        # _count(), inline: every line of ours ends here.
-        st.events += 1
-        kind = ev.kind
-        st.kinds[kind] += 1
-        if kind is _UNRECOGNIZED:
-            st.unrecognized_programs[ev.program if ev.program in PROGRAMS else "other"] += 1
-            if len(st.unrecognized_samples) < MAX_SAMPLES:
-                st.unrecognized_samples.append(raw[:500])
-        return ev
+        if ev is not None:
+            # Filled here once rather than in every builder.
+            if not ev.raw:
+                ev.raw = raw
+            if count != 1:
+                ev.count *= count
+        return self._count(ev, raw)
 
     def _count(self, ev: Event | None, raw: str) -> Event | None:
         """Account for what a line became: nothing ours, or an event of some kind."""
@@ -210,8 +199,9 @@ class Parser:
             st.other_programs += 1
             return None
         st.events += 1
-        st.kinds[ev.kind] += 1
-        if ev.kind is Kind.UNRECOGNIZED:
+        kind = ev.kind
+        st.kinds[kind] += 1
+        if kind is _UNRECOGNIZED:
             st.unrecognized_programs[ev.program if ev.program in PROGRAMS else "other"] += 1
             if len(st.unrecognized_samples) < MAX_SAMPLES:
                 st.unrecognized_samples.append(raw[:500])
