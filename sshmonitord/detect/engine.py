@@ -369,18 +369,13 @@ class Engine:
                 self.by_user.add(ev.user, ts, n_add)
             if by_ip.evicted != evicted:
                 self._prune_by_ip_user()
-            fired = self.fired
             for rule, c in self._scan_rules if scan else self._address_rules:
-                # _since(), inline: this runs twice per counted failure.
-                last = fired.get((rule, key), NEVER)
-                since = ts - c.window
-                if last >= since:
-                    since = last + 1e-6
+                since = self._since(rule, key, ts, c.window)
                 n = by_ip.count(key, since)
                 if rule == "bruteforce":
                     n += self.by_ip_scan.count(key, since)
                 if n >= c.threshold:
-                    fired[(rule, key)] = ts
+                    self.fired[(rule, key)] = ts
                     out.append(
                         self._on_address(
                             rule,
