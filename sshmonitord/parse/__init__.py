@@ -12,13 +12,14 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
+from sys import intern
 
 from ..events import Event, Kind, Line
 from . import sshd
 from .audit import AUDIT_SOURCE_PREFIX, parse_audit
 from .connections import Connections
 from .logind import parse_logind
-from .prefix import OTHER, Prefix, TimeContext, split_journal, split_syslog
+from .prefix import CLASSIC_PREFIX, OTHER, Prefix, TimeContext, split_journal, split_syslog
 from .sftp import parse_sftp
 from .sudo import parse_su, parse_sudo
 
@@ -28,6 +29,8 @@ PROGRAMS = SSHD_PROGRAMS | SFTP_PROGRAMS | {"sudo", "su", "systemd-logind"}
 MAX_SAMPLES = 10
 _REPEATED = "message repeated "
 _UNRECOGNIZED = Kind.UNRECOGNIZED
+_classic_match = CLASSIC_PREFIX.match
+_parse_sshd = sshd.parse
 
 
 @dataclass
@@ -142,6 +145,45 @@ class Parser:
         """One syslog-format line → Event, or None (other program, or no prefix)."""
         st = self.stats
         st.lines += 1
+        m = _classic_match(text)
+        if m is not None:
+            program = m.group(3)
+            if program not in PROGRAMS:
+                st.other_programs += 1  # CRON, systemd...: what split_syslog calls OTHER
+                return None
+            if program in SSHD_PROGRAMS:
+                # Nearly every line of a busy auth.log: split_syslog's classic branch,
+                # _finish and _count in one frame (issue #17: the calls between them cost
+                # more than their work). Anything unusual (a bad stamp, "message repeated",
+                # an exception in the stamp) goes the general way below, which reads the line
+                # again and settles it exactly as before.
+                try:
+                    ts = self.time.classic(m.group(1))
+                except Exception:
+                    ts = None
+                msg = text[m.end() :]
+                if ts is not None and not msg.startswith(_REPEATED):
+                    pid_s = m.group(4)
+                    head = Prefix(
+                        ts,
+                        intern(m.group(2)),
+                        intern(program),
+                        int(pid_s) if pid_s and len(pid_s) <= 10 else None,
+                        msg,
+                    )
+                    try:
+                        ev = self.connections.apply(_parse_sshd(head, text), True)
+                    except Exception:
+                        self._error(text)
+                        return None
+                    if not ev.raw:
+                        ev.raw = text
+                    st.events += 1
+                    kind = ev.kind
+                    st.kinds[kind] += 1
+                    if kind is _UNRECOGNIZED:
+                        self._unrecognized(ev, text)
+                    return ev
         try:
             pre = split_syslog(text, self.time, PROGRAMS)
         except Exception:
@@ -202,10 +244,14 @@ class Parser:
         kind = ev.kind
         st.kinds[kind] += 1
         if kind is _UNRECOGNIZED:
-            st.unrecognized_programs[ev.program if ev.program in PROGRAMS else "other"] += 1
-            if len(st.unrecognized_samples) < MAX_SAMPLES:
-                st.unrecognized_samples.append(raw[:500])
+            self._unrecognized(ev, raw)
         return ev
+
+    def _unrecognized(self, ev: Event, raw: str) -> None:
+        st = self.stats
+        st.unrecognized_programs[ev.program if ev.program in PROGRAMS else "other"] += 1
+        if len(st.unrecognized_samples) < MAX_SAMPLES:
+            st.unrecognized_samples.append(raw[:500])
 
     def _error(self, raw: str) -> None:
         self.stats.errors += 1

@@ -130,6 +130,8 @@ _SOLARIS = f"(?:{_MSGID_RE})?"
 _CLASSIC = re.compile(
     r"([A-Z][a-z][a-z] [ \d]?\d \d\d:\d\d:\d\d) " + _HOST + " " + _TAG_FAST + _SOLARIS, re.ASCII
 )
+# The classic prefix, for Parser.parse_text's own copy of the first branch of split_syslog.
+CLASSIC_PREFIX = _CLASSIC
 _ISO = re.compile(r"(\d{4}-\d\d-\d\dT\S+) " + _HOST + " " + _TAG_FAST + _SOLARIS, re.ASCII)
 _MSGID = re.compile(_MSGID_RE, re.ASCII)  # the same tag, for the other paths
 

@@ -185,9 +185,19 @@ def simple(
             d["what"] = gd["what"]
         if fixed_detail:
             d.update(fixed_detail)
-        ev = _ev_gd(pre, k, gd, fixed_user, method, None, d)
+        read_user = gd.get("user")
+        ev = _event(
+            pre,
+            k,
+            gd.get("addr"),
+            gd.get("port"),
+            read_user if fixed_user is None else fixed_user,
+            method,
+            None,
+            d,
+        )
         # Without a user name before it the address follows sshd's fixed head: one reading.
-        if two_sided and ev is not None and gd.get("user") is not None and _ambiguous(m):
+        if two_sided and ev is not None and read_user is not None and _ambiguous(m):
             return _strip_ip(ev)
         return ev
 
@@ -224,14 +234,35 @@ def _ev_gd(
     key_fp: str | None,
     d: dict[str, Any],
 ) -> Event | None:
-    """The hot path: an Event from a match's named groups (addr, port, user)."""
+    """An Event from a match's named groups (addr, port, user)."""
+    return _event(
+        pre,
+        kind,
+        gd.get("addr"),
+        gd.get("port"),
+        gd.get("user") if user is None else user,
+        method,
+        key_fp,
+        d,
+    )
+
+
+def _event(
+    pre: Prefix,
+    kind: Kind,
+    a: str | None,
+    p: str | None,
+    user: str | None,
+    method: str | None,
+    key_fp: str | None,
+    d: dict[str, Any],
+) -> Event | None:
+    """The hot path: an Event from the address, port and user texts a pattern read."""
     ip = None
-    a = gd.get("addr")
     if a is not None:
         ip, host = addr(a)
         if host is not None:
             d["host"] = host
-    p = gd.get("port")
     port = None
     if p is not None:
         if len(p) > 5:
@@ -239,8 +270,6 @@ def _ev_gd(
         port = int(p)
         if port > 65535:
             return None
-    if user is None:
-        user = gd.get("user")
     pid = pre.pid
     return Event(
         pre.ts,
@@ -297,13 +326,15 @@ def _auth_log(kind: Kind) -> Builder:
     text after the address; lines carrying them are checked for a second reading."""
 
     def build(pre: Prefix, m: re.Match[str], d: dict[str, Any]) -> Event | None:
-        gd = m.groupdict()
-        if gd["inv"]:
+        method, inv, user, a, p, proto, ktype = m.group(*_AUTH_LOG_GROUPS)
+        if inv:
             d["invalid_user"] = True
-        if gd["proto"] == "ssh1":
+        if proto == "ssh1":
             d["protocol"] = 1
-        fp = _key(gd, d)
-        ev = _ev_gd(pre, kind, gd, None, gd["method"], fp, d)
+        if ktype is None:  # no key information: nothing else of KEYINFO can have matched
+            return _event(pre, kind, a, p, user, method, None, d)
+        gd = m.groupdict()
+        ev = _event(pre, kind, a, p, user, method, _key(gd, d), d)
         if ev is not None and (gd["cid"] is not None or gd["cuser"] is not None) and _ambiguous(m):
             return _strip_ip(ev)
         return ev
@@ -319,6 +350,11 @@ _AUTH_LOG = (
     + " (?P<proto>ssh[12])"
     + KEYINFO
     + r"$"
+)
+# What _auth_log's builder reads, by number: one C call instead of a dict of 13 groups.
+_AUTH_LOG_GROUPS = tuple(
+    re.compile(_AUTH_LOG).groupindex[n]
+    for n in ("method", "inv", "user", "addr", "port", "proto", "ktype")
 )
 _KEY_EXAMPLES = (
     " for {u} from {a} port {p} ssh2",
