@@ -177,7 +177,7 @@ class Result:
 _ENV = {**os.environ, "LC_ALL": "C", "LANG": "C"}
 
 
-def _kill_group(proc: asyncio.subprocess.Process) -> None:
+def kill_group(proc: asyncio.subprocess.Process) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)
     with contextlib.suppress(ProcessLookupError):
@@ -214,12 +214,12 @@ async def run_command(
             proc.communicate(stdin.encode() if stdin is not None else None), timeout
         )
     except TimeoutError:
-        _kill_group(proc)
+        kill_group(proc)
         await proc.wait()
         raise BackendError(argv, None, f"killed after {timeout:g} s", "timed out") from None
     finally:
         if proc.returncode is None:  # cancelled: never leave a child behind
-            _kill_group(proc)
+            kill_group(proc)
             with contextlib.suppress(Exception):
                 await asyncio.shield(proc.wait())
     result = Result(

@@ -286,6 +286,11 @@ class BanManager:
         # Last chance to store what the store refused earlier (a no-op when all is saved).
         with contextlib.suppress(Exception):
             await self.persist()
+        # A backend with a long-lived helper process (nft's session) ends it; the bans stay.
+        close = getattr(self.backend, "close", None)
+        if close is not None:
+            with contextlib.suppress(Exception):
+                await close()
 
     async def _maintain(self) -> None:
         while True:
