@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import email.policy
 import os
 import signal
 from typing import Any
 
 from .alert import DeliveryError, Message
 from .channels import BaseChannel, answer, check_header_value
-from .smtp import build_email, msgid_domain
+from .smtp import email_bytes, msgid_domain
 
 EX_TEMPFAIL = 75
 
@@ -50,7 +51,9 @@ class SendmailChannel(BaseChannel):
 
     async def send(self, message: Message) -> str:
         # Local programs expect local (LF) line endings; they add CRLF on the wire.
-        data = build_email(message, self.sender, self.to, self.hostname).as_bytes()
+        data = email_bytes(
+            message, self.sender, self.to, self.hostname, policy=email.policy.default
+        )
         try:
             proc = await asyncio.create_subprocess_exec(
                 *self.argv(),
