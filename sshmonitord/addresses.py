@@ -51,6 +51,15 @@ def address_int(ip: IPAddress) -> int:
     return v if type(ip) is _V4 else -1 - v
 
 
+def address_text(ip: IPAddress) -> str:
+    """``str(ip)``, for the rows and JSON written per event: ipaddress's own spelling of an
+    IPv4 address costs four times this one, which gives the same dotted quad."""
+    if type(ip) is _V4:
+        v: int = ip._ip  # type: ignore[attr-defined]
+        return f"{v >> 24}.{(v >> 16) & 255}.{(v >> 8) & 255}.{v & 255}"
+    return str(ip)
+
+
 def int_address(v: int) -> IPAddress:
     """The address :func:`address_int` made ``v`` from."""
     return _V4(v) if v >= 0 else _V6(-1 - v)

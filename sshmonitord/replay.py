@@ -30,7 +30,7 @@ from datetime import UTC, datetime, tzinfo
 from typing import Any, TextIO
 
 from . import parse_worker as pw
-from .addresses import address_int, int_address
+from .addresses import address_int, address_text, int_address
 from .config import Config
 from .detect.engine import Engine, History
 from .events import Event, Finding, Kind
@@ -66,7 +66,7 @@ def event_json(ev: Event) -> dict[str, Any]:
         "pid": ev.pid,
         "kind": str(ev.kind),
         "user": ev.user,
-        "ip": None if ev.ip is None else str(ev.ip),
+        "ip": None if ev.ip is None else address_text(ev.ip),
         "port": ev.port,
         "method": ev.method,
         "key_fp": ev.key_fp,

@@ -9,6 +9,8 @@ import ipaddress
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from sshmonitord import addresses, config
 from sshmonitord.addresses import (
@@ -236,3 +238,20 @@ def test_an_address_as_one_int_and_back() -> None:
         back = int_address(v)
         assert back == ip and type(back) is type(ip), text
         assert seen.setdefault(v, ip) == ip, text
+
+
+@given(v=st.integers(min_value=0, max_value=2**32 - 1))
+def test_an_ipv4_address_as_text_is_ipaddress_own(v: int) -> None:
+    from sshmonitord.addresses import address_text
+
+    ip = ipaddress.IPv4Address(v)
+    assert address_text(ip) == str(ip)
+
+
+def test_address_text_edges() -> None:
+    from sshmonitord.addresses import address_text
+
+    for text in ("0.0.0.0", "255.255.255.255", "10.0.0.1", "1.2.3.4", "::", "::1",
+                 "2001:db8::1", "::ffff:203.0.113.5", "fe80::1:0:0:5"):  # fmt: skip
+        ip = ipaddress.ip_address(text)
+        assert address_text(ip) == str(ip), text

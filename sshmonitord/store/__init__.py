@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from .. import log
+from ..addresses import address_text
 from ..events import Event, FilePosition, Finding, Kind
 from .schema import MIGRATIONS, SchemaError, migrate
 
@@ -71,7 +72,7 @@ def event_row(ev: Event) -> tuple[Any, ...]:
         ev.pid,
         _KIND_TEXT[kind] if kind in _KIND_TEXT else str(kind),
         ev.user,
-        None if ip is None else str(ip),
+        None if ip is None else address_text(ip),
         ev.port,
         ev.method,
         ev.key_fp,
