@@ -330,12 +330,20 @@ class AlertQueue:
     async def flush_once(self) -> float:
         """Deliver what is due on every channel; return seconds until the next due row."""
         now = time.time()
-        await self.store.run(lambda c: self._expire(c, now))
-        for name, ch in list(self.channels.items()):
-            rows = await self.store.run(lambda c, n=name: self._due(c, n, now))
-            if rows:
-                await self._deliver(ch, rows)
-        nxt = await self.store.run(spool.next_due)
+        channels = list(self.channels.items())
+
+        def look(conn: sqlite3.Connection) -> tuple[list[list[SpoolRow]], float | None]:
+            # One trip to the store thread for the whole look (a round with nothing due,
+            # the usual one, costs one wake-up of each thread, not 2 + channels).
+            self._expire(conn, now)
+            return [self._due(conn, name, now) for name, _ch in channels], spool.next_due(conn)
+
+        due, nxt = await self.store.run(look)
+        if any(due):
+            for (_name, ch), rows in zip(channels, due, strict=True):
+                if rows:
+                    await self._deliver(ch, rows)
+            nxt = await self.store.run(spool.next_due)
         # Rows can also come from a writer that does not wake this queue (the report
         # scheduler spooling straight into the store): an empty spool is looked at again
         # within IDLE_POLL, one indexed MIN() query.
