@@ -27,7 +27,9 @@ import tempfile
 import threading
 import time
 
-COLS = "ts, host, program, pid, kind, user, ip, port, method, key_fp, count, session, detail, raw"
+COLS = (
+    "ts, host, program, pid, kind, user, ip, port, method, key_fp, count, session, detail, raw"
+)
 ONE = "(" + ",".join("?" * 14) + ")"
 INSERT = f"INSERT INTO events({COLS}) VALUES {ONE}"
 

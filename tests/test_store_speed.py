@@ -22,7 +22,7 @@ import pytest
 from sshmonitord import pipeline as pipeline_mod
 from sshmonitord.events import Event, FilePosition, Kind, Line, Login
 from sshmonitord.pipeline import Pipeline
-from sshmonitord.store import INSERT_EVENT, Store, connect, event_row
+from sshmonitord.store import Store, connect, event_row
 from sshmonitord.store import history as history_store
 
 FAIL = "Nov 24 12:00:{s:02d} web1 sshd[{pid}]: Failed password for {user} from {ip} port 4000 ssh2"
@@ -335,80 +335,3 @@ def test_the_loop_runs_other_tasks_between_batches_held_for_a_group(
     handled = [i for i, x in enumerate(order) if x == "batch"]
     assert len(handled) == 6
     assert all(b - a > 1 for a, b in itertools.pairwise(handled)), order
-
-
-def _rows(n: int, bad_at: int | None = None) -> list[tuple[Any, ...]]:
-    base = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
-    out = []
-    for i in range(n):
-        ev = Event(base, "web1", "sshd", 1000 + i, Kind.AUTH_FAILURE, f"u{i}",
-                   ip_address(f"198.51.{i // 250}.{i % 250 + 1}"), 4000 + i % 60000,
-                   detail={"n": i}, raw=f"line {i}")  # fmt: skip
-        row = event_row(ev)
-        if i == bad_at:
-            row = (*row[:3], 2**70, *row[4:])  # a pid no INTEGER column takes
-        out.append(row)
-    return out
-
-
-def _all_rows(s: Store) -> list[tuple[Any, ...]]:
-    return [tuple(r) for r in s.conn.execute("SELECT * FROM events ORDER BY id")]
-
-
-def _raws(s: Store) -> list[str]:
-    return [r[0] for r in s.conn.execute("SELECT raw FROM events ORDER BY id")]
-
-
-@pytest.mark.parametrize("n", [1, 2, 255, 256, 257, 1000])
-def test_many_rows_per_insert_store_what_one_by_one_stores(tmp_path: Path, n: int) -> None:
-    """Multi-row INSERTs: the same rows, values and ids (log order) as executemany."""
-    rows = _rows(n)
-    got, want = Store(tmp_path / "a"), Store(tmp_path / "b")
-    got.open()
-    want.open()
-    try:
-        with got.transaction():
-            assert got.add_events(rows) == []
-        with want.transaction():
-            want.conn.executemany(INSERT_EVENT, rows)
-        assert _all_rows(got) == _all_rows(want)
-        assert len(_all_rows(got)) == n
-    finally:
-        got.close()
-        want.close()
-
-
-def test_many_rows_per_insert_within_sqlite_parameter_limit(tmp_path: Path) -> None:
-    """A SQLite built with a lower parameter limit gets smaller chunks, not an error."""
-    import sqlite3
-
-    s = Store(tmp_path)
-    s.open()
-    try:
-        s.conn.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 100)  # 7 rows of 14
-        rows = _rows(50)
-        with s.transaction():
-            s.add_events(rows)
-        assert _raws(s) == [r[-1] for r in rows]
-    finally:
-        s.close()
-
-
-def test_a_bad_row_inside_a_multi_row_insert_fails_it_and_salvage_skips_only_it(
-    tmp_path: Path,
-) -> None:
-    import sqlite3
-
-    s = Store(tmp_path)
-    s.open()
-    try:
-        rows = _rows(600, bad_at=300)
-        with pytest.raises((OverflowError, sqlite3.Error)), s.transaction():
-            s.add_events(rows)
-        assert _raws(s) == []  # the transaction rolled back: nothing half-written
-        with s.transaction():
-            skipped = s.add_events(rows, skip_bad=True)
-        assert len(skipped) == 1
-        assert _raws(s) == [r[-1] for i, r in enumerate(rows) if i != 300]
-    finally:
-        s.close()

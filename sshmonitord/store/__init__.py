@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
-import itertools
 import json
 import os
 import sqlite3
@@ -117,24 +115,6 @@ INSERT_EVENT_ATTEMPT = (
 )
 
 INSERT_LINE_TRACE = "INSERT INTO line_trace(source, text) VALUES (?, ?)"
-
-
-# Rows per multi-row INSERT: at most this many, and within SQLite's limit on parameters.
-MULTI_INSERT_ROWS = 256
-
-
-def _rows_per_insert(conn: sqlite3.Connection, width: int) -> int:
-    limit = 999  # SQLite's default before 3.32; getlimit() is Python 3.11's
-    with contextlib.suppress(AttributeError, sqlite3.Error):
-        limit = conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
-    return max(1, min(MULTI_INSERT_ROWS, limit // max(1, width)))
-
-
-@functools.lru_cache(maxsize=64)
-def _multi_insert(sql: str, rows: int) -> str:
-    """``INSERT INTO t(..) VALUES (?, ..)`` for ``rows`` rows in one statement."""
-    head, one = sql.split(" VALUES ", 1)
-    return head + " VALUES " + ",".join([one] * rows)
 
 
 class StoreError(Exception):
@@ -454,19 +434,7 @@ class Store:
 
     def _insert(self, sql: str, rows: Sequence[tuple[Any, ...]], skip_bad: bool) -> list[str]:
         if not skip_bad:
-            if len(rows) < 2:
-                self.conn.executemany(sql, rows)
-                return []
-            # Many rows per INSERT, in order (the same rowids as one by one). executemany
-            # takes the GIL back after every row's step, and a busy event loop keeps it for
-            # up to 5 ms each time; per chunk, that wait happens once per chunk, and SQLite
-            # runs fewer statements: 25 % less CPU per row (bench/store_overlap.py).
-            conn = self.conn
-            n = _rows_per_insert(conn, len(rows[0]))
-            flat = itertools.chain.from_iterable
-            for i in range(0, len(rows), n):
-                part = rows[i : i + n]
-                conn.execute(_multi_insert(sql, len(part)), list(flat(part)))
+            self.conn.executemany(sql, rows)
             return []
         # A failed statement leaves the rest of SQLite's transaction intact.
         skipped: list[str] = []
