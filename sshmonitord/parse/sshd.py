@@ -1083,9 +1083,14 @@ def _disconnected(pre: Prefix, m: re.Match[str], d: dict[str, Any]) -> Event | N
 )
 def _received(pre: Prefix, m: re.Match[str], d: dict[str, Any]) -> Event | None:
     # Before authentication it is a scanner or a failed client; after it, a normal logout.
-    d["reason"] = m.group("reason")
-    d["code"] = int(m.group("code"))
-    return _ev(pre, Kind.PREAUTH_DISCONNECT if d.get("preauth") else Kind.DISCONNECT, m, detail=d)
+    a, p, code, d["reason"] = m.group("addr", "port", "code", "reason")
+    d["code"] = int(code)
+    kind = _PREAUTH_DISCONNECT if d.get("preauth") else _DISCONNECT
+    return _event(pre, kind, a, p, None, None, None, d)
+
+
+_PREAUTH_DISCONNECT = Kind.PREAUTH_DISCONNECT
+_DISCONNECT = Kind.DISCONNECT
 
 
 # "LOC: Authentication tried for X with correct key but not from a permitted host (host=H,
