@@ -197,3 +197,22 @@ def test_session_dying_at_once_is_one_error_not_a_loop(
     assert "No such file or directory" in err.value.stderr
     assert b.session.started == 1 and not logs
     aio(b.close())
+
+
+@pytest.mark.real
+def test_session_dead_and_its_replacement_dying_is_one_backend_error(
+    backend: NftBackend, aio: Aio
+) -> None:
+    """The old session was killed and the new one cannot start (the binary went away):
+    a BackendError, never an internal exception, and one warning."""
+    aio(backend.list())
+    pid = backend.session.pid
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    backend.session.argv[backend.session.argv.index("nft")] = "/nonexistent/nft"
+    with capture_logs() as logs, pytest.raises(BackendError) as err:
+        aio(backend.ban([(ip("198.51.100.11"), 600)]))
+    assert err.value.returncode not in (None, 0)
+    assert "No such file or directory" in err.value.stderr
+    assert [e["event"] for e in logs] == ["nft session ended; starting a new one"]
+    assert wait_gone(pid)

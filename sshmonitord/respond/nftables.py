@@ -299,7 +299,10 @@ class NftSession:
                     status=ended.error.returncode,
                     output=ended.error.stderr[:300],
                 )
-                return await self._request(line, True)
+                try:
+                    return await self._request(line, True)
+                except _Ended as again:  # the new one died at once: that is the error
+                    raise again.error from None
 
     async def _request(self, line: str, fresh: bool) -> str:
         if fresh:
