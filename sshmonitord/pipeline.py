@@ -7,9 +7,7 @@ positions after it. A crash therefore loses nothing that was not stored and repe
 that was: on restart the sources resume exactly at the stored positions. While a backlog is
 queued (start-up, a burst) consecutive batches share one transaction, up to
 ``GROUP_COMMIT_LINES``: the same rows and positions, written in order, with far fewer pages
-rewritten per line; once the queue is empty a batch without findings is held up to
-``STORE_DELAY`` (0.5 s) for the ones that follow it, so a trickle of lines (an attack) does
-not cost a transaction each; a batch with findings is stored at once, with what is held.
+rewritten per line; once the queue is empty every batch is stored as soon as it is handled.
 
 Acting comes before storing so that protection fails closed: when the store cannot write
 (disk full, another process holding the lock, I/O errors) bans are still placed and alerts
@@ -57,13 +55,6 @@ STORE_RETRY_MIN, STORE_RETRY_MAX = 0.5, 30.0  # seconds between attempts while i
 # commits write far less per line. Acting never waits for it; with the queue empty every
 # batch is stored at once, as before.
 GROUP_COMMIT_LINES = 15_000
-# Under a trickle (an attack logs a line or two at a time, a few times a second) storing
-# each handled batch at once costs a transaction and a wake-up of both threads per line or
-# two: more than parsing and detecting it. With the queue empty a handled batch without
-# findings is held this long for the batches that follow, and they share one transaction
-# (a batch with findings stores them all at once). Acting never waits; a crash in the window
-# re-reads those lines at the next start, as a crash before any commit does.
-STORE_DELAY = 0.5
 
 
 @dataclass
@@ -140,12 +131,6 @@ class Pipeline:
         self.paused_for_store = False
         self._retry_at = 0.0
         self._retry_delay = STORE_RETRY_MIN
-        # When the batches held for a shared transaction are stored (0: none held).
-        self._store_at = 0.0
-        self.store_delay = STORE_DELAY
-        # The consumer's wait for the next batch while some wait to be stored (drain()
-        # cuts it short).
-        self._waiting: asyncio.Timeout | None = None
         # When each queued batch was handed over (monotonic), in queue order: how long its
         # lines waited for their events.
         self._emitted: deque[float] = deque()
@@ -166,18 +151,10 @@ class Pipeline:
         while True:
             if self.unstored and (self.store_error is not None or self.queue.empty()):
                 # Something waits to be stored: come back to it even if no line arrives.
-                at = self._retry_at if self.store_error is not None else self._store_at
-                wait = max(0.0, at - time.monotonic())
+                wait = max(0.0, self._retry_at - time.monotonic())
                 try:
-                    # Not wait_for: no task per wait, and (before 3.12) wait_for can swallow
-                    # the cancellation that stop() sends (see aio.wait_event).
-                    async with asyncio.timeout(wait) as self._waiting:
-                        first = await self.queue.get()
+                    first = await asyncio.wait_for(self.queue.get(), wait)
                 except TimeoutError:
-                    first = None
-                finally:
-                    self._waiting = None
-                if first is None:
                     await self._store_pending()
                     continue
             else:
@@ -190,7 +167,7 @@ class Pipeline:
                 sizes.append(len(nxt))
             taken = len(sizes)
             emitted = [self._emitted.popleft() for _ in range(min(taken, len(self._emitted)))]
-            await self._handle(items, emitted, sizes, hold=True)
+            await self._handle(items, emitted, sizes)
             for _ in range(taken):
                 self.queue.task_done()
             self.last_progress = time.monotonic()
@@ -200,10 +177,7 @@ class Pipeline:
         items: list[Line | Retired],
         emitted: list[float] | None = None,
         sizes: list[int] | None = None,
-        hold: bool = False,
     ) -> None:
-        """Handle one batch; store it now, or (``hold``, the consumer loop) within
-        ``store_delay`` together with the batches that follow it."""
         batch = self._process(items)
         if emitted and sizes:
             done = time.monotonic()
@@ -229,14 +203,6 @@ class Pipeline:
             # (a non-empty queue's get() does not yield either).
             await asyncio.sleep(0)
             return
-        # A batch with findings is stored at once (with whatever is held): what it found
-        # and banned is in the store by the time its alerts go out.
-        if hold and not batch.findings and self.store_error is None and self.store_delay > 0:
-            now = time.monotonic()
-            if not self._store_at:
-                self._store_at = now + self.store_delay
-            if now < self._store_at and self.unstored_lines < MAX_BATCH_LINES:
-                return
         await self._store_pending()
 
     def _defer_store(self) -> bool:
@@ -419,8 +385,6 @@ class Pipeline:
                 self.unstored_lines -= b.lines
                 if b.bans and self.bans is not None:
                     self.bans.committed(b.bans)
-            if not self.unstored:
-                self._store_at = 0.0
             if self.store_error is not None and not self.unstored:
                 self.log.warning(
                     "store writable again; every held line is stored",
@@ -488,13 +452,6 @@ class Pipeline:
             async with asyncio.timeout(timeout):
                 await self.queue.join()
                 while self.unstored:
-                    # Held for a shared transaction: store them now, not after the delay.
-                    if self.store_error is None and self._store_at:
-                        self._store_at = time.monotonic()
-                        waiting = self._waiting
-                        if waiting is not None and not waiting.expired():
-                            with contextlib.suppress(RuntimeError):  # it just ended
-                                waiting.reschedule(asyncio.get_running_loop().time())
                     await asyncio.sleep(0.05)
             return True
         except TimeoutError:
