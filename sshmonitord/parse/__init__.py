@@ -184,6 +184,11 @@ class Parser:
                     if kind is _UNRECOGNIZED:
                         self._unrecognized(ev, text)
                     return ev
+        return self._parse_general(text)
+
+    def _parse_general(self, text: str) -> Event | None:
+        """parse_text for every line its one-frame path does not take (the line is counted)."""
+        st = self.stats
         try:
             pre = split_syslog(text, self.time, PROGRAMS)
         except Exception:
