@@ -185,19 +185,9 @@ def simple(
             d["what"] = gd["what"]
         if fixed_detail:
             d.update(fixed_detail)
-        read_user = gd.get("user")
-        ev = _event(
-            pre,
-            k,
-            gd.get("addr"),
-            gd.get("port"),
-            read_user if fixed_user is None else fixed_user,
-            method,
-            None,
-            d,
-        )
+        ev = _ev_gd(pre, k, gd, fixed_user, method, None, d)
         # Without a user name before it the address follows sshd's fixed head: one reading.
-        if two_sided and ev is not None and read_user is not None and _ambiguous(m):
+        if two_sided and ev is not None and gd.get("user") is not None and _ambiguous(m):
             return _strip_ip(ev)
         return ev
 
@@ -1370,12 +1360,11 @@ def _pam_event(pre: Prefix, f: dict[str, str], d: dict[str, Any], n: int) -> Eve
     ip, host = addr(f.get("rhost", ""))
     if host is not None:
         d["host"] = host
-    pid = pre.pid
     return Event(
         pre.ts,
         pre.host,
         pre.program,
-        pid,
+        pre.pid,
         _AUTH_FAILURE,
         f.get("user") or None,
         ip,
@@ -1383,7 +1372,7 @@ def _pam_event(pre: Prefix, f: dict[str, str], d: dict[str, Any], n: int) -> Eve
         "pam",
         None,
         n,
-        None if pid is None else str(pid),  # _sess(), inline: a fifth of an attack's lines
+        _sess(pre),
         d,
     )
 
