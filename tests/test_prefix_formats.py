@@ -458,3 +458,24 @@ def test_random_text_never_raises(text):
     for line in (text, "Jun 7 01:10:56 " + text, "<38>" + text, "Sun Jun  7 01:10:56 " + text):
         split_syslog(line, tc, PROGRAMS)
         split_syslog(line, tc, None)
+
+
+def test_classic_stamps_every_minute_and_second_and_the_minute_cache_stays_small() -> None:
+    """Each "MM:SS" of an hour (a leap second :60 read as :59), across a DST change, against
+    datetime's own arithmetic; bad minutes and seconds are refused; the per-minute cache that
+    replaced a 3,660-entry table (issue #17: memory) stays bounded over days of stamps."""
+    berlin = ZoneInfo("Europe/Berlin")
+    ctx = TimeContext(zone=berlin, reference=datetime(2026, 10, 26, 12, tzinfo=UTC))
+    for day, hour in ((24, 21), (25, 2), (25, 3)):  # 25 Oct 2026: 03:00 CEST -> 02:00 CET
+        base = datetime(2026, 10, day, hour, tzinfo=berlin).astimezone(UTC)
+        for mm in range(60):
+            for ss in range(61):
+                got = ctx.classic(f"Oct {day} {hour:02d}:{mm:02d}:{ss:02d}")
+                assert got == base + timedelta(minutes=mm, seconds=min(ss, 59))
+    for bad in ("Oct 24 21:60:00", "Oct 24 21:6x:00", "Oct 24 21: 5:00", "Oct 24 21:05:61",
+                "Oct 24 21:05:+1", "Oct 24 21:05.00", "Oct 24 21.05:00", "Oct 24 24:00:00"):  # fmt: skip
+        assert ctx.classic(bad) is None, bad
+    t = datetime(2026, 10, 20, tzinfo=UTC)
+    for i in range(5 * 24 * 60):
+        ctx.classic((t + timedelta(minutes=i)).strftime("%b %e %H:%M:%S"))
+        assert len(ctx._minutes) <= 256
