@@ -56,3 +56,52 @@ def test_the_daemon_caps_its_malloc_arenas() -> None:
 
     src = inspect.getsource(cli_daemon.daemon_main)
     assert src.index("limit_malloc_arenas()") < src.index("daemon.run(")
+
+
+def test_the_daemon_loads_no_shutil_and_no_report_rendering() -> None:
+    """argparse imports shutil (and zlib, bz2, lzma) for every help formatter it makes, and
+    the report's queries and rendering are for the day a report is built: neither loads with
+    the daemon's modules and its parser (~0.8 MB of its memory, issue #17)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from sshmonitord.cli.daemon import daemon_parser\n"
+        "import sshmonitord.daemon\n"
+        "daemon_parser().parse_args(['--dry-run'])\n"
+        "print(' '.join(sorted(sys.modules)))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert "sshmonitord.daemon" in out
+    assert "sshmonitord.notify.report.schedule" in out
+    for absent in (
+        "shutil",
+        "bz2",
+        "lzma",
+        "sshmonitord.notify.report.query",
+        "sshmonitord.notify.report.render",
+        "sshmonitord.notify.report.command",
+    ):
+        assert absent not in out, absent
+
+
+@pytest.mark.parametrize("columns", [None, "50", "200", "0", "junk"])
+def test_help_is_as_wide_as_argparse_would_make_it(
+    monkeypatch: pytest.MonkeyPatch, columns: str | None
+) -> None:
+    import argparse
+
+    from sshmonitord.cli import daemon as cli_daemon
+
+    if columns is None:
+        monkeypatch.delenv("COLUMNS", raising=False)
+    else:
+        monkeypatch.setenv("COLUMNS", columns)
+    ours = cli_daemon.daemon_parser()
+    theirs = cli_daemon.daemon_parser()
+    theirs.formatter_class = argparse.RawDescriptionHelpFormatter
+    assert ours.format_help() == theirs.format_help()
+    assert ours.format_usage() == theirs.format_usage()

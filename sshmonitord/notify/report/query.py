@@ -21,7 +21,7 @@ from ...events import Kind
 from ...store import reports as q
 from ..alert import severity_rank
 from ..render import LOGIN_RULES
-from .render import _local
+from .times import local_time
 
 REPORT_VERSION = 1
 # An "Invalid user" line and sshd's "Failed … for invalid user" line for the same attempt are
@@ -34,7 +34,7 @@ LOGIN_GROUPS_MIN = 50  # successful-login rows shown at least (top N if larger)
 def chart_axis(since: float, until: float) -> tuple[float, float, int]:
     """(origin, bucket seconds, number of buckets): buckets start on a local clock hour and
     are one hour wide, or a whole number of hours when the period is longer than a week."""
-    dt = _local(since)
+    dt = local_time(since)
     origin = dt.replace(minute=0, second=0, microsecond=0).timestamp()
     if origin > since:  # a DST gap at the start of the hour
         origin -= 3600

@@ -12,45 +12,15 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Sequence
-from datetime import datetime
 from typing import Any
 
 from ..alert import Message, make_id
 from ..render import COLOURS, MAX_SUBJECT, SUBJECT_PREFIX, h, one_line, visible
+from .times import local_time, long_time, short_time, span_text
 
 SPARK = "▁▂▃▄▅▆▇█"
 NAME_WIDTH = 40  # attacker-controlled names are cut to this many characters in tables
 FORMATS = ("text", "html", "json")
-
-
-def _local(ts: float) -> datetime:
-    return datetime.fromtimestamp(ts)  # naive local time: DST-correct arithmetic via mktime
-
-
-def _short(ts: float | None) -> str:
-    return "-" if ts is None else _local(ts).strftime("%m-%d %H:%M")
-
-
-def _long(ts: float | None) -> str:
-    if ts is None:
-        return "-"
-    return datetime.fromtimestamp(ts).astimezone().strftime("%Y-%m-%d %H:%M %Z").strip()
-
-
-def _span(seconds: float) -> str:
-    """``1d 2h``, ``3h 5m``, ``42s``."""
-    s = round(seconds)
-    if s < 60:
-        return f"{s}s"
-    d, s = divmod(s, 86400)
-    hh, s = divmod(s, 3600)
-    m = s // 60
-    parts = [f"{d}d"] if d else []
-    if hh:
-        parts.append(f"{hh}h")
-    if m and not d:
-        parts.append(f"{m}m")
-    return " ".join(parts) or "0m"
 
 
 def _n(x: int | float) -> str:
@@ -83,7 +53,8 @@ def sparkline(values: Sequence[int | float], vmax: float | None = None) -> str:
 
 
 def _period_text(r: dict[str, Any]) -> str:
-    return f"{_long(r['since'])} → {_long(r['until'])} ({_span(r['until'] - r['since'])})"
+    span = span_text(r["until"] - r["since"])
+    return f"{long_time(r['since'])} → {long_time(r['until'])} ({span})"
 
 
 def _summary_lines(r: dict[str, Any]) -> list[tuple[str, str]]:
@@ -194,7 +165,7 @@ def _hour_axis(origin: float, bucket: float, n: int) -> str:
     """Local clock hours (``07 10 13``) every 3 columns under ``n`` one-hour columns."""
     line = [" "] * n
     for i in range(0, n, 3):
-        label = _local(origin + i * bucket).strftime("%H")
+        label = local_time(origin + i * bucket).strftime("%H")
         if i + len(label) <= n:
             line[i : i + len(label)] = list(label)
     return "".join(line).rstrip()
@@ -219,7 +190,7 @@ def _text_chart(r: dict[str, Any]) -> list[str]:
     else:
         # One line per TEXT_ROW columns (a day, in hours), both series side by side, each
         # on one scale for the whole period.
-        span = "day" if bucket == 3600 else f"{_span(bucket * TEXT_ROW)}"
+        span = "day" if bucket == 3600 else f"{span_text(bucket * TEXT_ROW)}"
         out = [
             f"Failures and bans per {width} (local time; one character per {width}, "
             f"one line per {span})"
@@ -228,7 +199,7 @@ def _text_chart(r: dict[str, Any]) -> list[str]:
         pad = " " * TEXT_ROW
         out.append(f"  {'':<11}  {'failures':<{TEXT_ROW + 2}}  bans")
         for i in range(0, nb, TEXT_ROW):
-            start = _local(origin + i * bucket).strftime("%m-%d %H:%M")
+            start = local_time(origin + i * bucket).strftime("%m-%d %H:%M")
             f = (fline[i : i + TEXT_ROW] + pad)[:TEXT_ROW]
             b = (bline[i : i + TEXT_ROW] + pad)[:TEXT_ROW]
             out.append(f"  {start}  |{f}|  |{b}|")
@@ -249,8 +220,8 @@ def _session_cells(x: dict[str, Any], esc: Callable[..., str]) -> tuple[str, ...
         "-" if x["id"] is None else esc(x["id"], 20),
         esc(x["user"]),
         esc(x["ip"] or "-"),
-        _short(x["start"]),
-        _span(x["duration"]) + ("+" if x["open_at_end"] else ""),
+        short_time(x["start"]),
+        span_text(x["duration"]) + ("+" if x["open_at_end"] else ""),
         "open" if x["open_at_end"] else esc(x["state"] or "closed", 20),
         "-" if x["commands"] is None else _n(x["commands"]),
         "-" if x["transfers"] is None else _n(x["transfers"]),
@@ -276,8 +247,8 @@ def _text(r: dict[str, Any], host: str) -> str:
                     _name(a["ip"] or "(no address)"),
                     _n(a["count"]),
                     _n(a["users"]),
-                    _short(a["first"]),
-                    _short(a["last"]),
+                    short_time(a["first"]),
+                    short_time(a["last"]),
                     "yes" if a["banned"] else "no",
                 )
                 for a in f["top"]
@@ -303,8 +274,8 @@ def _text(r: dict[str, Any], host: str) -> str:
                         _name(u["user"]),
                         _n(u["count"]),
                         _n(u["addresses"]),
-                        _short(u["first"]),
-                        _short(u["last"]),
+                        short_time(u["first"]),
+                        short_time(u["last"]),
                     )
                     for u in sec["top"]
                 ],
@@ -327,8 +298,8 @@ def _text(r: dict[str, Any], host: str) -> str:
                     _name(g["ip"] or "(no address)"),
                     _name(g["method"], 24),
                     _n(g["count"]),
-                    _short(g["first"]),
-                    _short(g["last"]),
+                    short_time(g["first"]),
+                    short_time(g["last"]),
                     f"! {_plural(g['failures_from_ip'], 'failure')} from this address"
                     if g["failures_from_ip"]
                     else "",
@@ -358,7 +329,8 @@ def _text(r: dict[str, Any], host: str) -> str:
         if se["active"]:
             out.append(f"  open at the end: {_n(se['active_at_end'])}")
             out += [
-                f"    {_name(x['user'])} from {_name(x['ip'] or '-')} since {_short(x['start'])}"
+                f"    {_name(x['user'])} from {_name(x['ip'] or '-')} "
+                f"since {short_time(x['start'])}"
                 + (f" (session {_name(x['id'], 20)})" if x["id"] is not None else "")
                 for x in se["active"]
             ]
@@ -390,8 +362,8 @@ def _text(r: dict[str, Any], host: str) -> str:
                     _name(x["net"]),
                     _name(x["rule"], 24),
                     _n(x["offence"]),
-                    _short(x["created"]),
-                    _short(x["expires"]),
+                    short_time(x["created"]),
+                    short_time(x["expires"]),
                     _name(x["state"], 30) + (" (dry run)" if x["dry_run"] else ""),
                 )
                 for x in b["recent"]
@@ -419,7 +391,7 @@ def _text(r: dict[str, Any], host: str) -> str:
         out.append("  logins and critical alerts (most recent first):")
         for a in al["notable"]:
             out.append(
-                f"    {_short(a['ts'])}  {_name(a['severity'], 10).upper()}  "
+                f"    {short_time(a['ts'])}  {_name(a['severity'], 10).upper()}  "
                 f"{_name(a['rule'], 30)}: {_name(a['summary'], 160)}"
             )
         more = int(al.get("notable_total", 0)) - len(al["notable"])
@@ -428,9 +400,9 @@ def _text(r: dict[str, Any], host: str) -> str:
     for p in al["pending"]:
         out.append(
             f"  waiting for delivery on {_name(p['channel'])}: {_n(p['count'])} "
-            f"(oldest {_short(p['oldest'])}, {_plural(p['attempts'], 'attempt')})"
+            f"(oldest {short_time(p['oldest'])}, {_plural(p['attempts'], 'attempt')})"
         )
-    out += ["", "-- ", f"sshmonitord on {visible(host)}, built {_long(r['generated'])}"]
+    out += ["", "-- ", f"sshmonitord on {visible(host)}, built {long_time(r['generated'])}"]
     return "\n".join(out) + "\n"
 
 
@@ -483,7 +455,7 @@ def _html_bars(values: list[int], colour: str, label: str, origin: float, bucket
     vmax = max(values, default=0)
     cells = []
     for i, v in enumerate(values):
-        start = _local(origin + i * bucket).strftime("%m-%d %H:%M")
+        start = local_time(origin + i * bucket).strftime("%m-%d %H:%M")
         height = 0 if v <= 0 else max(2, round(v * _BAR_H / vmax))
         bar = (
             f'<div style="height:{height}px;background:{colour};font-size:0;line-height:0">'
@@ -507,7 +479,7 @@ def _html_chart(r: dict[str, Any]) -> str:
     step = next(x for x in (1, 2, 3, 6, 12, 24, 48, 96, 192, 10**9) if nb / x <= (6 if long else 8))
     labels = []
     for i in range(nb):
-        t = _local(c["origin"] + i * c["bucket"])
+        t = local_time(c["origin"] + i * c["bucket"])
         text = ""
         if i % step == 0:
             text = t.strftime("%m-%d %H:%M" if long else "%H:%M")
@@ -564,8 +536,8 @@ def _html(r: dict[str, Any], host: str, subject: str) -> str:
                         _code(a["ip"] or "(no address)"),
                         _n(a["count"]),
                         _n(a["users"]),
-                        h(_short(a["first"])),
-                        h(_short(a["last"])),
+                        h(short_time(a["first"])),
+                        h(short_time(a["last"])),
                         "yes" if a["banned"] else "no",
                     )
                     for a in f["top"]
@@ -590,8 +562,8 @@ def _html(r: dict[str, Any], host: str, subject: str) -> str:
                             _code(u["user"]),
                             _n(u["count"]),
                             _n(u["addresses"]),
-                            h(_short(u["first"])),
-                            h(_short(u["last"])),
+                            h(short_time(u["first"])),
+                            h(short_time(u["last"])),
                         )
                         for u in s["top"]
                     ],
@@ -623,8 +595,8 @@ def _html(r: dict[str, Any], host: str, subject: str) -> str:
                     _code(g["ip"] or "(no address)"),
                     _hn(g["method"], 24),
                     _n(g["count"]),
-                    h(_short(g["first"])),
-                    h(_short(g["last"])),
+                    h(short_time(g["first"])),
+                    h(short_time(g["last"])),
                     note,
                 )
             )
@@ -647,7 +619,7 @@ def _html(r: dict[str, Any], host: str, subject: str) -> str:
         if se["active"]:
             items = "".join(
                 f"<li>{_code(x['user'])} from {_code(x['ip'] or '-')} since "
-                f"{h(_short(x['start']))}"
+                f"{h(short_time(x['start']))}"
                 + (f" (session {_code(x['id'], 20)})" if x["id"] is not None else "")
                 + "</li>"
                 for x in se["active"]
@@ -687,8 +659,8 @@ def _html(r: dict[str, Any], host: str, subject: str) -> str:
                         _code(x["net"]),
                         _hn(x["rule"], 24),
                         _n(x["offence"]),
-                        h(_short(x["created"])),
-                        h(_short(x["expires"])),
+                        h(short_time(x["created"])),
+                        h(short_time(x["expires"])),
                         _hn(x["state"], 30) + (" (dry run)" if x["dry_run"] else ""),
                     )
                     for x in b["recent"]
@@ -716,7 +688,7 @@ def _html(r: dict[str, Any], host: str, subject: str) -> str:
         sec.append('<p style="margin:0">none</p>')
     if al["notable"]:
         items = "".join(
-            f'<li style="margin:2px 0">{h(_short(a["ts"]))} <b>{_hn(a["severity"], 10).upper()}'
+            f'<li style="margin:2px 0">{h(short_time(a["ts"]))} <b>{_hn(a["severity"], 10).upper()}'
             f"</b> {_hn(a['rule'], 30)}: {_hn(a['summary'], 300)}</li>"
             for a in al["notable"]
         )
@@ -730,7 +702,7 @@ def _html(r: dict[str, Any], host: str, subject: str) -> str:
     for p in al["pending"]:
         sec.append(
             f'<p style="{_NOTE}">Waiting for delivery on {_hn(p["channel"])}: {_n(p["count"])} '
-            f"(oldest {h(_short(p['oldest']))})</p>"
+            f"(oldest {h(short_time(p['oldest']))})</p>"
         )
     parts.append(f'<div style="{_BOX}">{"".join(sec)}</div>')
 
@@ -744,7 +716,7 @@ def _html(r: dict[str, Any], host: str, subject: str) -> str:
         f'<h1 style="font-size:18px;margin:0 0 4px 0">sshmonitor report for {h(host)}</h1>'
         f'<p style="font-size:13px;color:#616161;margin:0 0 12px 0">{h(_period_text(r))}</p>\n'
         + "\n".join(parts)
-        + f'\n<p style="{_NOTE}">sshmonitord on {h(host)}, built {h(_long(r["generated"]))}</p>'
+        + f'\n<p style="{_NOTE}">sshmonitord on {h(host)}, built {h(long_time(r["generated"]))}</p>'
         "</div></body></html>\n"
     )
 
@@ -759,8 +731,8 @@ def report_subject(report: dict[str, Any], host: str) -> str:
     ]
     if crit:
         bits.append(f"{_n(crit)} CRITICAL")
-    span = _span(report["until"] - report["since"])
-    when = _local(report["until"]).strftime("%Y-%m-%d %H:%M")
+    span = span_text(report["until"] - report["since"])
+    when = local_time(report["until"]).strftime("%Y-%m-%d %H:%M")
     return one_line(
         f"{SUBJECT_PREFIX} report {host}: {', '.join(bits)} ({span} to {when})", MAX_SUBJECT
     )

@@ -18,8 +18,7 @@ from ... import log
 from ...store import spool
 from ..alert import Message, severity_rank
 from ..queue import message_doc
-from .query import build_report
-from .render import _local, _long, _span, report_message
+from .times import local_time, long_time, span_text
 
 
 def parse_clock(text: str | int) -> tuple[int, int]:
@@ -164,7 +163,7 @@ class ReportScheduler:
             self.config_error = str(exc)
             return None
         self.config_error = None
-        day = _local(after).replace(hour=0, minute=0, second=0, microsecond=0)
+        day = local_time(after).replace(hour=0, minute=0, second=0, microsecond=0)
         for i in range(3):
             cand = (day + timedelta(days=i)).replace(hour=hh, minute=mm).timestamp()
             if cand > after:
@@ -176,7 +175,7 @@ class ReportScheduler:
         nxt = self.next_slot(at)
         if nxt is None:
             return None
-        back = _local(nxt) - timedelta(days=1)
+        back = local_time(nxt) - timedelta(days=1)
         return back.timestamp()
 
     # ------------------------------------------------------------------ lifecycle
@@ -221,12 +220,12 @@ class ReportScheduler:
             summary = f"daily report: {self.config_error}"
         else:
             names = ", ".join(c.name for c in self.targets()) or "journal only"
-            summary = f"daily report at {s.time} over {_span(s.period)} to {names}"
+            summary = f"daily report at {s.time} over {span_text(s.period)} to {names}"
         return {
             "name": self.name,
             "summary": summary,
-            "next": None if self.due is None else _long(self.due),
-            "last": None if self.last_slot is None else _long(self.last_slot),
+            "next": None if self.due is None else long_time(self.due),
+            "last": None if self.last_slot is None else long_time(self.last_slot),
             "stats": dict(self.stats),
             "last_error": dict(self.last_error),
         }
@@ -262,7 +261,7 @@ class ReportScheduler:
             except asyncio.CancelledError:
                 raise
             except Exception:
-                self.log.exception("daily report failed", slot=_long(slot))
+                self.log.exception("daily report failed", slot=long_time(slot))
             # Next slot after this one, or after now when the clock jumped past several.
             self.due = self.next_slot(max(slot, self.clock() - self.settle))
 
@@ -273,13 +272,15 @@ class ReportScheduler:
         since = until - self.settings.period
         top = self.settings.top
         report = await asyncio.to_thread(self._build, since, until, top)
+        from .render import report_message  # loaded with the first report, not the daemon
+
         msg = report_message(report, self.host)
         self.stats["reports"] += 1
         targets = [] if self.dry_run else self.targets()
         f, b, lg, al = report["failures"], report["bans"], report["logins"], report["alerts"]
         fields: dict[str, Any] = {
-            "since": _long(since),
-            "until": _long(until),
+            "since": long_time(since),
+            "until": long_time(until),
             "failures": f["total"],
             "addresses": f["addresses"],
             "invalid_names": report["invalid_users"]["names"],
@@ -309,6 +310,7 @@ class ReportScheduler:
 
     def _build(self, since: float, until: float, top: int) -> dict[str, Any]:
         from ...store import connect
+        from .query import build_report  # loaded with the first report, not the daemon
 
         conn = connect(self.db_path, readonly=True)
         try:
