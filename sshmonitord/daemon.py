@@ -42,7 +42,7 @@ from .paths import resolve_socket, resolve_state_dir
 from .pipeline import Pipeline
 from .respond.backends import backend_for
 from .respond.bans import BanManager, NotCompleted
-from .sources.journal import journald_running
+from .sources.journald import journald_running
 from .store import Store, StoreError, outbox
 from .store import history as history_store
 from .systemd import Notifier

@@ -590,9 +590,9 @@ def test_auto_prefers_the_journal_wherever_journald_runs(tmp_path):
 
 
 def test_default_socket_path_is_journalds(tmp_path):
-    from sshmonitord.sources import journal
+    from sshmonitord.sources import journald
 
-    assert journal.JOURNALD_SOCKET == "/run/systemd/journal/socket"
+    assert journald.JOURNALD_SOCKET == "/run/systemd/journal/socket"
     log = tmp_path / "auth.log"
     log.write_text("")
     mode, _ = choose(_cfg(mode="auto", files=(str(log),)))

@@ -58,10 +58,11 @@ def test_the_daemon_caps_its_malloc_arenas() -> None:
     assert src.index("limit_malloc_arenas()") < src.index("daemon.run(")
 
 
-def test_the_daemon_loads_no_shutil_and_no_report_rendering() -> None:
-    """argparse imports shutil (and zlib, bz2, lzma) for every help formatter it makes, and
-    the report's queries and rendering are for the day a report is built: neither loads with
-    the daemon's modules and its parser (~0.8 MB of its memory, issue #17)."""
+def test_the_daemon_loads_no_shutil_no_report_rendering_and_no_unused_source() -> None:
+    """argparse imports shutil (and zlib, bz2, lzma) for every help formatter it makes; the
+    report's queries and rendering are for the day a report is built; the journal and auditd
+    sources load where they are followed (tests/test_journal_trust.py builds them): none
+    loads with the daemon's modules and its parser (~1 MB of its memory, issue #17)."""
     import subprocess
     import sys
 
@@ -84,6 +85,8 @@ def test_the_daemon_loads_no_shutil_and_no_report_rendering() -> None:
         "sshmonitord.notify.report.query",
         "sshmonitord.notify.report.render",
         "sshmonitord.notify.report.command",
+        "sshmonitord.sources.journal",  # a daemon that follows files (the journal's: below)
+        "sshmonitord.sources.auditd",
     ):
         assert absent not in out, absent
 

@@ -10,8 +10,7 @@ from typing import Any
 from .. import log
 from ..config import Config
 from ..events import FilePosition
-from .auditd import AuditSource
-from .journal import JOURNALD_SOCKET, JournalSource, journalctl_available, journald_running
+from .journald import JOURNALD_SOCKET, journalctl_available, journald_running
 from .tailer import Tailer
 
 
@@ -77,6 +76,8 @@ def build(
     logger.info("sources chosen", mode=mode, configured=s.mode, paths=paths or None)
     stages: list[Any]
     if mode == "journal":
+        from .journal import JournalSource  # only where the journal is followed (memory)
+
         since = None
         if saved_cursor is None:
             # auditd's log is followed in journal mode too: its position says nothing of
@@ -121,6 +122,8 @@ def build(
             )
         ]
     if s.audit.enabled:
+        from .auditd import AuditSource  # only where auditd's log is followed (memory)
+
         # auditd's log beside sshd's: commands run in each session (docs/auditd.md).
         stages.append(
             AuditSource(

@@ -20,7 +20,6 @@ import fnmatch
 import json
 import os
 import pwd
-import stat
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
@@ -31,6 +30,7 @@ from .. import log
 from ..config import JournalTrustConfig
 from ..events import JournalPosition, Line
 from ..measure import Sample, sample
+from .journald import journald_running
 
 # Only these fields travel with a Line: what the parser reads, what identifies a record, and
 # the trusted fields the trust decision reads (kept so a trace shows why a record counted).
@@ -50,8 +50,6 @@ KEEP_FIELDS = (
     "_GID",
     "_EXE",
 )
-# journald's socket: present wherever journald runs (sources.mode: auto prefers the journal).
-JOURNALD_SOCKET = "/run/systemd/journal/socket"
 MAX_LINE = 1 << 20
 BACKOFF_MIN, BACKOFF_MAX = 0.5, 30.0
 
@@ -567,14 +565,6 @@ def _buffered(reader: asyncio.StreamReader) -> bool:
     return isinstance(buf, bytes | bytearray) and b"\n" in buf
 
 
-def journald_running(socket_path: str = JOURNALD_SOCKET) -> bool:
-    """Does journald run here? Its socket exists wherever it does (and nowhere else)."""
-    try:
-        return stat.S_ISSOCK(os.stat(socket_path).st_mode)
-    except OSError:
-        return False
-
-
 def system_journal_unreadable(
     roots: Sequence[str] = ("/var/log/journal", "/run/log/journal"),
     machine_id: str = "/etc/machine-id",
@@ -591,13 +581,3 @@ def system_journal_unreadable(
     found = [os.path.join(r, mid, "system.journal") for r in roots]
     found = [f for f in found if os.path.exists(f)]
     return bool(found) and not any(os.access(f, os.R_OK) for f in found)
-
-
-def journalctl_available(journalctl: str = "journalctl") -> bool:
-    """Is there a journalctl to run (for ``sources.mode: auto``)?"""
-    if os.sep in journalctl:
-        return os.access(journalctl, os.X_OK)
-    return any(
-        os.access(os.path.join(d, journalctl), os.X_OK)
-        for d in os.environ.get("PATH", "/usr/bin:/bin").split(os.pathsep)
-    )
