@@ -728,3 +728,68 @@ def test_inotify_wakes_the_tailer_long_before_the_stat_timer(tmp_path, watcher):
             assert t._inotify is not None and t._inotify.fd == -1
 
     asyncio.run(run())
+
+
+@pytest.mark.parametrize("read_gap", [0.25, 0.0])
+def test_a_stream_of_writes_is_read_read_gap_apart_and_a_lone_line_at_once(tmp_path, read_gap):
+    """rsyslog writes each line of an attack on its own, and each write wakes the tailer:
+    reads woken that way start at least Tailer.read_gap apart (issue #17: one read per line
+    was most of the daemon's CPU under bench/attack), every line still arrives once, in
+    order. A line written after a quiet spell is read without waiting for the gap. With the
+    gap at 0 (the control) the same writer is read far more often."""
+    import asyncio
+    import threading
+    import time
+
+    from sshmonitord.sources.tailer import COALESCE, Tailer
+
+    p = tmp_path / "auth.log"
+    append(p, seq_text(1, 1))
+
+    async def run() -> tuple[int, float, float, list[int]]:
+        got: list[int] = []
+        reads: list[float] = []
+
+        async def emit(items: list) -> None:
+            got.extend(nums(items))
+            reads.append(time.monotonic())
+
+        t = Tailer([str(p)], emit=emit, start_at="beginning", poll_interval=60.0)
+        t.read_gap = read_gap
+        await t.start()
+        try:
+            while got != [1]:
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(0.5)  # quiet for longer than the gap: read at once
+            reads.clear()
+            start = time.monotonic()
+            append(p, seq_text(2, 2))
+            while got[-1] != 2:
+                await asyncio.sleep(0.002)
+            lone = reads[0] - start
+
+            def writer() -> None:
+                for n in range(3, 203):  # 200 lines, one write each, ~5 ms apart
+                    append(p, seq_text(n, n))
+                    time.sleep(0.005)
+
+            reads.clear()
+            w = threading.Thread(target=writer)
+            began = time.monotonic()
+            w.start()
+            while got[-1] != 202:
+                await asyncio.sleep(0.01)
+            elapsed = time.monotonic() - began
+            w.join()
+            return len(reads), elapsed, lone, got
+        finally:
+            await t.stop()
+
+    n_reads, elapsed, lone, got = asyncio.run(run())
+    assert got == list(range(1, 203))
+    if read_gap:
+        # COALESCE (5 ms), not the gap; the margin is for a loaded machine.
+        assert lone < 0.2, f"a lone line waited {lone:.3f}s, not {COALESCE}s"
+        assert n_reads <= elapsed / read_gap + 2, (n_reads, elapsed)
+    else:
+        assert n_reads > 2 * (elapsed / 0.25 + 2), (n_reads, elapsed)

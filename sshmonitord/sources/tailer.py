@@ -56,6 +56,11 @@ MAX_LINES_PER_POLL = 5000
 DRAIN_GRACE = 5.0  # a rotated-away file that stopped growing for this long is done
 PARTIAL_GRACE = 2.0  # a partial last line of a rotated-away file is emitted after this
 COALESCE = 0.005  # seconds to wait after an inotify wake-up before reading
+# Reads woken by inotify start at least this far apart. Under an attack rsyslog writes each
+# line on its own, and every read costs a poll, a batch and a store transaction: one read per
+# line was most of the daemon's CPU under bench/attack (issue #17). A line written just after
+# a read waits up to this long; a lone line still waits only COALESCE.
+READ_GAP = 0.1
 MAX_WARNINGS = 20  # distinct warnings kept for `sshmonitor status`
 
 Emit = Callable[[list[Line | Retired]], Any]
@@ -975,6 +980,7 @@ class Tailer:
         self._stopping = False
         self.log = log.get("tailer")
         self.last_loop = time.monotonic()
+        self.read_gap = READ_GAP
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -1021,8 +1027,9 @@ class Tailer:
             if not await wait_event(self._wake, self.poll_interval):
                 continue
             # Woken by inotify: a writer usually writes a burst; let it finish so one read
-            # takes it all (a wake-up costs more than the few ms of latency this adds).
-            await asyncio.sleep(COALESCE)
+            # takes it all (a wake-up costs more than the few ms of latency this adds), and
+            # read a stream of writes READ_GAP apart.
+            await asyncio.sleep(max(COALESCE, self.last_loop + self.read_gap - time.monotonic()))
 
     def wake(self) -> None:
         self._wake.set()
