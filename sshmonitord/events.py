@@ -69,6 +69,11 @@ class Line:
     audit_user: str | None = None
 
 
+# A Line whose source starts with this is one auditd event (sources/auditd.py), which the
+# parser reads with parse/audit.py.
+AUDIT_SOURCE_PREFIX = "audit:"
+
+
 class Kind(StrEnum):
     """Event kinds; each is documented in docs/events.md."""
 

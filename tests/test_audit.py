@@ -31,9 +31,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sshmonitord.events import Event, FilePosition, Kind, Line, Retired
+from sshmonitord.events import AUDIT_SOURCE_PREFIX, Event, FilePosition, Kind, Line, Retired
 from sshmonitord.parse.audit import (
-    AUDIT_SOURCE_PREFIX,
     parse_audit,
     shell_join,
     split_record,

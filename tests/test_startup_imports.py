@@ -87,6 +87,7 @@ def test_the_daemon_loads_no_shutil_no_report_rendering_and_no_unused_source() -
         "sshmonitord.notify.report.command",
         "sshmonitord.sources.journal",  # a daemon that follows files (the journal's: below)
         "sshmonitord.sources.auditd",
+        "sshmonitord.parse.audit",  # with the first auditd event
     ):
         assert absent not in out, absent
 

@@ -14,9 +14,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
 from sys import intern
 
-from ..events import Event, Kind, Line
+from ..events import AUDIT_SOURCE_PREFIX, Event, Kind, Line
 from . import sshd
-from .audit import AUDIT_SOURCE_PREFIX, parse_audit
 from .connections import Connections
 from .logind import parse_logind
 from .prefix import CLASSIC_PREFIX, OTHER, Prefix, TimeContext, split_journal, split_syslog
@@ -132,6 +131,9 @@ class Parser:
 
     def parse_audit(self, text: str) -> Event | None:
         """One auditd event: its records joined by newlines (sources/auditd.py)."""
+        # Loaded with the first auditd event: a daemon without sources.audit never needs it.
+        from .audit import parse_audit
+
         st = self.stats
         st.lines += 1
         try:

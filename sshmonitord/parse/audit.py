@@ -39,7 +39,6 @@ from typing import Any
 from ..addresses import normalize_address
 from ..events import Event, Kind
 
-AUDIT_SOURCE_PREFIX = "audit:"
 PROGRAM = "audit"
 UNSET = 4294967295  # (u32)-1: auid/ses of a process no login has claimed
 INTERP_SEPARATOR = "\x1d"

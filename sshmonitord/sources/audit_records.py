@@ -17,8 +17,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..events import Event, FilePosition, Line, Position
-from ..parse.audit import AUDIT_SOURCE_PREFIX, Record, parse_audit, split_record
+from ..events import AUDIT_SOURCE_PREFIX, Event, FilePosition, Line, Position
+from ..parse.audit import Record, parse_audit, split_record
 
 END_OF_EVENT_TIMEOUT = 2.0  # auditd.conf's end_of_event_timeout default
 MAX_PENDING = 64  # events being assembled at once (auparse keeps a similar handful)
