@@ -106,6 +106,7 @@ class TimeContext:
             base = self._hour_base(stamp)
             if len(self._hours) > 4096:
                 self._hours.clear()
+                self._minutes.clear()  # each remembered minute's hour stays remembered
             self._hours[stamp[:9]] = base
         minutes = _MINUTES.get(stamp[10:12])
         if base is None or minutes is None or stamp[9] != ":":

@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import math
 import os
 import re
 import stat
@@ -56,10 +57,11 @@ MAX_LINES_PER_POLL = 5000
 DRAIN_GRACE = 5.0  # a rotated-away file that stopped growing for this long is done
 PARTIAL_GRACE = 2.0  # a partial last line of a rotated-away file is emitted after this
 COALESCE = 0.005  # seconds to wait after an inotify wake-up before reading
-# Reads woken by inotify start at least this far apart. Under an attack rsyslog writes each
-# line on its own, and every read costs a poll, a batch and a store transaction: one read per
-# line was most of the daemon's CPU under bench/attack (issue #17). A line written just after
-# a read waits up to this long; a lone line still waits only COALESCE.
+# Reads woken by inotify start at least this far apart (at most poll_interval). Under an
+# attack rsyslog writes each line on its own, and every read costs a poll, a batch and a
+# store transaction: at 100 lines/s, one read per line was ~4x the CPU (issue #17, bench/
+# tail.py stream). A line written just after a woken read waits up to this long; a lone
+# line still waits only COALESCE.
 READ_GAP = 0.1
 MAX_WARNINGS = 20  # distinct warnings kept for `sshmonitor status`
 
@@ -981,6 +983,7 @@ class Tailer:
         self.log = log.get("tailer")
         self.last_loop = time.monotonic()
         self.read_gap = READ_GAP
+        self._woken_read = -math.inf  # when the last read woken by inotify began
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -1027,9 +1030,12 @@ class Tailer:
             if not await wait_event(self._wake, self.poll_interval):
                 continue
             # Woken by inotify: a writer usually writes a burst; let it finish so one read
-            # takes it all (a wake-up costs more than the few ms of latency this adds), and
-            # read a stream of writes READ_GAP apart.
-            await asyncio.sleep(max(COALESCE, self.last_loop + self.read_gap - time.monotonic()))
+            # takes it all (a wake-up costs more than the few ms of latency this adds). A
+            # stream of writes, each waking us again soon after a woken read, is read
+            # READ_GAP apart, and never further apart than the stat() timer reads.
+            gap = min(self.read_gap, self.poll_interval)
+            await asyncio.sleep(max(COALESCE, self._woken_read + gap - time.monotonic()))
+            self._woken_read = time.monotonic()
 
     def wake(self) -> None:
         self._wake.set()

@@ -18,7 +18,10 @@ The package, one job per module:
 * ``render``: text, HTML and JSON, and the report as one message for any channel;
 * ``schedule``: :class:`ReportScheduler`, the daily report, delivered through the alert spool
   (notify/queue.py) with the alerts' retries and durability;
-* ``command``: ``sshmonitor report``.
+* ``command``: ``sshmonitor report``;
+* ``times``: how the report writes times (the scheduler's too).
+
+The daemon loads only ``schedule`` (and ``times``); the rest loads with the first report.
 """
 
 from __future__ import annotations
