@@ -886,13 +886,26 @@ def _window(pid: int, seconds: float, noise: tuple[Path, float, str] | None) -> 
     }
 
 
+# The daemon with sources/tailer.py's READ_GAP set (the `stream` benchmark's A/B).
+READ_GAP_RUN = (
+    "import runpy, sys; from sshmonitord.sources import tailer; tailer.READ_GAP = {gap!r}; "
+    "sys.argv[0] = 'sshmonitord'; runpy.run_module('sshmonitord', run_name='__main__')"
+)
+
+
 def idle(
     seconds: float,
     settle: float,
     noise_rate: float,
     python: str,
     styles: Sequence[str] = tuple(NOISE_STYLES),
+    stream_rates: Sequence[float] = (),
+    read_gap: float | None = None,
 ) -> dict[str, Any]:
+    """The quiet window, one window per sibling-writer style, then one per rate in
+    ``stream_rates`` with the writer appending to the followed file itself (one write per
+    line, fd held open, as rsyslog writes an attack). ``read_gap``: run the daemon with
+    that READ_GAP (None: the package's own)."""
     tmp = Path(tempfile.mkdtemp(prefix="tailbench-idle-"))
     logdir = tmp / "log"
     logdir.mkdir()
@@ -909,10 +922,10 @@ def idle(
         "response:\n"
         "  enabled: false  # a benchmark never touches the firewall\n"
     )
+    run = ["-m", "sshmonitord"] if read_gap is None else ["-c", READ_GAP_RUN.format(gap=read_gap)]
     cmd = [
         python,
-        "-m",
-        "sshmonitord",
+        *run,
         "--config",
         str(cfg),
         "--state-dir",
@@ -941,6 +954,10 @@ def idle(
             other = logdir / f"other-{style}.log"
             got = _window(proc.pid, seconds, (other, noise_rate, style))
             results.append({"window": f"sibling {style} {noise_rate:g}/s", **got})
+        for rate in stream_rates:
+            note(f"idle: its own file, {rate:g} writes/s, window {seconds:g}s ...")
+            got = _window(proc.pid, seconds, (watched, rate, "held"))
+            results.append({"window": f"own file {rate:g}/s", **got})
         rss_kb = 0
         for ln in Path(f"/proc/{proc.pid}/status").read_text().splitlines():
             if ln.startswith("VmRSS:"):
@@ -979,6 +996,28 @@ def _socket_ready(path: Path) -> bool:
         except OSError:
             return False
     return True
+
+
+def print_stream(doc: dict[str, Any]) -> None:
+    print(env_line(doc["env"]))
+    rows = []
+    for run in doc["runs"]:
+        for r in run["results"]:
+            if r["window"].startswith("own file"):
+                writes = max(1, r["sibling_writes"])
+                rows.append(
+                    (
+                        f"{run['read_gap']:g}",
+                        r["window"],
+                        r["sibling_writes"],
+                        f"{r['cpu_s_proc_stat']:.2f}",
+                        f"{r['cpu_pct_proc_stat']:.2f}",
+                        f"{1e6 * r['cpu_s_proc_stat'] / writes:.0f}",
+                        f"{r['wakeups_per_s']:.1f}",
+                    )
+                )
+    cols = ("READ_GAP s", "window", "lines", "CPU s", "% of a core", "µs/line", "wake-ups/s")
+    print(table(cols, rows))
 
 
 def print_idle(doc: dict[str, Any]) -> None:
@@ -1089,6 +1128,19 @@ def parser() -> argparse.ArgumentParser:
     i.add_argument("--python", default=sys.executable, help="interpreter to run the daemon")
     common(i)
 
+    s = sub.add_parser(
+        "stream",
+        help="CPU of a running sshmonitord while its own file gets one write per line, "
+        "with each READ_GAP given (a daemon per gap and round, alternated)",
+    )
+    s.add_argument("--seconds", type=float, default=20, help="each measuring window (20)")
+    s.add_argument("--settle", type=float, default=3, help="wait after start-up (3)")
+    s.add_argument("--rates", default="20,100", help="comma list of writes/s (20,100)")
+    s.add_argument("--read-gaps", default="0.1,0", help="comma list of READ_GAP s (0.1,0)")
+    s.add_argument("--repeat", type=int, default=2, help="rounds over the gaps (2)")
+    s.add_argument("--python", default=sys.executable, help="interpreter to run the daemon")
+    common(s)
+
     a = sub.add_parser("all", help="throughput, latency and idle with modest defaults")
     a.add_argument("--lines", type=int, default=1_000_000)
     a.add_argument("--latency-seconds", type=float, default=10)
@@ -1141,6 +1193,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser().error(f"--noise-styles: choose from {', '.join(NOISE_STYLES)}")
         doc = idle(args.seconds, args.settle, args.noise_rate, args.python, styles)
         emit(doc, args.json, print_idle)
+    elif args.cmd == "stream":
+        rates = [float(x) for x in args.rates.split(",") if x.strip()]
+        gaps = [float(x) for x in args.read_gaps.split(",") if x.strip()]
+        runs = []
+        for _ in range(args.repeat):
+            for gap in gaps:
+                d = idle(args.seconds, args.settle, 0, args.python, (), rates, gap)
+                runs.append({"read_gap": gap, **d})
+        emit({"benchmark": "stream", "env": environment(), "runs": runs}, args.json, print_stream)
     else:
         docs = []
         steps: list[tuple[Callable[[], dict[str, Any]], Callable[[dict[str, Any]], None]]] = [
