@@ -1,15 +1,19 @@
 """Start-up memory (issue #17): stand-ins for standard-library helpers the daemon no longer
-imports behave exactly like the originals; the malloc arena cap."""
+imports behave exactly like the originals; the malloc arena cap; what an alert mail loads."""
 
 from __future__ import annotations
 
 import html
+from typing import Any
 
+import mailservers
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from sshmonitord.notify.render import h, visible
+
+smtp_servers = mailservers.smtp_servers  # fixture
 
 
 @given(st.text())
@@ -109,3 +113,137 @@ def test_help_is_as_wide_as_argparse_would_make_it(
     theirs.formatter_class = argparse.RawDescriptionHelpFormatter
     assert ours.format_help() == theirs.format_help()
     assert ours.format_usage() == theirs.format_usage()
+
+
+# --------------------------------------------------------------------------- e-mail headers
+
+# From and To as the daemon writes them without the email package (a bare address, or a
+# list of them, on one line) must be the package's own bytes; anything else must go to it.
+_ADDRESSES = [
+    "s@example.org",
+    "a@b",
+    "root@localhost",
+    "Ops.Team+alerts@mail.example.co.uk",
+    "x!#$%&'*+/=?^_`{|}~-y@ex-ample.org",
+    "o'brien@example.org",
+    "a.b.c@d-e.f",
+    "UPPER@EXAMPLE.ORG",
+    "a" * 60 + "@example.org",  # just fits after "From: "
+    "a" * 64 + "@example.org",  # does not: folded by the package
+    # Not bare addresses: display names, quoting, comments, odd dots, non-ASCII, literals.
+    "SSH Monitor <s@example.org>",
+    '"Ops, Team" <ops@example.org>',
+    "Ops.Team <ops@example.org>",
+    "s@example.org (monitor)",
+    '"a b"@example.org',
+    ".a@example.org",
+    "a..b@example.org",
+    "a.@example.org",
+    "a@[192.0.2.1]",
+    "a@example..org",
+    "Überwachung <s@example.org>",
+    "jürgen@example.org",
+    "s@exämple.org",
+    " s@example.org",
+    "s@example.org ",
+    "",
+    "@example.org",
+    "s@",
+    "<s@example.org>",
+]
+
+
+def _package_line(name: str, value: str, linesep: str) -> str:
+    import email.policy
+
+    policy = email.policy.SMTP if linesep == "\r\n" else email.policy.default
+    return str(policy.header_factory(name, value).fold(policy=policy))
+
+
+@pytest.mark.parametrize("linesep", ["\r\n", "\n"])
+@pytest.mark.parametrize("value", _ADDRESSES)
+def test_address_headers_are_the_email_packages_bytes(value: str, linesep: str) -> None:
+    from sshmonitord.notify.smtp import _header_line
+
+    for name, v in (("From", value), ("To", value), ("To", f"{value}, admin@example.org")):
+        try:
+            expected = _package_line(name, v, linesep)
+        except Exception as exc:  # the package refuses it: so must we, the same way
+            with pytest.raises(type(exc)):
+                _header_line(name, v, linesep)
+            continue
+        assert _header_line(name, v, linesep) == expected, (name, v)
+
+
+@pytest.mark.parametrize("linesep", ["\r\n", "\n"])
+def test_address_lists_fold_as_the_package_folds_them(linesep: str) -> None:
+    from sshmonitord.notify.smtp import _header_line
+
+    for n in range(1, 9):
+        to = ", ".join(f"admin{i}@example.org" for i in range(n))
+        assert _header_line("To", to, linesep) == _package_line("To", to, linesep), n
+
+
+@given(
+    st.lists(
+        st.text(st.sampled_from("ab.@-+_ \"'<>(),:;[]\\üZ9"), min_size=1, max_size=30).filter(
+            lambda t: "\r" not in t and "\n" not in t
+        ),
+        min_size=1,
+        max_size=3,
+    )
+)
+def test_any_address_header_is_the_email_packages_bytes(parts: list[str]) -> None:
+    from sshmonitord.notify.smtp import _header_line
+
+    to = ", ".join(parts)
+    try:
+        expected = _package_line("To", to, "\r\n")
+    except Exception as exc:
+        with pytest.raises(type(exc)):
+            _header_line("To", to, "\r\n")
+        return
+    assert _header_line("To", to, "\r\n") == expected
+
+
+def test_an_alert_mail_loads_neither_email_policy_nor_idna(smtp_servers: Any) -> None:
+    """An alert to bare addresses over plain SMTP (a local relay on 127.0.0.1 or by name)
+    loads neither the email package's policy and header parser nor the "idna" codec that
+    socket.getaddrinfo() would run a str host name through (~1 MB together, issue #17)."""
+    import subprocess
+    import sys
+
+    srv = smtp_servers()
+    code = (
+        "import asyncio, sys\n"
+        "from sshmonitord.notify.alert import Message\n"
+        "from sshmonitord.notify.smtp import SmtpChannel\n"
+        f"for host in ('127.0.0.1', 'localhost'):\n"
+        f"    ch = SmtpChannel(host=host, port={srv.port}, tls='none',\n"
+        "                     sender='sshmonitor@example.org',\n"
+        "                     to=['admin@example.org', 'ops@example.org'], hostname='web1')\n"
+        "    subject = '[sshmonitor] WARNING web1: user jürgen \\u202eevil ' + 'x ' * 40\n"
+        "    m = Message(subject, 'text', '<p>html</p>', [], 0, 'web1')\n"
+        "    print(asyncio.run(ch.send(m)), file=sys.stderr)\n"
+        "print(' '.join(sorted(sys.modules)))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert "smtplib" in out and "sshmonitord.notify.smtp" in out
+    for absent in (
+        "email.policy",
+        "email.headerregistry",
+        "email._header_value_parser",
+        "email.contentmanager",
+        "encodings.idna",
+        "stringprep",
+    ):
+        assert absent not in out, absent
+    got = srv.wait_for(2)
+    for g in got:
+        assert g.rcpt_tos == ["admin@example.org", "ops@example.org"]
+        msg = g.msg
+        assert msg["From"] == "sshmonitor@example.org"
+        assert msg["To"] == "admin@example.org, ops@example.org"
+        assert str(msg["Subject"]).startswith("[sshmonitor] WARNING web1: user jürgen \u202eevil")

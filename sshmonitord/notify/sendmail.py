@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import email.policy
 import os
 import signal
 from typing import Any
@@ -51,9 +50,7 @@ class SendmailChannel(BaseChannel):
 
     async def send(self, message: Message) -> str:
         # Local programs expect local (LF) line endings; they add CRLF on the wire.
-        data = email_bytes(
-            message, self.sender, self.to, self.hostname, policy=email.policy.default
-        )
+        data = email_bytes(message, self.sender, self.to, self.hostname, linesep="\n")
         try:
             proc = await asyncio.create_subprocess_exec(
                 *self.argv(),

@@ -34,20 +34,21 @@ from __future__ import annotations
 
 import asyncio
 import binascii
-import email
-import email.policy
 import random
+import re
 import smtplib
 import ssl
 import sys
 import time
 from datetime import datetime
-from email.message import EmailMessage
-from email.utils import format_datetime
-from typing import Any, Literal
+from email.utils import format_datetime  # smtplib loads email.utils anyway
+from typing import TYPE_CHECKING, Any, Literal
 
 from .alert import DeliveryError, Message, is_id
 from .channels import BaseChannel, answer, check_header_value, msgid, msgid_domain
+
+if TYPE_CHECKING:
+    from email.message import EmailMessage
 
 __all__ = [
     "FoldedHeader",
@@ -126,9 +127,8 @@ def fold_header(name: str, value: str, maxlen: int = MAX_LINE) -> list[str]:
 
 
 class FoldedHeader(str):
-    """A header value the ``email`` package stores and writes as we folded it (see the
-    module docstring): it is used as a header object (``name`` and ``fold``), so the
-    package neither parses it (no encoded-word decoding) nor folds it again."""
+    """A header value :func:`email_bytes` folds itself (see the module docstring), never
+    the ``email`` package: it is neither parsed (no encoded-word decoding) nor refolded."""
 
     name: str
 
@@ -137,10 +137,8 @@ class FoldedHeader(str):
         self.name = name
         return self
 
-    def fold(self, *, policy: Any) -> str:
-        maxlen = getattr(policy, "max_line_length", None) or MAX_LINE
-        linesep = getattr(policy, "linesep", "\n")
-        lines = fold_header(self.name, str(self), min(int(maxlen), 998))
+    def fold(self, linesep: str) -> str:
+        lines = fold_header(self.name, str(self), MAX_LINE)
         if lines == [f"{self.name}:"]:
             return f"{self.name}: {linesep}"  # an empty value
         return linesep.join(lines) + linesep
@@ -152,21 +150,20 @@ def email_bytes(
     to: tuple[str, ...] | list[str],
     hostname: str,
     now: float | None = None,
-    policy: email.policy.EmailPolicy[Any] = email.policy.SMTP,
+    linesep: str = "\r\n",
 ) -> bytes:
-    """The MIME message for ``message`` as bytes with ``policy``'s line ends (SMTP: CRLF;
-    ``email.policy.default`` for a local sendmail: LF): multipart/alternative, text then
-    HTML, each quoted-printable.
+    """The MIME message for ``message`` as bytes with ``linesep`` line ends (SMTP: CRLF; LF
+    for a local sendmail): multipart/alternative, text then HTML, each quoted-printable.
 
     Written here rather than through ``EmailMessage.set_content`` and the generator: those
     cost ~5-8 ms a message (a pure-Python quoted-printable encoder, a content manager, a
     second pass to serialise), more than parsing and detecting the attack the message
-    reports. Each header is still made and folded by ``policy``'s own header classes (or by
-    :class:`FoldedHeader`), so the header bytes are the email package's; the bodies are
+    reports. Each header is written as the email package's policy (``SMTP``; ``default``
+    for LF) writes it (:func:`_header_line`) or folded by :class:`FoldedHeader`; the bodies are
     encoded by ``binascii.b2a_qp`` (C: lines of at most 76, ``=``, trailing blanks and 8-bit
     bytes encoded). A quoted-printable body never holds ``==``-ended runs of ``=``, so the
     boundary can never occur in it."""
-    nl = policy.linesep
+    nl = linesep
     ids = [i for i in message.alert_ids if is_id(i)]
     when = datetime.fromtimestamp(time.time() if now is None else now).astimezone()
     boundary = "=" * 15 + str(random.randrange(sys.maxsize)) + "=="
@@ -190,9 +187,9 @@ def email_bytes(
         ("X-Mailer", "sshmonitord"),
         ("MIME-Version", "1.0"),
     ]
-    out = [_header_line(name, value, policy) for name, value in headers]
+    out = [_header_line(name, value, nl) for name, value in headers]
     # What the email package folds this to (the line is longer than 78).
-    out.append(f"Content-Type: multipart/alternative;{nl} boundary=\"{boundary}\"{nl}")
+    out.append(f'Content-Type: multipart/alternative;{nl} boundary="{boundary}"{nl}')
     out.append(nl)
     for i, (subtype, text) in enumerate((("plain", message.text), ("html", message.html))):
         out.append(f"--{boundary}{nl}" if i == 0 else f"{nl}--{boundary}{nl}")
@@ -204,24 +201,38 @@ def email_bytes(
 
 
 _ADDRESS_HEADERS = frozenset({"From", "To"})
+# A bare addr-spec the email package writes back exactly as given: a dot-atom local part
+# (RFC 5322 3.2.3 atext) at a dot-separated ASCII host name. Anything else in From or To
+# (a display name, quoting, a comment, a non-ASCII name) goes through the package itself.
+_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_PLAIN_ADDRESS = re.compile(rf"{_ATOM}(?:\.{_ATOM})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*")
 
 
-def _header_line(name: str, value: Any, policy: email.policy.EmailPolicy[Any]) -> str:
+def _header_line(name: str, value: Any, linesep: str) -> str:
     """``name: value`` folded as the email package folds it. A short printable ASCII value
-    of a header that is not an address list stays as it is there too, so it is written
-    directly (the package's header classes cost ~30 µs each); the rest go through them."""
+    of a header that is not an address list, and a short list of bare addresses, stay as
+    they are there too, so they are written directly: the package's header classes cost
+    ~30 µs each, and their modules (``email.policy``, ``email.headerregistry`` and its
+    parser, ~0.6 MB) then load only for a configuration that needs them."""
     if isinstance(value, FoldedHeader):
-        return value.fold(policy=policy)
-    if (
-        name not in _ADDRESS_HEADERS
-        and len(name) + 2 + len(value) <= MAX_LINE
-        and value.isascii()
-        and value.isprintable()
-        and value == value.strip()
-        and "  " not in value
-    ):
-        return f"{name}: {value}{policy.linesep}"
+        return value.fold(linesep)
+    if len(name) + 2 + len(value) <= MAX_LINE:
+        if name in _ADDRESS_HEADERS:
+            if all(_PLAIN_ADDRESS.fullmatch(a) for a in value.split(", ")):
+                return f"{name}: {value}{linesep}"
+        elif (
+            value.isascii() and value.isprintable() and value == value.strip() and "  " not in value
+        ):
+            return f"{name}: {value}{linesep}"
+    policy = _email_policy(linesep)
     return str(policy.header_factory(name, value).fold(policy=policy))
+
+
+def _email_policy(linesep: str) -> Any:
+    """The email package's policy with ``linesep`` line ends, imported on first need."""
+    import email.policy
+
+    return email.policy.SMTP if linesep == "\r\n" else email.policy.default
 
 
 def _qp(text: str, nl: str) -> str:
@@ -239,10 +250,28 @@ def build_email(
     now: float | None = None,
 ) -> EmailMessage:
     """:func:`email_bytes`'s message, parsed (to look at; the channels send the bytes)."""
-    data = email_bytes(message, sender, to, hostname, now, email.policy.default)
-    msg = email.message_from_bytes(data, policy=email.policy.default)
+    import email
+    from email.message import EmailMessage
+
+    data = email_bytes(message, sender, to, hostname, now, "\n")
+    msg = email.message_from_bytes(data, policy=_email_policy("\n"))
     assert isinstance(msg, EmailMessage)
     return msg
+
+
+class _SMTP(smtplib.SMTP):
+    def _get_socket(self, host: Any, port: int, timeout: float) -> Any:
+        # socket.getaddrinfo() runs every str host name through the "idna" codec, even an
+        # ASCII one, and that codec's import (encodings.idna, stringprep, unicodedata) costs
+        # ~0.4 MB for the daemon's life. An ASCII name resolves the same as bytes. (TLS
+        # still loads it: ssl encodes the server name with it.)
+        if isinstance(host, str) and host.isascii():
+            host = host.encode("ascii")
+        return super()._get_socket(host, port, timeout)  # type: ignore[misc]
+
+
+class _SMTP_SSL(smtplib.SMTP_SSL, _SMTP):
+    pass
 
 
 class SmtpChannel(BaseChannel):
@@ -335,7 +364,7 @@ class SmtpChannel(BaseChannel):
         ctx = self.ssl_context() if self.tls != "none" else None
         smtp: smtplib.SMTP
         if self.tls == "implicit":
-            smtp = smtplib.SMTP_SSL(
+            smtp = _SMTP_SSL(
                 self.host,
                 self.port,
                 local_hostname=self.hostname,
@@ -343,9 +372,7 @@ class SmtpChannel(BaseChannel):
                 context=ctx,
             )
         else:
-            smtp = smtplib.SMTP(
-                self.host, self.port, local_hostname=self.hostname, timeout=self.timeout
-            )
+            smtp = _SMTP(self.host, self.port, local_hostname=self.hostname, timeout=self.timeout)
         try:
             code, resp = smtp.ehlo()
             if not 200 <= code < 300:
