@@ -38,7 +38,7 @@ from .measure import Histogram, Sample, sample
 from .parse import Parser
 from .parse.prefix import load_zone
 from .respond.bans import BanManager, BanRecord
-from .store import Store, event_row, is_transient
+from .store import CACHE_HOLD, Store, event_row, is_transient
 from .store import history as history_store
 
 if TYPE_CHECKING:
@@ -149,13 +149,12 @@ class Pipeline:
 
     async def _run(self) -> None:
         while True:
-            if self.unstored and (self.store_error is not None or self.queue.empty()):
-                # Something waits to be stored: come back to it even if no line arrives.
-                wait = max(0.0, self._retry_at - time.monotonic())
+            wait = self._idle_wait()
+            if wait is not None:
                 try:
                     first = await asyncio.wait_for(self.queue.get(), wait)
                 except TimeoutError:
-                    await self._store_pending()
+                    await self._on_idle()
                     continue
             else:
                 first = await self.queue.get()
@@ -171,6 +170,27 @@ class Pipeline:
             for _ in range(taken):
                 self.queue.task_done()
             self.last_progress = time.monotonic()
+
+    def _idle_wait(self) -> float | None:
+        """How long to wait for input before :meth:`_on_idle` has something to do; None:
+        nothing to do without input."""
+        if self.unstored and (self.store_error is not None or self.queue.empty()):
+            # Something waits to be stored: come back to it even if no line arrives.
+            return max(0.0, self._retry_at - time.monotonic())
+        held = self.store.backlog_at
+        if held is not None and not self.unstored and self.queue.empty():
+            return max(0.0, held + CACHE_HOLD - time.monotonic())
+        return None
+
+    async def _on_idle(self) -> None:
+        if self.unstored:
+            await self._store_pending()
+            return
+        try:
+            await self.store.run(self.store.release_cache)
+        except Exception as exc:  # memory stays held; storing goes on as before
+            self.store.backlog_at = None
+            self.log.warning("cannot release the store's page cache", error=str(exc))
 
     async def _handle(
         self,
@@ -302,6 +322,7 @@ class Pipeline:
     def _commit_group(self, conn: Any, group: list[Handled]) -> None:
         """One transaction for consecutive batches (store thread), written in order as their
         own transactions would have been: the same rows, the positions after the last."""
+        self.store.cache_for(sum(b.lines for b in group))
         with self.store.transaction():
             for b in group:
                 self._write(conn, b)

@@ -111,8 +111,8 @@ def test_history_save_keeps_first_seen_and_moves_last_seen(tmp_path: Path) -> No
 
 def test_the_writer_keeps_a_cache_and_checkpoints_less_often(tmp_path: Path) -> None:
     conn = connect(tmp_path / "x.db")
-    try:
-        assert conn.execute("PRAGMA cache_size").fetchone()[0] <= -32 * 1024
+    try:  # the big cache is a backlog's only (test_a_backlog_borrows_the_big_page_cache...)
+        assert conn.execute("PRAGMA cache_size").fetchone()[0] == -2 * 1024
         assert conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] >= 4000
     finally:
         conn.close()
@@ -335,3 +335,122 @@ def test_the_loop_runs_other_tasks_between_batches_held_for_a_group(
     handled = [i for i, x in enumerate(order) if x == "batch"]
     assert len(handled) == 6
     assert all(b - a > 1 for a, b in itertools.pairwise(handled)), order
+
+
+# ---------------------------------------------------------------------- the backlog's cache
+
+
+def _sqlite_memory() -> int:
+    """Bytes SQLite has allocated in this process (every connection's page cache)."""
+    import ctypes
+    import ctypes.util
+
+    lib = ctypes.CDLL(ctypes.util.find_library("sqlite3") or "libsqlite3.so.0")
+    lib.sqlite3_memory_used.restype = ctypes.c_int64
+    return int(lib.sqlite3_memory_used())
+
+
+def _cache_kib(s: Store) -> int:
+    return -int(s.conn.execute("PRAGMA cache_size").fetchone()[0])
+
+
+def test_a_backlog_borrows_the_big_page_cache_and_gives_it_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 20,000-line backlog is stored with the 32 MB cache; once the store has been quiet
+    for CACHE_HOLD the pages are freed (SQLite's own count of its memory drops), and the
+    next small batch is stored with the small cache, every line in order."""
+    monkeypatch.setattr(pipeline_mod, "CACHE_HOLD", 0.5)
+
+    async def go() -> dict[str, Any]:
+        s = Store(tmp_path)
+        await asyncio.to_thread(s.open)
+        p = Pipeline(s)
+        out: dict[str, Any] = {"before": await s.run(lambda _c: _cache_kib(s))}
+        for i in range(0, 20_000, 2_000):
+            await p.emit(_lines(2_000, i))  # queued before the consumer starts: a backlog
+        await p.start()
+        await _settle(p, 20_000, timeout=60)
+        out["held"] = s.backlog_at is not None
+        out["during"] = await s.run(lambda _c: _cache_kib(s))
+        out["mem_during"] = await s.run(lambda _c: _sqlite_memory())
+        async with asyncio.timeout(10):
+            while s.backlog_at is not None:
+                await asyncio.sleep(0.05)
+        out["after"] = await s.run(lambda _c: _cache_kib(s))
+        out["mem_after"] = await s.run(lambda _c: _sqlite_memory())
+        await p.emit(_lines(2, 20_000))  # a live line: stored with the small cache
+        await _settle(p, 20_002)
+        out["live"] = await s.run(lambda _c: _cache_kib(s))
+        out["held_live"] = s.backlog_at is not None
+        out["users"], out["off"] = _stored(s)
+        await p.stop()
+        await asyncio.to_thread(s.close)
+        return out
+
+    r = asyncio.run(go())
+    assert r["before"] == 2 * 1024 and r["held"] and r["during"] == 32 * 1024, r
+    assert r["after"] == 2 * 1024 and r["live"] == 2 * 1024 and not r["held_live"], r
+    # 20,000 rows with four indexes are ~7 MB of pages: nearly all of it goes back.
+    assert r["mem_during"] - r["mem_after"] > 4_000_000, (r["mem_during"], r["mem_after"])
+    assert r["users"] == [f"u{i}" for i in range(20_002)] and r["off"] == 2_000_200
+
+
+def test_a_live_stream_never_takes_the_big_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _small_batches(monkeypatch)
+
+    async def go() -> tuple[list[int], list[bool]]:
+        s = Store(tmp_path)
+        await asyncio.to_thread(s.open)
+        p = Pipeline(s)
+        await p.start()
+        sizes, held = [], []
+        for i in range(0, 10, 2):
+            await p.emit(_lines(2, i))
+            await _settle(p, i + 2)
+            sizes.append(await s.run(lambda _c: _cache_kib(s)))
+            held.append(s.backlog_at is not None)
+        await p.stop()
+        await asyncio.to_thread(s.close)
+        return sizes, held
+
+    sizes, held = asyncio.run(go())
+    assert sizes == [2 * 1024] * 5 and not any(held)
+
+
+def test_a_cache_that_cannot_be_released_costs_nothing_but_memory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """release_cache raising (the database gone bad under it) is logged once; lines keep
+    being stored, and the pipeline does not spin retrying it."""
+    import sqlite3
+
+    monkeypatch.setattr(pipeline_mod, "CACHE_HOLD", 0.2)
+    calls = []
+
+    def broken(_conn: Any = None) -> bool:
+        calls.append(1)
+        raise sqlite3.OperationalError("disk I/O error")
+
+    async def go() -> tuple[list[str], int]:
+        s = Store(tmp_path)
+        await asyncio.to_thread(s.open)
+        monkeypatch.setattr(s, "release_cache", broken)
+        p = Pipeline(s)
+        for i in range(0, 4_000, 2_000):
+            await p.emit(_lines(2_000, i))
+        await p.start()
+        await _settle(p, 4_000, timeout=30)
+        await asyncio.sleep(1.0)  # five holds' worth: one attempt only
+        await p.emit(_lines(2, 4_000))
+        await _settle(p, 4_002)
+        stored = _stored(s)
+        await p.stop()
+        await asyncio.to_thread(s.close)
+        return stored
+
+    users, off = asyncio.run(go())
+    assert len(calls) == 1, calls
+    assert users == [f"u{i}" for i in range(4_002)] and off == 400_200

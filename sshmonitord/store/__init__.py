@@ -39,13 +39,18 @@ QUICK_CHECK_SECONDS = 10.0
 # SQLite's primary result codes meaning "this file is damaged" (sqlite3 exposes the code of
 # the error on the exception; a locked or full database is a different code and not damage).
 WRITE_BUSY_TIMEOUT = 0.25  # seconds a write waits for another process's lock
-# The writer's page cache (KiB; SQLite's default is 2 MB). A batch's inserts into
-# events(ip, ts) land on random pages: with a cache smaller than the pages one transaction
-# touches, SQLite spills and re-reads them mid-transaction. Memory, not a fixed cost: it fills
-# only as far as the database's pages are used — but after a long backlog it stays filled, and
-# the daemon's whole budget under attack is ~35 MB: 32 MB, not the 64 MB that measured ~10 %
-# less CPU per row catching up 1M lines (bench/tail.py throughput, issue #17's note).
+# The writer's page cache (KiB; SQLite's default is 2 MB) while it stores a backlog. A batch's
+# inserts into events(ip, ts) land on random pages: with a cache smaller than the pages one
+# transaction touches, SQLite spills and re-reads them mid-transaction. 32 MB, not the 64 MB
+# that measured ~10 % less CPU per row catching up 1M lines (bench/tail.py throughput, issue
+# #17's note). The cache fills as far as the database's pages are used and SQLite never gives
+# it back by itself, so it is the backlog's only: a transaction of BACKLOG_LINES or more
+# takes it, and once the store has had none for CACHE_HOLD seconds the pipeline hands it back
+# (release_cache). A 50k-line backlog left the daemon holding 15.6 MB of it for good.
 WRITE_CACHE_KIB = 32 * 1024
+IDLE_CACHE_KIB = 2 * 1024  # otherwise: a live stream's small transactions need no more
+BACKLOG_LINES = 1000
+CACHE_HOLD = 5.0
 # WAL pages before an automatic checkpoint (SQLite's default is 1000, ~4 MB): a checkpoint
 # copies every page changed since the last one back into the database and fsyncs it; less
 # often, a page the indexes change in every batch is copied once, not once per batch. The
@@ -204,7 +209,7 @@ def connect(path: str | os.PathLike[str], readonly: bool = False) -> sqlite3.Con
         # NORMAL in WAL mode is durable against process crashes; only an OS crash can
         # lose the last transactions, and positions make that a bounded replay.
         conn.execute("PRAGMA synchronous=NORMAL")
-        conn.execute(f"PRAGMA cache_size=-{WRITE_CACHE_KIB:d}")
+        conn.execute(f"PRAGMA cache_size=-{IDLE_CACHE_KIB:d}")
         conn.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES:d}")
     conn.execute("PRAGMA foreign_keys=ON")
     conn.row_factory = sqlite3.Row
@@ -225,6 +230,9 @@ class Store:
         # A write failed because the file is damaged: the next start checks it (and an
         # unhealthy daemon gets restarted by the watchdog, which then moves it aside).
         self.corruption_seen = False
+        # When the last backlog-sized transaction began (monotonic); None: the writer has
+        # its idle cache (see WRITE_CACHE_KIB).
+        self.backlog_at: float | None = None
         self.log = log.get("store")
 
     def open(self) -> None:
@@ -447,6 +455,27 @@ class Store:
                 skipped.append(str(exc))
         return skipped
 
+    def cache_for(self, lines: int) -> None:
+        """Before a transaction of ``lines`` handled lines (store thread): a backlog's gets
+        the big page cache (WRITE_CACHE_KIB)."""
+        if lines < BACKLOG_LINES:
+            return
+        if self.backlog_at is None:
+            self.conn.execute(f"PRAGMA cache_size=-{WRITE_CACHE_KIB:d}")
+        self.backlog_at = time.monotonic()
+
+    def release_cache(self, conn: sqlite3.Connection | None = None) -> bool:
+        """Hand the backlog's page cache back (store thread): SQLite frees its pages, then
+        the C heap returns the freed memory to the system. False if it was not held."""
+        if self.backlog_at is None:
+            return False
+        conn = conn or self.conn
+        conn.execute(f"PRAGMA cache_size=-{IDLE_CACHE_KIB:d}")
+        conn.execute("PRAGMA shrink_memory")
+        self.backlog_at = None
+        _trim_heap()
+        return True
+
     # ------------------------------------------------------------------ operator views
 
     def ping(self) -> None:
@@ -469,6 +498,17 @@ class Store:
                 self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             self._conn.close()
             self._conn = None
+
+
+def _trim_heap() -> None:
+    """glibc keeps freed memory in its heap for reuse; malloc_trim gives the whole free
+    pages back. Elsewhere (musl) or without ctypes: nothing, and no error."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError, ImportError):
+        pass
 
 
 class _Transaction:
