@@ -364,21 +364,21 @@ class ForwardEmailChannel(ChannelBase):
     type: Literal["forwardemail"] = "forwardemail"
     api_key: Secret | None = _f(None, secret=True, required=True, help="Forward Email API key")
     base_url: str = _f("https://api.forwardemail.net", help="API base URL")
-    sender: str = _f("", required=True, help="From: address")
-    to: tuple[str, ...] = _f((), required=True, help="recipients")
+    sender: str = _f("", required=True, address=True, help="From: address")
+    to: tuple[str, ...] = _f((), required=True, address=True, help="recipients")
     timeout: Duration = _f(Duration(15), min=1, max=300)
 
 
 @dataclass(frozen=True)
 class SmtpChannel(ChannelBase):
     type: Literal["smtp"] = "smtp"
-    host: str = _f("localhost")
+    host: str = _f("localhost", host=True)
     port: int = _f(587, min=1, max=65535)
     tls: Literal["starttls", "implicit", "none"] = _f("starttls")
     username: str | None = _f(None)
     password: Secret | None = _f(None, secret=True)
-    sender: str = _f("", required=True)
-    to: tuple[str, ...] = _f((), required=True)
+    sender: str = _f("", required=True, address=True)
+    to: tuple[str, ...] = _f((), required=True, address=True)
     timeout: Duration = _f(Duration(30), min=1, max=300)
     ca_file: str | None = _f(None, help="trust this CA (or self-signed certificate) for TLS")
     tls_verify: bool = _f(True, help="verify the server's certificate (leave on)")
@@ -388,8 +388,8 @@ class SmtpChannel(ChannelBase):
 class SendmailChannel(ChannelBase):
     type: Literal["sendmail"] = "sendmail"
     path: str = _f("/usr/sbin/sendmail")
-    sender: str = _f("", required=True)
-    to: tuple[str, ...] = _f((), required=True)
+    sender: str = _f("", required=True, address=True)
+    to: tuple[str, ...] = _f((), required=True, address=True)
 
 
 @dataclass(frozen=True)
@@ -579,6 +579,35 @@ def parse_listen(text: str) -> tuple[str, int] | None:
     return (m.group(1) or m.group(2)), int(m.group(3))
 
 
+def address_problem(value: str) -> str | None:
+    """Why ``value`` cannot be a configured e-mail sender or recipient, or None. A control
+    character (a line break, NUL, ...) could break or add a header; an RFC 2047 encoded word
+    (``=?``) is decoded by mail readers, and by Python's email package, into text the address
+    does not hold: another recipient list, say."""
+    if not value.isprintable():
+        return "must not contain control characters (line breaks, NUL, tabs...)"
+    if "=?" in value:
+        return 'must not contain "=?" (an RFC 2047 encoded word, which mail readers decode)'
+    return None
+
+
+def host_problem(value: str) -> str | None:
+    """Why ``value`` cannot be a host name or address to connect to, or None: empty, or an
+    empty or over-long (> 63) label in a dotted name. Caught here, a typo is one clear line at
+    start; caught by the resolver, it would be retried as an outage for ever."""
+    name = value.strip()
+    if not name:
+        return "must not be empty"
+    if ":" in name:  # an IPv6 address: the resolver judges it
+        return None
+    labels = name[:-1].split(".") if name.endswith(".") else name.split(".")
+    if any(not label for label in labels):
+        return "has an empty label (two dots in a row, or a leading dot)"
+    if any(len(label) > 63 for label in labels if label.isascii()):
+        return "has a label longer than 63 characters"
+    return None
+
+
 def parse_hours(text: str) -> tuple[int, int] | None:
     """``08:00-19:00`` → (480, 1140) minutes; an overnight span (22:00-06:00) is allowed."""
     m = re.fullmatch(r"\s*(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})\s*", text)
@@ -729,6 +758,12 @@ class _Walker:
                     'expected host:port, e.g. "127.0.0.1:9797" or "[::1]:9797" (port 0 picks a '
                     f"free one), or empty for no endpoint; got {_describe(value)}",
                 )
+                raise _Bad
+            problem = (address_problem(value) if meta.get("address") else None) or (
+                host_problem(value) if meta.get("host") else None
+            )
+            if problem:
+                self.fail(key, f"{problem}; got {_describe(value)}")
                 raise _Bad
             if meta.get("hours") and parse_hours(value) is None:
                 self.fail(key, f"expected HH:MM-HH:MM (e.g. 08:00-19:00), got {_describe(value)}")

@@ -189,6 +189,23 @@ BAD = [
         "{F}: notify.channels[0].api_key: give either api_key or api_key_file, not both",
     ),
     (
+        'notify:\n  channels:\n    - {type: smtp, sender: a@b, to: [c@d, "e\\nBcc: x@y"]}',
+        "{F}: notify.channels[0].to[1]: must not contain control characters (line breaks, "
+        "NUL, tabs...); got 'e\\nBcc: x@y' (a string)",
+    ),
+    (
+        "notify:\n  channels:\n    - {type: sendmail, sender: '=?utf-8?q?a=40evil?=@b', "
+        "to: [c@d]}",
+        "{F}: notify.channels[0].sender: must not contain \"=?\" (an RFC 2047 encoded word, "
+        "which mail readers decode); got '=?utf-8?q?a=40evil?=@b' (a string)",
+    ),
+    (
+        "notify:\n  channels:\n    - {type: smtp, host: mail..example.org, sender: a@b, "
+        "to: [c@d]}",
+        "{F}: notify.channels[0].host: has an empty label (two dots in a row, or a leading "
+        "dot); got 'mail..example.org' (a string)",
+    ),
+    (
         "log: {level: info}\nlog: {level: debug}",
         "{F}: line 2 column 1: invalid YAML: duplicate key 'log'",
     ),

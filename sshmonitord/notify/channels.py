@@ -19,6 +19,7 @@ from datetime import UTC
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 from .. import __version__
+from ..config import address_problem
 from .alert import Alert, DeliveryError, Message, is_id, make_id, severity_rank
 from .render import one_line
 
@@ -152,6 +153,15 @@ def check_header_value(what: str, value: str) -> str:
     """Refuse configured header values (addresses, tokens) that could break a header."""
     if any(c in value for c in "\r\n\0"):
         raise ValueError(f"{what} must not contain line breaks or NUL")
+    return value
+
+
+def check_address(what: str, value: str) -> str:
+    """Refuse a sender or recipient that could break, add or disguise a header (the config
+    refuses it first, naming the key: config.address_problem)."""
+    problem = address_problem(value)
+    if problem:
+        raise ValueError(f"{what} {problem}")
     return value
 
 

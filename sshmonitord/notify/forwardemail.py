@@ -19,7 +19,7 @@ from __future__ import annotations
 from typing import Any
 
 from .alert import Message
-from .channels import HttpChannel, check_header_value, idempotency_key, msgid, msgid_domain
+from .channels import HttpChannel, check_address, idempotency_key, msgid, msgid_domain
 
 DEFAULT_BASE_URL = "https://api.forwardemail.net"
 
@@ -44,8 +44,8 @@ class ForwardEmailChannel(HttpChannel):
         if not to:
             raise ValueError("forwardemail: at least one recipient (to) is required")
         self._api_key = api_key
-        self.sender = check_header_value("sender", sender)
-        self.to = tuple(check_header_value("to", t) for t in to)
+        self.sender = check_address("sender", sender)
+        self.to = tuple(check_address("to", t) for t in to)
         self.url = base_url.rstrip("/") + "/v1/emails"
         self.hostname = msgid_domain(hostname)
 

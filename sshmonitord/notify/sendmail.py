@@ -17,7 +17,7 @@ import signal
 from typing import Any
 
 from .alert import DeliveryError, Message
-from .channels import BaseChannel, answer, check_header_value
+from .channels import BaseChannel, answer, check_address
 from .smtp import email_bytes, msgid_domain
 
 EX_TEMPFAIL = 75
@@ -40,8 +40,8 @@ class SendmailChannel(BaseChannel):
         if not to:
             raise ValueError("sendmail: at least one recipient (to) is required")
         self.path = path
-        self.sender = check_header_value("sender", sender)
-        self.to = tuple(check_header_value("to", t) for t in to)
+        self.sender = check_address("sender", sender)
+        self.to = tuple(check_address("to", t) for t in to)
         self.hostname = msgid_domain(hostname)
         self.timeout = float(timeout)
 

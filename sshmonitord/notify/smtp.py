@@ -45,7 +45,7 @@ from email.utils import format_datetime  # smtplib loads email.utils anyway
 from typing import TYPE_CHECKING, Any, Literal
 
 from .alert import DeliveryError, Message, is_id
-from .channels import BaseChannel, answer, check_header_value, msgid, msgid_domain
+from .channels import BaseChannel, answer, check_address, msgid, msgid_domain
 
 if TYPE_CHECKING:
     from email.message import EmailMessage
@@ -168,8 +168,8 @@ def email_bytes(
     when = datetime.fromtimestamp(time.time() if now is None else now).astimezone()
     boundary = "=" * 15 + str(random.randrange(sys.maxsize)) + "=="
     headers: list[tuple[str, Any]] = [
-        ("From", check_header_value("sender", sender)),
-        ("To", ", ".join(check_header_value("to", t) for t in to)),
+        ("From", check_address("sender", sender)),
+        ("To", ", ".join(check_address("to", t) for t in to)),
         # render() already made the subject one printable line; FoldedHeader is the last
         # line of defence (no raw control character, no encoded word from the text is ever
         # decoded).
@@ -303,8 +303,8 @@ class SmtpChannel(BaseChannel):
         self.tls = tls
         self.username = username
         self._password = password
-        self.sender = check_header_value("sender", sender)
-        self.to = tuple(check_header_value("to", t) for t in to)
+        self.sender = check_address("sender", sender)
+        self.to = tuple(check_address("to", t) for t in to)
         self.timeout = float(timeout)
         self.hostname = msgid_domain(hostname)
         self.ca_file = ca_file
