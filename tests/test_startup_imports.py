@@ -62,24 +62,27 @@ def test_the_daemon_caps_its_malloc_arenas() -> None:
     assert src.index("limit_malloc_arenas()") < src.index("daemon.run(")
 
 
+def _modules_after(code: str) -> list[str]:
+    """The modules a fresh interpreter has loaded after running ``code``."""
+    import subprocess
+    import sys
+
+    code += "import sys\nprint(' '.join(sorted(sys.modules)))\n"
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.split()
+
+
 def test_the_daemon_loads_no_shutil_no_report_rendering_and_no_unused_source() -> None:
     """argparse imports shutil (and zlib, bz2, lzma) for every help formatter it makes; the
     report's queries and rendering are for the day a report is built; the journal and auditd
     sources load where they are followed (tests/test_journal_trust.py builds them): none
     loads with the daemon's modules and its parser (~1 MB of its memory, issue #17)."""
-    import subprocess
-    import sys
-
-    code = (
-        "import sys\n"
+    out = _modules_after(
         "from sshmonitord.cli.daemon import daemon_parser\n"
         "import sshmonitord.daemon\n"
         "daemon_parser().parse_args(['--dry-run'])\n"
-        "print(' '.join(sorted(sys.modules)))\n"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True
-    ).stdout.split()
     assert "sshmonitord.daemon" in out
     assert "sshmonitord.notify.report.schedule" in out
     for absent in (
@@ -233,11 +236,8 @@ def test_an_alert_mail_loads_neither_email_policy_nor_idna(smtp_servers: Any) ->
     """An alert to bare addresses over plain SMTP (a local relay on 127.0.0.1 or by name)
     loads neither the email package's policy and header parser nor the "idna" codec that
     socket.getaddrinfo() would run a str host name through (~1 MB together, issue #17)."""
-    import subprocess
-    import sys
-
     srv = smtp_servers()
-    code = (
+    out = _modules_after(
         "import asyncio, sys\n"
         "from sshmonitord.notify.alert import Message\n"
         "from sshmonitord.notify.smtp import SmtpChannel\n"
@@ -248,11 +248,7 @@ def test_an_alert_mail_loads_neither_email_policy_nor_idna(smtp_servers: Any) ->
         "    subject = '[sshmonitor] WARNING web1: user jürgen \\u202eevil ' + 'x ' * 40\n"
         "    m = Message(subject, 'text', '<p>html</p>', [], 0, 'web1')\n"
         "    print(asyncio.run(ch.send(m)), file=sys.stderr)\n"
-        "print(' '.join(sorted(sys.modules)))\n"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True
-    ).stdout.split()
     assert "smtplib" in out and "sshmonitord.notify.smtp" in out
     for absent in (
         "email.policy",
