@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 from .. import log
 from ..addresses import address_text
 from ..events import Event, FilePosition, Finding, Kind
+from .rows import insert_rows
 from .schema import MIGRATIONS, SchemaError, migrate
 
 __all__ = ["MIGRATIONS", "SchemaError", "migrate"]
@@ -442,7 +443,7 @@ class Store:
 
     def _insert(self, sql: str, rows: Sequence[tuple[Any, ...]], skip_bad: bool) -> list[str]:
         if not skip_bad:
-            self.conn.executemany(sql, rows)
+            insert_rows(self.conn, sql, rows)
             return []
         # A failed statement leaves the rest of SQLite's transaction intact.
         skipped: list[str] = []

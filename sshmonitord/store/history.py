@@ -9,6 +9,7 @@ from collections.abc import Iterable
 from typing import NamedTuple
 
 from ..events import Login
+from .rows import insert_rows
 
 
 class StoredLogins(NamedTuple):
@@ -29,14 +30,16 @@ def save(conn: sqlite3.Connection, logins: Iterable[Login]) -> None:
         if key_fp:
             keys.append((user, key_fp, ts, ts))
     if sources:
-        conn.executemany(
+        insert_rows(
+            conn,
             "INSERT INTO login_sources(user, prefix, first_seen, last_seen) VALUES "
             "(?, ?, ?, ?) ON CONFLICT(user, prefix) DO UPDATE SET last_seen = "
             "max(last_seen, excluded.last_seen)",
             sources,
         )
     if keys:
-        conn.executemany(
+        insert_rows(
+            conn,
             "INSERT INTO login_keys(user, key_fp, first_seen, last_seen) VALUES "
             "(?, ?, ?, ?) ON CONFLICT(user, key_fp) DO UPDATE SET last_seen = "
             "max(last_seen, excluded.last_seen)",
