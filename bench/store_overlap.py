@@ -17,11 +17,10 @@ how much work the main thread got done meanwhile. Same SQLite settings as the st
 synchronous NORMAL, 32 MB page cache). Nothing here is asserted; it is a measurement.
 
 What it showed (issue #17's note): with the loop busy, executemany's commit took 26-50x its
-idle time and the multi-row one 2.5x. But with the loop idle, which is the daemon's case
-today (the pipeline awaits each commit), the multi-row INSERT costs 20-30 % *more* CPU per
-row through the real Store with real rows in 1,000-row transactions, so the store keeps
-executemany. Multi-row inserts pay only together with a pipeline that parses the next
-batches while the store commits.
+idle time and the multi-row one 2.5x. With the loop idle, the multi-row INSERT cost 20-30 %
+*more* CPU per row through the real Store in 1,000-row transactions, so it paid only together
+with a pipeline that parses the next batches while the store commits: the pipeline now does
+that in a backlog, and the store writes 32 rows or more through store/rows.py.
 """
 
 from __future__ import annotations

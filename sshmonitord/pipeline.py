@@ -8,6 +8,8 @@ that was: on restart the sources resume exactly at the stored positions. While a
 queued (start-up, a burst) consecutive batches share one transaction, up to
 ``GROUP_COMMIT_LINES``: the same rows and positions, written in order, with far fewer pages
 rewritten per line; once the queue is empty every batch is stored as soon as it is handled.
+In a backlog the next batches are handled while the store thread writes the last group: one
+transaction in flight at most, collected before the next begins (``_store_pending``).
 
 Acting comes before storing so that protection fails closed: when the store cannot write
 (disk full, another process holding the lock, I/O errors) bans are still placed and alerts
@@ -24,6 +26,7 @@ import asyncio
 import contextlib
 import functools
 import itertools
+import sys
 import time
 from collections import deque
 from collections.abc import Callable
@@ -55,6 +58,16 @@ STORE_RETRY_MIN, STORE_RETRY_MAX = 0.5, 30.0  # seconds between attempts while i
 # commits write far less per line. Acting never waits for it; with the queue empty every
 # batch is stored at once, as before.
 GROUP_COMMIT_LINES = 15_000
+# While a transaction is in flight and the loop's thread handles the next batches, each GIL
+# hand-back the store thread waits for (after every SQLite statement) lasts up to the
+# interpreter's switch interval: 5 ms by default, 0.5 ms meanwhile. Restored when the
+# transaction is collected; a live stream (nothing in flight) never changes it.
+OVERLAP_SWITCH_INTERVAL = 0.0005
+
+
+def _retrieve(fut: asyncio.Future[Any]) -> None:
+    if not fut.cancelled():
+        fut.exception()
 
 
 @dataclass
@@ -131,6 +144,11 @@ class Pipeline:
         self.paused_for_store = False
         self._retry_at = 0.0
         self._retry_delay = STORE_RETRY_MIN
+        # The transaction being written while the next batches are handled (a backlog):
+        # its future (the seconds it took) and its batches (still at the head of ``unstored``).
+        self._inflight: tuple[asyncio.Future[float], list[Handled]] | None = None
+        self._inflight_lines = 0
+        self._switch: float | None = None  # the interpreter's switch interval to restore
         # When each queued batch was handed over (monotonic), in queue order: how long its
         # lines waited for their events.
         self._emitted: deque[float] = deque()
@@ -223,7 +241,7 @@ class Pipeline:
             # (a non-empty queue's get() does not yield either).
             await asyncio.sleep(0)
             return
-        await self._store_pending()
+        await self._store_pending(overlap=not self.queue.empty())
 
     def _defer_store(self) -> bool:
         """More input is queued and the store is healthy: hold this batch for the next
@@ -232,7 +250,7 @@ class Pipeline:
         return (
             self.store_error is None
             and not self.queue.empty()
-            and self.unstored_lines < GROUP_COMMIT_LINES
+            and self.unstored_lines - self._inflight_lines < GROUP_COMMIT_LINES
             and self.unstored_lines + MAX_BATCH_LINES <= self.max_unstored_lines
         )
 
@@ -319,6 +337,13 @@ class Pipeline:
         """One batch's transaction (store thread): results and the positions after them."""
         self._commit_group(conn, [b])
 
+    def _timed_commit(self, conn: Any, group: list[Handled]) -> float:
+        """:meth:`_commit_group`, and the seconds it took (the wait to collect it is not the
+        store's: the loop was handling the next batches)."""
+        began = time.monotonic()
+        self._commit_group(conn, group)
+        return time.monotonic() - began
+
     def _commit_group(self, conn: Any, group: list[Handled]) -> None:
         """One transaction for consecutive batches (store thread), written in order as their
         own transactions would have been: the same rows, the positions after the last."""
@@ -349,10 +374,18 @@ class Pipeline:
             self.unstorable_rows += 1
             self.log.error("a row cannot be stored; skipping it", error=error)
 
-    async def _store_pending(self) -> None:
+    async def _store_pending(self, overlap: bool = False) -> None:
         """Store the handled batches in order. While the store refuses, keep them (bounded)
-        and return so the next batch is acted on; at the bound, wait here for the store."""
+        and return so the next batch is acted on; at the bound, wait here for the store.
+
+        ``overlap`` (a backlog is queued): start the next transaction and return at once, so
+        the next batches are parsed and detected while the store thread writes this one; it
+        is collected (awaited, and its batches popped) before any other transaction starts,
+        so transactions stay one at a time and in order."""
         while self.unstored:
+            if self._inflight is not None:
+                await self._collect()
+                continue
             full = self.unstored_lines >= self.max_unstored_lines
             wait = self._retry_at - time.monotonic()
             if wait > 0:
@@ -369,52 +402,85 @@ class Pipeline:
                 await asyncio.sleep(wait)
                 self.last_progress = time.monotonic()
             group = self._next_group()
-            b = group[0]
-            began = time.monotonic()
-            try:
-                await self.store.run(functools.partial(self._commit_group, group=group))
-                self.store_write.observe(time.monotonic() - began)
-            except Exception as exc:
-                if not is_transient(exc) and len(group) > 1:
-                    # Which batch holds the bad data? Store each on its own to find out.
-                    if self.sessions is not None:
-                        self.sessions.invalidate()
-                    for g in group:
-                        g.alone = True
-                    continue
-                if not is_transient(exc):
-                    # This batch's data can never be written (a value no column takes):
-                    # retrying would stall every batch behind it. Keep what matters most.
-                    self._give_up_rows(b, exc)
-                    continue
-                # Disk full, locked by another process, I/O error: keep the batch.
-                self.commit_failures += 1
-                if self.sessions is not None:
-                    self.sessions.invalidate()  # rolled back: rebuild its index from the store
-                if self.store_error is None:
-                    self.log.error(
-                        "cannot store handled lines; acting on them anyway and retrying",
-                        error=str(exc),
-                        unstored_lines=self.unstored_lines,
-                    )
-                self.store_error = str(exc)
-                self._retry_at = time.monotonic() + self._retry_delay
-                self._retry_delay = min(self._retry_delay * 2, STORE_RETRY_MAX)
-                continue
-            for b in group:
-                self.unstored.popleft()
-                self.unstored_lines -= b.lines
-                if b.bans and self.bans is not None:
-                    self.bans.committed(b.bans)
-            if self.store_error is not None and not self.unstored:
-                self.log.warning(
-                    "store writable again; every held line is stored",
-                    failed_attempts=self.commit_failures,
-                )
-                self.store_error = None
-                self.paused_for_store = False
-                self._retry_delay = STORE_RETRY_MIN
-                self._retry_at = 0.0
+            commit = asyncio.ensure_future(
+                self.store.run(functools.partial(self._timed_commit, group=group))
+            )
+            # Its outcome is read by _collect; if stop() cancels the wait, read it here so a
+            # failure after shutdown is not reported as an exception nobody retrieved.
+            commit.add_done_callback(_retrieve)
+            self._inflight = (commit, group)
+            self._inflight_lines = sum(b.lines for b in group)
+            await asyncio.sleep(0)  # let it reach the store thread before the loop gets busy
+            if overlap and self.store_error is None:
+                if self._switch is None:
+                    self._switch = sys.getswitchinterval()
+                    sys.setswitchinterval(OVERLAP_SWITCH_INTERVAL)
+                return
+
+    async def _collect(self) -> None:
+        """Wait for the transaction in flight; pop its batches, or keep them after a failure
+        (see _store_pending)."""
+        assert self._inflight is not None
+        commit, group = self._inflight
+        try:
+            took = await asyncio.shield(commit)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self._inflight, self._inflight_lines = None, 0
+            self._restore_switch()
+            self._failed(group, exc)
+            return
+        self._inflight, self._inflight_lines = None, 0
+        self._restore_switch()
+        self.store_write.observe(took)
+        for b in group:
+            self.unstored.popleft()
+            self.unstored_lines -= b.lines
+            if b.bans and self.bans is not None:
+                self.bans.committed(b.bans)
+        if self.store_error is not None and not self.unstored:
+            self.log.warning(
+                "store writable again; every held line is stored",
+                failed_attempts=self.commit_failures,
+            )
+            self.store_error = None
+            self.paused_for_store = False
+            self._retry_delay = STORE_RETRY_MIN
+            self._retry_at = 0.0
+
+    def _restore_switch(self) -> None:
+        if self._switch is not None:
+            sys.setswitchinterval(self._switch)
+            self._switch = None
+
+    def _failed(self, group: list[Handled], exc: Exception) -> None:
+        """A transaction failed: find the bad batch, give up what no retry can store, or
+        keep everything and retry later (disk full, locked, I/O error)."""
+        if not is_transient(exc) and len(group) > 1:
+            # Which batch holds the bad data? Store each on its own to find out.
+            if self.sessions is not None:
+                self.sessions.invalidate()
+            for g in group:
+                g.alone = True
+            return
+        if not is_transient(exc):
+            # This batch's data can never be written (a value no column takes):
+            # retrying would stall every batch behind it. Keep what matters most.
+            self._give_up_rows(group[0], exc)
+            return
+        self.commit_failures += 1
+        if self.sessions is not None:
+            self.sessions.invalidate()  # rolled back: rebuild its index from the store
+        if self.store_error is None:
+            self.log.error(
+                "cannot store handled lines; acting on them anyway and retrying",
+                error=str(exc),
+                unstored_lines=self.unstored_lines,
+            )
+        self.store_error = str(exc)
+        self._retry_at = time.monotonic() + self._retry_delay
+        self._retry_delay = min(self._retry_delay * 2, STORE_RETRY_MAX)
 
     def _next_group(self) -> list[Handled]:
         """The oldest unstored batches that go in the next transaction: up to
@@ -489,6 +555,7 @@ class Pipeline:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        self._restore_switch()  # cancelled while a transaction was in flight
 
     def apply_config(self, cfg: Any) -> None:
         self.parser.time.set_zone(load_zone(cfg.sources.timezone))
