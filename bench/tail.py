@@ -294,6 +294,7 @@ METHODS: tuple[tuple[str, str], ...] = (
     ("follower", "(d) FileFollower.resume+poll"),
     ("daemon", "(e) Tailer -> Pipeline -> Store, positions"),
     ("parse", "(f) as (e) + sshmonitord parser + events"),
+    ("detect", "(g) as (f) + detection (default rules)"),
 )
 
 # --methods takes the letters of the table too: e,f is daemon,parse.
@@ -360,9 +361,13 @@ def _run_follower(path: str, expect: int) -> RunResult:
     return RunResult(dt, n, _self_rss(), {"polls": polls, "largest_poll_items": biggest})
 
 
-def _make_pipeline(store: Store, parse: bool) -> Pipeline:
+def _make_pipeline(store: Store, parse: bool, detect: bool = False) -> Pipeline:
     """A Pipeline as the daemon builds it; ``parse=False`` swaps in a parser that finds nothing,
-    so only the tailer, the queue and the per-batch position commit are measured."""
+    so only the tailer, the queue and the per-batch position commit are measured. ``detect``:
+    with the detection engine on the default rules, as the daemon wires it (an empty login
+    history; no firewall and no alerts, which a real flood's bans and mails would add)."""
+    from sshmonitord.config import Config
+    from sshmonitord.detect.engine import Engine, History
     from sshmonitord.parse import Parser
     from sshmonitord.parse.prefix import load_zone
 
@@ -370,8 +375,10 @@ def _make_pipeline(store: Store, parse: bool) -> Pipeline:
         def parse_line(self, line: Line) -> None:
             return None
 
-    parser = (Parser if parse else NullParser)(zone=load_zone("local"))
-    return Pipeline(store, parser, trace=False)
+    zone = load_zone("local")
+    parser = (Parser if parse else NullParser)(zone=zone)
+    engine = Engine(Config().detection, History(), zone=zone) if detect else None
+    return Pipeline(store, parser, engine=engine, trace=False)
 
 
 # Set by cmd_worker --profile: also profile what runs on the store thread (cProfile sees only
@@ -400,12 +407,14 @@ def _time_store_thread(store: Store, busy: list[float]) -> None:
     store.run = run  # type: ignore[method-assign]
 
 
-async def _daemon_path(path: str, expect: int, state_dir: str, parse: bool) -> RunResult:
+async def _daemon_path(
+    path: str, expect: int, state_dir: str, parse: bool, detect: bool = False
+) -> RunResult:
     store = Store(state_dir)
     await asyncio.to_thread(store.open)
     busy = [0.0]
     _time_store_thread(store, busy)
-    pipeline = _make_pipeline(store, parse)
+    pipeline = _make_pipeline(store, parse, detect)
     await pipeline.start()
     done = asyncio.Event()
     stall = 0.0
@@ -457,19 +466,25 @@ async def _daemon_path(path: str, expect: int, state_dir: str, parse: bool) -> R
     if parse:
         stats = pipeline.describe()["stats"]
         extra["events_stored"] = pipeline.events
+        if detect:
+            extra["findings"] = pipeline.findings
         for k in ("other_programs", "malformed", "unrecognized", "parser_errors"):
             if k in stats:
                 extra[k] = stats[k]
     return RunResult(dt, pipeline.lines, _self_rss(), extra)
 
 
-def _run_daemon(path: str, expect: int, parse: bool = False) -> RunResult:
+def _run_daemon(path: str, expect: int, parse: bool = False, detect: bool = False) -> RunResult:
     with tempfile.TemporaryDirectory(prefix="tailbench-state-") as state:
-        return asyncio.run(_daemon_path(path, expect, state, parse))
+        return asyncio.run(_daemon_path(path, expect, state, parse, detect))
 
 
 def _run_daemon_parse(path: str, expect: int) -> RunResult:
     return _run_daemon(path, expect, parse=True)
+
+
+def _run_daemon_detect(path: str, expect: int) -> RunResult:
+    return _run_daemon(path, expect, parse=True, detect=True)
 
 
 def _self_rss() -> int:
@@ -483,6 +498,7 @@ RUNNERS: dict[str, Callable[[str, int], RunResult]] = {
     "follower": _run_follower,
     "daemon": _run_daemon,
     "parse": _run_daemon_parse,
+    "detect": _run_daemon_detect,
 }
 
 
@@ -1096,7 +1112,7 @@ def parser() -> argparse.ArgumentParser:
         "--methods",
         default=",".join(m for m, _ in METHODS),
         help="comma list of methods to run, by name or letter (default: all: "
-        "cat,binary,text,follower,daemon,parse = a,b,c,d,e,f)",
+        "cat,binary,text,follower,daemon,parse,detect = a,b,c,d,e,f,g)",
     )
     t.add_argument(
         "--profile",
