@@ -16,6 +16,10 @@ rusage of that one child):
 invalid_user, max_auth_exceeded, not_allowed, preauth_disconnect, protocol_error, penalty),
 fail2ban-regex's "N matched", one output line per recognised attack for sshguard.
 
+With ``--pss``, ours and ours-1 run once more, untimed, while their process tree is sampled
+every 50 ms: the peak of the summed PSS (a page the forked parse process shares with its
+parent counts once, not once per process as summed RSS counts it) beside summed RSS.
+
 Then (unless ``--no-breakdown``) a second, untimed pass per tool says *which* lines it matched,
 so they can be held against the ground truth line by line:
 
@@ -223,6 +227,59 @@ def shell_words(argv: list[str], stdin: str | None) -> str:
 
     s = " ".join(shlex.quote(a) for a in argv)
     return s + (f" < {shlex.quote(stdin)}" if stdin else "")
+
+
+def _tree(pid: int) -> list[int]:
+    """``pid`` and its descendants, from /proc/PID/task/*/children."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        with contextlib.suppress(OSError):
+            for task in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{task}/children", encoding="ascii") as fh:
+                    todo.extend(int(c) for c in fh.read().split())
+    return out
+
+
+def _rollup_kb(pid: int) -> tuple[int, int]:
+    """(Pss, Rss) of one process in KiB, from /proc/PID/smaps_rollup; (0, 0) once gone."""
+    pss = rss = 0
+    with (
+        contextlib.suppress(OSError, ValueError),
+        open(f"/proc/{pid}/smaps_rollup", encoding="ascii") as fh,
+    ):
+        for line in fh:
+            if line.startswith("Pss:"):
+                pss = int(line.split()[1])
+            elif line.startswith("Rss:"):
+                rss = int(line.split()[1])
+    return pss, rss
+
+
+def sampled_memory(
+    argv: list[str], stdin_path: str | None, interval: float = 0.05
+) -> tuple[float, float]:
+    """Run one child untimed and sample its process tree every ``interval`` s: the peak of
+    the summed PSS (each shared page divided among the processes sharing it, so a forked
+    process's pages shared with its parent count once in all) and of the summed RSS (which
+    counts them once per process), in MB of 1,024 KiB as the timed table. Sampling misses
+    peaks shorter than the interval; both figures are sampled alike."""
+    stdin = open(stdin_path, "rb") if stdin_path else subprocess.DEVNULL  # noqa: SIM115
+    peak_pss = peak_rss = 0
+    try:
+        proc = subprocess.Popen(argv, stdin=stdin, stdout=subprocess.DEVNULL)
+        while proc.poll() is None:
+            pss = rss = 0
+            for pid in _tree(proc.pid):
+                a, b = _rollup_kb(pid)
+                pss, rss = pss + a, rss + b
+            peak_pss, peak_rss = max(peak_pss, pss), max(peak_rss, rss)
+            time.sleep(interval)
+    finally:
+        if stdin_path:
+            stdin.close()  # type: ignore[union-attr]
+    return peak_pss / 1024, peak_rss / 1024
 
 
 def timed_run(
@@ -668,6 +725,13 @@ def main(argv: list[str] | None = None) -> int:
         help="skip the second, untimed pass that matches lines to the ground truth",
     )
     ap.add_argument(
+        "--pss",
+        action="store_true",
+        help="after the timed runs, run ours and ours-1 once more, untimed, sampling their "
+        "processes' memory every 50 ms: peak PSS summed over the processes (a page the parse "
+        "process shares with its parent counts once) beside RSS summed the same way",
+    )
+    ap.add_argument(
         "--json",
         action="store_true",
         help="print the results as JSON on stdout (the tables go to stderr)",
@@ -693,6 +757,19 @@ def main(argv: list[str] | None = None) -> int:
             runs.append(r)
             table.row(r)
         table.legend()
+        if args.pss:
+            out.write("\nmemory pass (untimed, sampled every 50 ms, MB of 1,024 KiB):\n")
+            for r in runs:
+                if r.tool not in ("ours", "ours-1") or r.matches is None:
+                    continue
+                argv_, stdin_ = tool_argv(r.tool, path, sshmonitor, args.baseline)
+                pss, rss = sampled_memory(argv_, stdin_)
+                r.extra.update(peak_pss_mb=round(pss, 1), sampled_peak_rss_mb=round(rss, 1))
+                out.write(
+                    f"  {r.tool:<8} peak PSS summed over its processes {pss:6.1f}   "
+                    f"peak RSS summed {rss:6.1f}\n"
+                )
+                out.flush()
         if not args.no_breakdown:
             out.write("\nbreakdown pass (untimed): which lines each tool matched ...\n")
             out.flush()
