@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_store_speed import HOLD_LOCK, _lines, _settle, _small_batches, _stored
+from test_store_speed import HOLD_LOCK, _finish, _lines, _settle, _small_batches, _stored
 
 from sshmonitord import pipeline as pipeline_mod
 from sshmonitord.events import Login
@@ -262,29 +262,6 @@ def test_the_next_batches_are_handled_while_a_group_commits(
     assert users == [f"u{i}" for i in range(18)] and off == 1800
 
 
-def test_with_nothing_queued_nothing_is_left_in_flight(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A live stream (the queue empty) still stores each batch before the next is taken."""
-    _small_batches(monkeypatch)
-
-    async def go() -> list[tuple[int, int, bool]]:
-        s = Store(tmp_path)
-        await asyncio.to_thread(s.open)
-        p = Pipeline(s)
-        await p.start()
-        seen = []
-        for i in range(0, 6, 2):
-            await p.emit(_lines(2, i))
-            await _settle(p, i + 2)
-            seen.append((*map(len, [_stored(s)[0]]), _stored(s)[1], p._inflight is None))
-        await p.stop()
-        await asyncio.to_thread(s.close)
-        return seen
-
-    assert asyncio.run(go()) == [(2, 200, True), (4, 400, True), (6, 600, True)]
-
-
 def test_a_lock_taken_while_a_group_is_in_flight_loses_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -315,10 +292,7 @@ def test_a_lock_taken_while_a_group_is_in_flight_loses_nothing(
         finally:
             holder.kill()
             holder.wait()
-        await _settle(p, 18)
-        users, off = _stored(s)
-        await p.stop()
-        await asyncio.to_thread(s.close)
+        users, off = await _finish(p, s, 18)
         return p.commit_failures, users, off
 
     default_switch = sys.getswitchinterval()

@@ -170,6 +170,15 @@ def _stored(s: Store) -> tuple[list[str], int]:
     return users, off
 
 
+async def _finish(p: Pipeline, s: Store, lines: int) -> tuple[list[str], int]:
+    """Once ``lines`` are handled and stored: what is stored; then stop and close."""
+    await _settle(p, lines)
+    stored = _stored(s)
+    await p.stop()
+    await asyncio.to_thread(s.close)
+    return stored
+
+
 def test_a_queued_backlog_is_stored_in_fewer_transactions_in_order(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -199,9 +208,11 @@ def test_a_queued_backlog_is_stored_in_fewer_transactions_in_order(
 def test_with_nothing_queued_each_batch_is_stored_at_once(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """A live stream: each batch stored before the next is taken, no transaction left in
+    flight (test_store_overlap.py has the backlog's overlap)."""
     _small_batches(monkeypatch)
 
-    async def go() -> list[tuple[int, int]]:
+    async def go() -> list[tuple[int, int, bool]]:
         s = Store(tmp_path)
         await asyncio.to_thread(s.open)
         p = Pipeline(s)
@@ -210,12 +221,12 @@ def test_with_nothing_queued_each_batch_is_stored_at_once(
         for i in range(0, 6, 2):
             await p.emit(_lines(2, i))
             await _settle(p, i + 2)
-            seen.append((len(_stored(s)[0]), _stored(s)[1]))
+            seen.append((len(_stored(s)[0]), _stored(s)[1], p._inflight is None))
         await p.stop()
         await asyncio.to_thread(s.close)
         return seen
 
-    assert asyncio.run(go()) == [(2, 200), (4, 400), (6, 600)]
+    assert asyncio.run(go()) == [(2, 200, True), (4, 400, True), (6, 600, True)]
 
 
 def test_a_value_no_column_takes_inside_a_group_costs_only_its_row(
@@ -282,10 +293,7 @@ def test_a_foreign_lock_holds_the_group_and_loses_nothing(
         finally:
             holder.kill()
             holder.wait()
-        await _settle(p, 12)
-        users, off = _stored(s)
-        await p.stop()
-        await asyncio.to_thread(s.close)
+        users, off = await _finish(p, s, 12)
         return held, users, off, p.commit_failures
 
     held, users, off, failures = asyncio.run(go())
