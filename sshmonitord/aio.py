@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
 async def wait_event(event: asyncio.Event, timeout: float) -> bool:
@@ -24,3 +28,24 @@ async def wait_event(event: asyncio.Event, timeout: float) -> bool:
     except TimeoutError:
         return False
     return True
+
+
+async def bounded(aw: Coroutine[Any, Any, T], timeout: float, name: str | None = None) -> T:
+    """``await aw`` in a task of its own, for at most ``timeout`` seconds (then TimeoutError,
+    and the task is cancelled).
+
+    Not ``asyncio.wait_for``: before Python 3.12 it returns the result when a cancellation
+    of the caller arrives just as ``aw`` finishes (CPython gh-86296); the alert queue's
+    delivery loop then went on after ``stop()`` cancelled it, and ``stop()`` waited for it
+    for ever. The task of its own keeps what wait_for's inner task kept: a library that
+    cancels the task it runs in (anyio < 4, see notify/channels.py) cancels that task, not
+    the caller."""
+    task = asyncio.ensure_future(aw)
+    if name is not None:
+        task.set_name(name)
+    try:
+        async with asyncio.timeout(timeout):
+            return await task
+    finally:
+        if not task.done():
+            task.cancel()

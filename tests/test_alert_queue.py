@@ -331,3 +331,30 @@ def test_a_prepared_message_goes_out_as_it_is_beside_the_alerts(tmp_path):
         q.store.close()
 
     asyncio.run(go())
+
+
+def test_a_stop_arriving_as_a_send_finishes_still_stops_delivery(tmp_path):
+    """stop() cancels the delivery loop; a cancellation arriving just as a channel's send
+    finished was swallowed by asyncio.wait_for before Python 3.12 (CPython gh-86296): the
+    loop went on, and stop(), which waits for it, never returned (seen once in CI). The
+    send here makes that timing certain: it queues the cancel before it returns."""
+
+    class CancelsAsItSends(Recorder):
+        async def send(self, message):
+            flusher = next(t for t in asyncio.all_tasks() if t.get_name() == "alerts-flush")
+            asyncio.get_running_loop().call_soon(flusher.cancel)
+            return await super().send(message)
+
+    async def go():
+        rec = CancelsAsItSends()
+        q = await _queue(tmp_path, [rec])
+        await q.submit([finding()])
+        assert await _until(lambda: rec.messages)
+        flusher = next(t for t in q._tasks if t.get_name() == "alerts-flush")
+        assert await _until(flusher.done, 2.0), "the delivery loop ignored its cancellation"
+        assert flusher.cancelled()
+        async with asyncio.timeout(5):
+            await q.stop()
+        q.store.close()
+
+    asyncio.run(go())

@@ -218,7 +218,8 @@ class HttpChannel(BaseChannel):
                 # uncancel()s it. In our task, that stray request made asyncio.timeout take
                 # its own expiry for someone else's cancellation: a server that did not answer
                 # on a new connection raised CancelledError instead of TimeoutError, and
-                # through the queue's wait_for() the delivery task died as if cancelled.
+                # through the queue's wait (aio.bounded) the delivery task died as if
+                # cancelled.
                 # Cancelling us (the timeout, a shutdown) still cancels the request.
                 resp = await asyncio.create_task(
                     self._client.post(url, json=payload, headers=headers, auth=auth),

@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import log
-from ..aio import wait_event
+from ..aio import bounded, wait_event
 from ..config import NotifyConfig
 from ..events import Finding
 from ..measure import Sample, sample
@@ -442,7 +442,7 @@ class AlertQueue:
     ) -> str | None:
         """Send ``msg``; on failure reschedule or drop ``ids`` and return None."""
         try:
-            return str(await asyncio.wait_for(ch.send(msg), SEND_TIMEOUT))
+            return str(await bounded(ch.send(msg), SEND_TIMEOUT, name=f"send-{ch.name}"))
         except (DeliveryError, TimeoutError, OSError) as exc:
             err = (
                 exc
