@@ -147,7 +147,6 @@ class Pipeline:
         # The transaction being written while the next batches are handled (a backlog):
         # its future (the seconds it took) and its batches (still at the head of ``unstored``).
         self._inflight: tuple[asyncio.Future[float], list[Handled]] | None = None
-        self._inflight_lines = 0
         self._switch: float | None = None  # the interpreter's switch interval to restore
         # When each queued batch was handed over (monotonic), in queue order: how long its
         # lines waited for their events.
@@ -409,12 +408,11 @@ class Pipeline:
             # failure after shutdown is not reported as an exception nobody retrieved.
             commit.add_done_callback(_retrieve)
             self._inflight = (commit, group)
-            self._inflight_lines = sum(b.lines for b in group)
-            await asyncio.sleep(0)  # let it reach the store thread before the loop gets busy
             if overlap and self.store_error is None:
                 if self._switch is None:
                     self._switch = sys.getswitchinterval()
                     sys.setswitchinterval(OVERLAP_SWITCH_INTERVAL)
+                await asyncio.sleep(0)  # let it reach the store thread before the loop gets busy
                 return
 
     async def _collect(self) -> None:
@@ -422,17 +420,16 @@ class Pipeline:
         (see _store_pending)."""
         assert self._inflight is not None
         commit, group = self._inflight
+        failure: Exception | None = None
         try:
             took = await asyncio.shield(commit)
-        except asyncio.CancelledError:
-            raise
         except Exception as exc:
-            self._inflight, self._inflight_lines = None, 0
-            self._restore_switch()
-            self._failed(group, exc)
-            return
-        self._inflight, self._inflight_lines = None, 0
+            failure = exc
+        self._inflight = None
         self._restore_switch()
+        if failure is not None:
+            self._failed(group, failure)
+            return
         self.store_write.observe(took)
         for b in group:
             self.unstored.popleft()
@@ -448,6 +445,10 @@ class Pipeline:
             self.paused_for_store = False
             self._retry_delay = STORE_RETRY_MIN
             self._retry_at = 0.0
+
+    @property
+    def _inflight_lines(self) -> int:
+        return 0 if self._inflight is None else sum(b.lines for b in self._inflight[1])
 
     def _restore_switch(self) -> None:
         if self._switch is not None:
