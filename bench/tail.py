@@ -22,6 +22,7 @@ import argparse
 import asyncio
 import contextlib
 import cProfile
+import gc
 import io
 import json
 import os
@@ -50,6 +51,7 @@ VENV_PYTHON = ROOT / ".venv" / "bin" / "python"
 try:
     import sshmonitord
     from sshmonitord import log as smlog
+    from sshmonitord.cli.daemon import limit_malloc_arenas, tune_gc
     from sshmonitord.events import Line
     from sshmonitord.pipeline import Pipeline
     from sshmonitord.sources.tailer import FileFollower, Tailer
@@ -60,6 +62,12 @@ except ImportError:  # run with a python that lacks the package: use the repo's 
     raise
 
 SCRIPT = str(Path(__file__).resolve())
+# The daemon-path methods (e, f, g) run in a process set up as `sshmonitord` sets up its own:
+# its garbage collector thresholds and malloc arenas (cli/daemon.py), and the start-up heap
+# frozen out of the collector's reach (daemon.py). Without them a run measured CPython's
+# defaults, not the daemon (issue #17). --python-defaults runs them the old way, to show
+# what the settings are worth; the worker is told by this flag.
+DAEMON_PROCESS = True
 MB = 1_000_000  # MB/s means 10^6 bytes per second
 
 
@@ -416,6 +424,9 @@ async def _daemon_path(
     _time_store_thread(store, busy)
     pipeline = _make_pipeline(store, parse, detect)
     await pipeline.start()
+    if DAEMON_PROCESS:
+        gc.collect()  # as Daemon.start does once it is up
+        gc.freeze()
     done = asyncio.Event()
     stall = 0.0
 
@@ -475,6 +486,9 @@ async def _daemon_path(
 
 
 def _run_daemon(path: str, expect: int, parse: bool = False, detect: bool = False) -> RunResult:
+    if DAEMON_PROCESS:
+        tune_gc()
+        limit_malloc_arenas()  # before any thread starts, as in the daemon
     with tempfile.TemporaryDirectory(prefix="tailbench-state-") as state:
         return asyncio.run(_daemon_path(path, expect, state, parse, detect))
 
@@ -505,6 +519,8 @@ RUNNERS: dict[str, Callable[[str, int], RunResult]] = {
 def cmd_worker(args: argparse.Namespace) -> int:
     """Hidden: one timed run of one method, in this fresh process; JSON on stdout."""
     smlog.setup("warning", "console")
+    global DAEMON_PROCESS
+    DAEMON_PROCESS = not args.python_defaults
     if args.profile:
         global STORE_PROFILE
         STORE_PROFILE = cProfile.Profile()
@@ -525,10 +541,14 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_worker(method: str, path: Path, expect: int, profile: int = 0) -> RunResult:
+def run_worker(
+    method: str, path: Path, expect: int, profile: int = 0, python_defaults: bool = False
+) -> RunResult:
     cmd = [sys.executable, SCRIPT, "_worker", method, str(path), "--expect", str(expect)]
     if profile:
         cmd += ["--profile", str(profile)]
+    if python_defaults:
+        cmd.append("--python-defaults")
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise RuntimeError(f"worker {method} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
@@ -536,7 +556,12 @@ def run_worker(method: str, path: Path, expect: int, profile: int = 0) -> RunRes
 
 
 def throughput(
-    lines: int, repeat: int, file: str | None, profile: int, methods: Sequence[str] = ()
+    lines: int,
+    repeat: int,
+    file: str | None,
+    profile: int,
+    methods: Sequence[str] = (),
+    python_defaults: bool = False,
 ) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="tailbench-") as tmp:
         if file:
@@ -560,7 +585,7 @@ def throughput(
                 continue
             runs: list[RunResult] = []
             for i in range(repeat):
-                r = run_worker(method, path, lines)
+                r = run_worker(method, path, lines, python_defaults=python_defaults)
                 note(f"  {method} run {i + 1}/{repeat}: {r.seconds:.3f}s {r.lines} lines")
                 runs.append(r)
             secs = [r.seconds for r in runs]
@@ -586,12 +611,15 @@ def throughput(
         if profile:
             chosen = [m for m, _label in METHODS if not methods or m in methods]
             prof_method = chosen[-1] if chosen else "follower"
-            prof_text = run_worker(prof_method, path, lines, profile).extra.get("profile", "")
+            prof_text = run_worker(prof_method, path, lines, profile, python_defaults).extra.get(
+                "profile", ""
+            )
     return {
         "benchmark": "throughput",
         "env": environment(),
         "file": {"lines": lines, "bytes": size, "mean_line_bytes": round(size / lines, 1)},
         "cache": "warm (file read once before timing; page cache not dropped)",
+        "process": "CPython defaults" if python_defaults else "the daemon's gc and malloc settings",
         "repeat": repeat,
         "results": results,
         "profile": prof_text,
@@ -607,6 +635,7 @@ def print_throughput(doc: dict[str, Any]) -> None:
         f"page cache {doc['cache'].split(' ')[0]}; best and median of {doc['repeat']} runs, "
         "each in a fresh process; MB = 10^6 bytes"
     )
+    print(f"# (e)-(g) run with {doc['process']}")
     rows = []
     for r in doc["results"]:
         rows.append(
@@ -1122,6 +1151,12 @@ def parser() -> argparse.ArgumentParser:
         help="also cProfile one run of the last method chosen (its store thread too) and "
         "print its top N functions",
     )
+    t.add_argument(
+        "--python-defaults",
+        action="store_true",
+        help="run the daemon-path methods (e, f, g) with CPython's default garbage collector "
+        "and malloc settings instead of the daemon's own (shows what those are worth)",
+    )
     common(t)
 
     la = sub.add_parser("latency", help="write() -> Line latency, inotify vs stat() polling")
@@ -1168,6 +1203,7 @@ def parser() -> argparse.ArgumentParser:
     w.add_argument("file")
     w.add_argument("--expect", type=int, required=True)
     w.add_argument("--profile", type=int, default=0)
+    w.add_argument("--python-defaults", action="store_true")
 
     wr = sub.add_parser("_writer")  # internal: the latency benchmark's log writer
     wr.add_argument("path")
@@ -1197,7 +1233,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         unknown = sorted(set(methods) - set(RUNNERS))
         if unknown:
             parser().error(f"unknown method(s): {', '.join(unknown)}")
-        doc = throughput(args.lines, args.repeat, args.file, args.profile, methods)
+        doc = throughput(
+            args.lines, args.repeat, args.file, args.profile, methods, args.python_defaults
+        )
         emit(doc, args.json, print_throughput)
     elif args.cmd == "latency":
         modes = [m.strip() for m in args.modes.split(",") if m.strip()]
