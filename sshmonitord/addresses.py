@@ -15,6 +15,9 @@ decided here too, see :func:`aggregable` and docs/firewall.md.
 from __future__ import annotations
 
 import ipaddress
+from socket import AF_INET6 as _AF_INET6
+from socket import inet_ntoa as _ntoa
+from socket import inet_ntop as _ntop
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -52,11 +55,20 @@ def address_int(ip: IPAddress) -> int:
 
 
 def address_text(ip: IPAddress) -> str:
-    """``str(ip)``, for the rows and JSON written per event: ipaddress's own spelling of an
-    IPv4 address costs four times this one, which gives the same dotted quad."""
+    """``str(ip)``, for the rows and JSON written per event, spelt by the C library.
+
+    ipaddress spells an IPv6 address in Python, at ~3.7 µs (a botnet's addresses are mostly
+    new, so no cache helps); ``inet_ntop`` gives the same text in ~0.4. Both write RFC 5952's
+    form: lower case, no leading zeros, the first longest run of two or more zero groups as
+    "::". They differ only where glibc writes an IPv4 tail (``::a.b.c.d``, ``::ffff:a.b.c.d``),
+    and for a scope id (``%eth0``), which only ipaddress keeps: those go to ``str``.
+    tests/test_addresses.py compares the two on random and edge-case addresses."""
     if type(ip) is _V4:
-        v: int = ip._ip  # type: ignore[attr-defined]
-        return f"{v >> 24}.{(v >> 16) & 255}.{(v >> 8) & 255}.{v & 255}"
+        return _ntoa(ip._ip.to_bytes(4))  # type: ignore[attr-defined]
+    if type(ip) is _V6 and ip._scope_id is None:  # type: ignore[attr-defined]
+        text = _ntop(_AF_INET6, ip._ip.to_bytes(16))  # type: ignore[attr-defined]
+        if "." not in text:
+            return text
     return str(ip)
 
 

@@ -211,17 +211,18 @@ def test_audit_addresses_normalised():
 
 
 def test_module_is_pure():
-    # No I/O, no clock: nothing but ipaddress is imported.
+    # No I/O, no clock: nothing but ipaddress is imported, and from socket only its pure
+    # conversions between an address's bytes and its text.
     import ast
     import inspect
 
     tree = ast.parse(inspect.getsource(addresses))
-    imported = {
-        a.name.split(".")[0]
-        for n in ast.walk(tree)
-        if isinstance(n, ast.Import | ast.ImportFrom)
-        for a in n.names
-    }
+    imported = set()
+    for n in ast.walk(tree):
+        if isinstance(n, ast.ImportFrom) and n.module == "socket":
+            assert {a.name for a in n.names} <= {"AF_INET6", "inet_ntoa", "inet_ntop"}
+        elif isinstance(n, ast.Import | ast.ImportFrom):
+            imported |= {a.name.split(".")[0] for a in n.names}
     assert imported <= {"annotations", "ipaddress"}
 
 
@@ -248,10 +249,35 @@ def test_an_ipv4_address_as_text_is_ipaddress_own(v: int) -> None:
     assert address_text(ip) == str(ip)
 
 
+# Hextets drawn mostly from 0, 1 and ffff: runs of zeros of every length and place, the
+# forms where the C library's spelling could part from ipaddress's.
+_HEXTET = st.one_of(st.sampled_from([0, 0, 0, 1, 0xFFFF]), st.integers(0, 0xFFFF))
+
+
+@given(
+    hextets=st.lists(_HEXTET, min_size=8, max_size=8),
+    v=st.integers(min_value=0, max_value=2**128 - 1),
+)
+def test_an_ipv6_address_as_text_is_ipaddress_own(hextets: list[int], v: int) -> None:
+    from sshmonitord.addresses import address_text
+
+    sparse = 0
+    for h in hextets:
+        sparse = sparse << 16 | h
+    for n in (sparse, v):
+        ip = ipaddress.IPv6Address(n)
+        assert address_text(ip) == str(ip)
+
+
 def test_address_text_edges() -> None:
     from sshmonitord.addresses import address_text
 
     for text in ("0.0.0.0", "255.255.255.255", "10.0.0.1", "1.2.3.4", "::", "::1",
-                 "2001:db8::1", "::ffff:203.0.113.5", "fe80::1:0:0:5"):  # fmt: skip
+                 "2001:db8::1", "::ffff:203.0.113.5", "fe80::1:0:0:5",
+                 # glibc writes these with an IPv4 tail (::1.2.3.4, ::ffff:0:1.2.3.4...):
+                 "::102:304", "::ffff:0:102:304", "::ffff", "::2", "64:ff9b::102:304",
+                 # a single zero group is not "::" in either; the first longest run is
+                 "1:0:2:3:4:5:6:7", "1:0:0:2:0:0:3:4", "1::2:0:0:0:3", "0:0:1::",
+                 "fe80::1%eth0", "fe80::1%<evil>"):  # fmt: skip
         ip = ipaddress.ip_address(text)
         assert address_text(ip) == str(ip), text
