@@ -12,7 +12,7 @@ import itertools
 import json
 import subprocess
 import sys
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from ipaddress import ip_address
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,7 @@ import pytest
 from sshmonitord import pipeline as pipeline_mod
 from sshmonitord.events import Event, FilePosition, Kind, Line, Login
 from sshmonitord.pipeline import Pipeline
-from sshmonitord.store import Store, connect, event_row
+from sshmonitord.store import Store, connect, detail_text, event_row
 from sshmonitord.store import history as history_store
 
 FAIL = "Nov 24 12:00:{s:02d} web1 sshd[{pid}]: Failed password for {user} from {ip} port 4000 ssh2"
@@ -78,6 +78,40 @@ def test_event_row_is_what_it_was() -> None:
               session="s1", detail={}),
     ]  # fmt: skip
     assert [event_row(e) for e in events] == [_old_event_row(e) for e in events]
+
+
+def test_a_remembered_detail_text_is_never_another_details() -> None:
+    """detail_text remembers the JSON of details it has written: values equal to Python but
+    written differently must each get their own text, in either order."""
+    ts = datetime(2026, 11, 24, 12, 0, 1, tzinfo=UTC)
+    later = datetime(2026, 11, 24, 13, 0, 1, tzinfo=timezone(timedelta(hours=1)))
+    assert ts == later
+    pairs = [
+        ({"code": True}, {"code": 1}),  # True == 1, hash(True) == hash(1)
+        ({"code": False}, {"code": 0}),
+        ({"n": 1}, {"n": 1.0}),
+        ({"f": 0.0}, {"f": -0.0}),
+        ({1: "x"}, {True: "x"}),  # keys too: json writes "1" and "true"
+        ({"at": ts}, {"at": later}),  # one instant, two zones: str() differs
+        ({"a": 1, "b": 2}, {"b": 2, "a": 1}),  # equal dicts, written in their own order
+        ({"what": "closed"}, {"what": "closed "}),
+    ]
+    for first, second in pairs:
+        for a, b in ((first, second), (second, first)):
+            for d in (a, b, a, b):
+                assert detail_text(d) == json.dumps(d, ensure_ascii=False, default=str), d
+    # A value that cannot be hashed is written, not remembered.
+    listed = {"keys": ["a", "b"]}
+    assert detail_text(listed) == json.dumps(listed)
+
+
+def test_detail_text_cache_stays_bounded() -> None:
+    from sshmonitord import store
+
+    for i in range(3 * store.DETAIL_TEXT_CACHE):
+        d = {"reason": f"r{i}", "preauth": True}
+        assert detail_text(d) == json.dumps(d)
+    assert len(store._DETAIL_TEXT) <= store.DETAIL_TEXT_CACHE
 
 
 def test_history_save_keeps_first_seen_and_moves_last_seen(tmp_path: Path) -> None:
