@@ -156,3 +156,48 @@ def test_a_locked_database_is_not_mistaken_for_a_damaged_one(tmp_path: Path) -> 
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_a_bounded_read_is_stale_when_the_store_is_stuck_and_never_keeps_a_cancel(
+    tmp_path: Path,
+) -> None:
+    """run_bounded (status and metrics reads): a read the store thread does not answer in
+    time gives the caller's last answer; a cancellation of the caller arriving as the read
+    finishes is raised, not swallowed (asyncio.wait_for swallowed it before Python 3.12)."""
+    import asyncio
+    import threading
+
+    import pytest
+
+    s = Store(tmp_path)
+    s.open()
+    held = threading.Event()
+    try:
+
+        async def main() -> None:
+            # Stuck: the store thread is busy with a long call.
+            busy = asyncio.ensure_future(s.run(lambda _c: held.wait(10)))
+            assert await s.run_bounded(lambda _c: "fresh", "stale", 0.2) == "stale"
+            held.set()
+            await busy
+            assert await s.run_bounded(lambda _c: "fresh", "stale", 5) == "fresh"
+
+            me = asyncio.current_task()
+            assert me is not None
+            plain = s.run
+
+            async def cancel_as_it_returns(fn: object) -> str:
+                me.cancel()  # the caller is stopped just as the read completes
+                return "fresh"
+
+            s.run = cancel_as_it_returns  # type: ignore[method-assign,assignment]
+            try:
+                with pytest.raises(asyncio.CancelledError):
+                    await s.run_bounded(lambda _c: "fresh", "stale", 5)
+            finally:
+                s.run = plain  # type: ignore[method-assign]
+
+        asyncio.run(main())
+    finally:
+        held.set()
+        s.close()

@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 
 from .. import log
 from ..addresses import address_text
+from ..aio import bounded
 from ..events import Event, FilePosition, Finding, Kind
 from .rows import insert_rows
 from .schema import MIGRATIONS, SchemaError, migrate
@@ -89,6 +90,8 @@ def detail_text(detail: dict[str, Any]) -> str:
                 _DETAIL_TEXT.clear()
             _DETAIL_TEXT[key] = text
     return text
+
+
 # str() of a StrEnum member goes through Enum.__str__; a dict lookup does not.
 _KIND_TEXT: dict[Kind, str] = {k: str(k) for k in Kind}
 
@@ -353,9 +356,10 @@ class Store:
     ) -> T:
         """``fn(conn)`` on the store thread if it answers within ``timeout``; else ``stale``
         (the caller's last answer). For status and metrics reads: they must answer even while
-        the store is stuck or failing, which is when they are needed most."""
+        the store is stuck or failing, which is when they are needed most. A cancellation
+        of the caller always propagates (aio.bounded, not asyncio.wait_for: see there)."""
         try:
-            return await asyncio.wait_for(self.run(fn), timeout)
+            return await bounded(self.run(fn), timeout)
         except Exception:
             return stale
 
