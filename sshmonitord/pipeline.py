@@ -332,10 +332,6 @@ class Pipeline:
             now,
         )
 
-    def _commit(self, conn: Any, b: Handled) -> None:
-        """One batch's transaction (store thread): results and the positions after them."""
-        self._commit_group(conn, [b])
-
     def _timed_commit(self, conn: Any, group: list[Handled]) -> float:
         """:meth:`_commit_group`, and the seconds it took (the wait to collect it is not the
         store's: the loop was handling the next batches)."""
