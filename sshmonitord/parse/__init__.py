@@ -149,7 +149,7 @@ class Parser:
         st.lines += 1
         m = _classic_match(text)
         if m is not None:
-            program = m.group(3)
+            stamp, host, program, pid_s = m.groups()
             if program not in PROGRAMS:
                 st.other_programs += 1  # CRON, systemd...: what split_syslog calls OTHER
                 return None
@@ -160,15 +160,14 @@ class Parser:
                 # an exception in the stamp) goes the general way below, which reads the line
                 # again and settles it exactly as before.
                 try:
-                    ts = self.time.classic(m.group(1))
+                    ts = self.time.classic(stamp)
                 except Exception:
                     ts = None
                 msg = text[m.end() :]
                 if ts is not None and not msg.startswith(_REPEATED):
-                    pid_s = m.group(4)
                     head = Prefix(
                         ts,
-                        intern(m.group(2)),
+                        intern(host),
                         intern(program),
                         int(pid_s) if pid_s and len(pid_s) <= 10 else None,
                         msg,
