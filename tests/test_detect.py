@@ -7,6 +7,10 @@ import ipaddress
 import resource
 from datetime import UTC, datetime, timedelta
 
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
 from sshmonitord import config
 from sshmonitord.detect.engine import Engine, History
 from sshmonitord.detect.windows import WindowCounter, addr_key, key_network
@@ -460,3 +464,47 @@ def test_the_same_sshd_pid_on_two_hosts_is_two_connections():
             found += e.feed(c)
         assert rules_of(found) == ["bruteforce"], first  # 2 failures + 2 on the other host
         assert e.by_ip.count(addr_key(ipaddress.ip_address("203.0.113.5")), 0) == 2
+
+
+def _old_source_prefix(ip: ipaddress.IPv4Address | ipaddress.IPv6Address, v4: int, v6: int) -> str:
+    """source_prefix as it was: the address spelt, parsed back as a network."""
+    bits = v4 if ip.version == 4 else v6
+    return str(ipaddress.ip_network(f"{ip}/{bits}", strict=False))
+
+
+@given(
+    v=st.integers(0, 2**128 - 1),
+    v4=st.integers(0, 32),
+    v6=st.integers(0, 128),
+    sparse=st.lists(st.sampled_from([0, 0, 1, 0xFFFF, 0x2001]), min_size=8, max_size=8),
+)
+def test_source_prefix_is_ipaddress_own_network(
+    v: int, v4: int, v6: int, sparse: list[int]
+) -> None:
+    from sshmonitord.detect.engine import source_prefix
+
+    zeros = 0
+    for h in sparse:
+        zeros = zeros << 16 | h
+    for ip in (
+        ipaddress.IPv4Address(v >> 96),
+        ipaddress.IPv6Address(v),
+        ipaddress.IPv6Address(zeros),
+    ):
+        assert source_prefix(ip, v4, v6) == _old_source_prefix(ip, v4, v6)
+
+
+def test_source_prefix_edges() -> None:
+    from sshmonitord.detect.engine import source_prefix
+
+    for text in ("0.0.0.0", "255.255.255.255", "203.0.113.77", "::", "::1", "::ffff:1.2.3.4",
+                 "::1.2.3.4", "2001:db8::1", "fe80::1%eth0", "fe80::1%9"):  # fmt: skip
+        ip = ipaddress.ip_address(text)
+        for v4, v6 in ((24, 48), (32, 128), (0, 0), (8, 16)):
+            assert source_prefix(ip, v4, v6) == _old_source_prefix(ip, v4, v6), (text, v4, v6)
+    # A prefix the config would refuse: the same error as before.
+    for bits in (33, -1):
+        with pytest.raises(ValueError):
+            source_prefix(ipaddress.IPv4Address("192.0.2.1"), bits, 48)
+        with pytest.raises(ValueError):
+            _old_source_prefix(ipaddress.IPv4Address("192.0.2.1"), bits, 48)
