@@ -112,6 +112,11 @@ def test_detail_text_cache_stays_bounded() -> None:
         d = {"reason": f"r{i}", "preauth": True}
         assert detail_text(d) == json.dumps(d)
     assert len(store._DETAIL_TEXT) <= store.DETAIL_TEXT_CACHE
+    # Attacker text (a disconnect reason) makes long, one-off details: written, not kept.
+    store._DETAIL_TEXT.clear()
+    long = {"preauth": True, "reason": "x" * store.DETAIL_TEXT_MAX}
+    assert detail_text(long) == json.dumps(long)
+    assert not store._DETAIL_TEXT
 
 
 def test_history_save_keeps_first_seen_and_moves_last_seen(tmp_path: Path) -> None:

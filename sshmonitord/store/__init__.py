@@ -69,10 +69,13 @@ _encode_detail = json.JSONEncoder(ensure_ascii=False, default=str).encode
 # The key holds the type of every key and value besides the items: True == 1 and hashes
 # alike, but one is written "true", the other "1". Only details of plain JSON values are
 # remembered: equal values of another type (two datetimes of one instant in two zones) may
-# be written differently, and so may floats (0.0 == -0.0). Cleared when full.
+# be written differently, and so may floats (0.0 == -0.0). Only texts of up to 100
+# characters (what a log repeats is short: {"preauth": true, "what": "closed"}), 128 of them,
+# cleared when full: ~56 KiB at most when an attacker fills them with texts of his own.
 _DETAIL_TEXT: dict[tuple[Any, ...], str] = {}
 _PLAIN = frozenset({str, int, bool, type(None)})
-DETAIL_TEXT_CACHE = 1024
+DETAIL_TEXT_CACHE = 128
+DETAIL_TEXT_MAX = 100
 
 
 def detail_text(detail: dict[str, Any]) -> str:
@@ -85,7 +88,11 @@ def detail_text(detail: dict[str, Any]) -> str:
     if text is None:
         text = _encode_detail(detail)
         n = len(detail)
-        if all(t is str for t in key[n : 2 * n]) and _PLAIN.issuperset(key[2 * n :]):
+        if (
+            len(text) <= DETAIL_TEXT_MAX
+            and all(t is str for t in key[n : 2 * n])
+            and _PLAIN.issuperset(key[2 * n :])
+        ):
             if len(_DETAIL_TEXT) >= DETAIL_TEXT_CACHE:
                 _DETAIL_TEXT.clear()
             _DETAIL_TEXT[key] = text
