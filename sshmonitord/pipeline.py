@@ -521,9 +521,12 @@ class Pipeline:
         if self.engine is None:
             return []
         out: list[Finding] = []
+        feed = self.engine.feed
         for ev in events:
             try:
-                out.extend(self.engine.feed(ev))
+                found = feed(ev)
+                if found:
+                    out.extend(found)
             except Exception:
                 # A rule bug must not stop the stream: count it, log the event, go on.
                 self.engine_errors += 1
