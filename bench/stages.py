@@ -1,0 +1,195 @@
+#!/usr/bin/env python3
+"""Each stage of a line's way, in µs per line, for this tree and an older one side by side.
+
+    bench/stages.py --file FILE [--lines 200000] [--baseline TREE] [--rounds 3] [--runs 5]
+
+Whole-program figures (bench/replay.py, bench/tail.py) move 5-10 % from one run to the next
+on a shared machine: too much to see a change of a few per cent in one stage. This script
+times the stages on their own, in fresh processes, the two trees taking turns, and keeps
+the best of many runs:
+
+- ``parse``: ``Parser.parse_text`` over the lines, in batches of 1,024 (as replay does);
+- ``detect``: ``Engine.feed`` over those events on the default rules (as replay does: every
+  event, including the ones no rule reads);
+- ``pack``, ``pickle``, ``unpickle``, ``unpack``: replay's hand-off between its parse process
+  and the detecting one (sshmonitord/parse_worker.py), per batch of 1,024 lines;
+- ``row``: ``store.event_row`` of every event (the daemon's events table).
+
+Each worker process sets up its garbage collector as the daemon and replay do (``tune_gc``).
+Every figure is per *line* of the file (not per event), so the stages add up. With
+``--baseline TREE`` (e.g. ``git worktree add /tmp/prev a6395c2``), the same is run on that
+tree's code, with this script, on the same interpreter. A stage the older tree lacks shows
+"-". Nothing here writes outside a temporary directory or needs root.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV_PYTHON = ROOT / ".venv" / "bin" / "python"
+STAGES = ("parse", "detect", "pack", "pickle", "unpickle", "unpack", "row")
+
+
+def worker(path: str, lines: int, runs: int) -> dict[str, list[float]]:
+    """Time every stage ``runs`` times in this process; µs per line for each run."""
+    import pickle
+    from datetime import UTC, datetime
+
+    from sshmonitord.cli.daemon import tune_gc
+    from sshmonitord.config import Config
+    from sshmonitord.detect.engine import Engine, History
+    from sshmonitord.parse import Parser
+    from sshmonitord.store import event_row
+
+    try:
+        from sshmonitord import parse_worker as pw
+    except ImportError:  # a tree from before replay's two processes
+        pw = None  # type: ignore[assignment]
+
+    tune_gc()
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        text = [line.rstrip("\n") for _, line in zip(range(lines), fh, strict=False)]
+    n = len(text)
+    batches = [text[i : i + 1024] for i in range(0, n, 1024)]
+    reference = datetime.fromtimestamp(os.stat(path).st_mtime, UTC)
+    out: dict[str, list[float]] = {s: [] for s in STAGES}
+
+    def per_line(t0: float) -> float:
+        return (time.perf_counter() - t0) / n * 1e6
+
+    for _ in range(runs):
+        parser = Parser(reference=reference)
+        parse = parser.parse_text
+        t0 = time.perf_counter()
+        events = [[ev for ev in map(parse, b) if ev is not None] for b in batches]
+        out["parse"].append(per_line(t0))
+
+        engine = Engine(Config().detection, History(), zone=UTC)
+        feed = engine.feed
+        t0 = time.perf_counter()
+        for evs in events:
+            for ev in evs:
+                feed(ev)
+        out["detect"].append(per_line(t0))
+
+        if pw is not None:
+            pack = pw.pack
+            t0 = time.perf_counter()
+            packed = [[pack(ev) for ev in evs] for evs in events]
+            out["pack"].append(per_line(t0))
+            t0 = time.perf_counter()
+            frames = [pickle.dumps(p, pickle.HIGHEST_PROTOCOL) for p in packed]
+            out["pickle"].append(per_line(t0))
+            t0 = time.perf_counter()
+            loaded = [pickle.loads(f) for f in frames]
+            out["unpickle"].append(per_line(t0))
+            unpack = pw.Unpacker()
+            t0 = time.perf_counter()
+            for p in loaded:
+                for t in p:
+                    unpack(t)
+            out["unpack"].append(per_line(t0))
+            del packed, frames, loaded
+
+        t0 = time.perf_counter()
+        for evs in events:
+            for ev in evs:
+                event_row(ev)
+        out["row"].append(per_line(t0))
+        del events, engine, parser
+    return out
+
+
+def run_worker(tree: Path, path: str, lines: int, runs: int) -> dict[str, list[float]]:
+    # The tree first on sys.path: its sshmonitord, not the one installed here. An editable
+    # install's finder would still lend a module the tree lacks from this checkout: it goes.
+    boot = (
+        f"import sys; sys.path.insert(0, {str(tree)!r}); "
+        "sys.meta_path[:] = [f for f in sys.meta_path "
+        "if not getattr(f, '__module__', '').startswith('__editable__')]; "
+        "import json; from stages import worker; "
+        f"print(json.dumps(worker({path!r}, {lines}, {runs})))"
+    )
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent))
+    proc = subprocess.run(
+        [sys.executable, "-c", boot],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd="/",
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise SystemExit(f"bench/stages.py: the worker on {tree} failed:\n{proc.stderr[-2000:]}")
+    return dict(json.loads(proc.stdout))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        prog="bench/stages.py",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    ap.add_argument("--file", required=True, help="an auth.log (bench/gen_authlog.py writes one)")
+    ap.add_argument("--lines", type=int, default=200_000, help="lines read from it (200000)")
+    ap.add_argument("--baseline", type=Path, help="an older tree to time beside this one")
+    ap.add_argument("--rounds", type=int, default=3, help="fresh processes per tree (3)")
+    ap.add_argument("--runs", type=int, default=5, help="timed runs in each process (5)")
+    ap.add_argument("--json", action="store_true", help="one JSON document on stdout")
+    args = ap.parse_args(argv)
+    if not os.path.exists(args.file):
+        ap.error(f"no such file: {args.file}")
+    if args.baseline is not None and not (args.baseline / "sshmonitord").is_dir():
+        ap.error(f"--baseline {args.baseline}: no sshmonitord/ in it")
+
+    trees = {"this": ROOT}
+    if args.baseline is not None:
+        trees["baseline"] = args.baseline.resolve()
+    runs: dict[str, dict[str, list[float]]] = {t: {s: [] for s in STAGES} for t in trees}
+    for r in range(args.rounds):
+        for name, tree in trees.items():
+            print(f"  round {r + 1}/{args.rounds}: {name}", file=sys.stderr, flush=True)
+            for stage, values in run_worker(tree, args.file, args.lines, args.runs).items():
+                runs[name][stage].extend(values)
+
+    doc: dict[str, Any] = {"file": args.file, "lines": args.lines, "trees": {}}
+    for name, tree in trees.items():
+        doc["trees"][name] = {
+            "path": str(tree),
+            "best_us_per_line": {s: round(min(v), 3) for s, v in runs[name].items() if v},
+            "median_us_per_line": {
+                s: round(statistics.median(v), 3) for s, v in runs[name].items() if v
+            },
+        }
+    if args.json:
+        json.dump(doc, sys.stdout, indent=2)
+        print()
+        return 0
+    print(f"# {args.file}, first {args.lines} lines; µs per line, best (median) of ", end="")
+    print(f"{args.rounds} processes x {args.runs} runs per tree")
+    print(f"{'stage':10s}" + "".join(f"{n:>22s}" for n in trees))
+    for s in STAGES:
+        cells = []
+        for name in trees:
+            t = doc["trees"][name]
+            if s in t["best_us_per_line"]:
+                cells.append(f"{t['best_us_per_line'][s]:.2f} ({t['median_us_per_line'][s]:.2f})")
+            else:
+                cells.append("-")
+        print(f"{s:10s}" + "".join(f"{c:>22s}" for c in cells))
+    return 0
+
+
+if __name__ == "__main__":
+    if VENV_PYTHON.exists() and Path(sys.prefix).resolve() != VENV_PYTHON.parent.parent.resolve():
+        os.execv(str(VENV_PYTHON), [str(VENV_PYTHON), str(Path(__file__).resolve()), *sys.argv[1:]])
+    sys.exit(main())
