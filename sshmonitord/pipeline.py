@@ -49,8 +49,6 @@ if TYPE_CHECKING:
 
 QUEUE_BATCHES = 64  # bounded: a stuck consumer pushes back on the sources, never grows memory
 MAX_BATCH_LINES = 5000
-# Lines handled (acted on) but not yet stored, at most; then the sources wait for the store.
-MAX_UNSTORED_LINES = 20_000
 STORE_RETRY_MIN, STORE_RETRY_MAX = 0.5, 30.0  # seconds between attempts while it fails
 # While more batches wait in the queue (a backlog: start-up, a burst), handled batches are
 # stored together, up to this many lines in one transaction: each commit rewrites every page
@@ -58,6 +56,12 @@ STORE_RETRY_MIN, STORE_RETRY_MAX = 0.5, 30.0  # seconds between attempts while i
 # commits write far less per line. Acting never waits for it; with the queue empty every
 # batch is stored at once, as before.
 GROUP_COMMIT_LINES = 15_000
+# Lines handled (acted on) but not yet stored, at most; then the sources wait for the store.
+# Room for one group in flight and the next one formed behind it: with 20,000, a 1M-line
+# backlog's loop could run only 5,000 lines ahead of a 15,000-line commit and waited 7.4 s
+# for the store (bench/tail.py throughput, 1M lines: (f) 43.3k -> 48.6k lines/s, (g) 32.8k
+# -> 37.2k at 40,000). Each held line costs ~0.7 KB while it waits.
+MAX_UNSTORED_LINES = 2 * GROUP_COMMIT_LINES + MAX_BATCH_LINES  # 35,000
 # While a transaction is in flight and the loop's thread handles the next batches, each GIL
 # hand-back the store thread waits for (after every SQLite statement) lasts up to the
 # interpreter's switch interval: 5 ms by default, 0.5 ms meanwhile. Restored when the

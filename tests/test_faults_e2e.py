@@ -41,6 +41,8 @@ import pytest
 from conftest import DaemonProc, need
 from netns import NetnsPair, wait_until
 
+from sshmonitord.pipeline import MAX_UNSTORED_LINES
+
 pytest_plugins = ["netns", "mailservers"]  # netns_pair; http_server (a real webhook receiver)
 
 PER_ADDRESS = 5  # the bruteforce rule's default threshold (config.py BruteforceRule)
@@ -342,17 +344,17 @@ def test_disk_full_bans_anyway_and_stores_everything_once_space_is_back(
 def test_disk_full_holds_at_most_the_bound_then_pauses_the_sources(
     state_tmpfs: Path, daemon_factory: Any, tmp_path: Path
 ) -> None:
-    """Past ``MAX_UNSTORED_LINES`` (20k) handled-but-unstored lines the sources wait
+    """Past ``MAX_UNSTORED_LINES`` (35k) handled-but-unstored lines the sources wait
     (back-pressure, never a drop); when space is back every line is stored once."""
     t_start = time.monotonic()
     d, log = start_on_empty_log(daemon_factory, tmp_path)
     db = state_tmpfs / "sshmonitor.db"
     fill(state_tmpfs)
-    total = 30_000
+    total = 45_000
     # Single failures from distinct addresses and users: no rule fires, only volume.
     append(
         log,
-        [failed(f"10.{i // 62500}.{i // 250 % 250}.{i % 250 + 1}", 30000 + i, user=f"u{i}")
+        [failed(f"10.{i // 62500}.{i // 250 % 250}.{i % 250 + 1}", 10000 + i, user=f"u{i}")
          for i in range(total)],
     )  # fmt: skip
     seen: dict[str, Any] = {}
@@ -365,10 +367,10 @@ def test_disk_full_holds_at_most_the_bound_then_pauses_the_sources(
     assert poll(paused, 20, step=0.3) is not None, seen.get("store")
     held = seen["store"]["unstored_lines"]
     print(f"\npaused with {held} lines held")
-    assert 20_000 <= held < total, held
+    assert MAX_UNSTORED_LINES <= held < total, held
     assert "pausing the sources" in d.log_text()
     assert stored_offset(db, log) in (None, 0)
-    # Space is back (more than the filler held: 30k events need ~10 MB).
+    # Space is back (more than the filler held: 45k events need ~15 MB).
     r = subprocess.run(["mount", "-o", "remount,size=64m", str(state_tmpfs)], capture_output=True)
     assert r.returncode == 0, r.stderr
     took = poll(
