@@ -59,8 +59,8 @@ GROUP_COMMIT_LINES = 15_000
 # Lines handled (acted on) but not yet stored, at most; then the sources wait for the store.
 # Room for one group in flight and the next one formed behind it: with 20,000, a 1M-line
 # backlog's loop could run only 5,000 lines ahead of a 15,000-line commit and waited 7.4 s
-# for the store (bench/tail.py throughput, 1M lines: (f) 43.3k -> 48.6k lines/s, (g) 32.8k
-# -> 37.2k at 40,000). Each held line costs ~0.7 KB while it waits.
+# for the store (bench/tail.py throughput, 1M lines: (f) 43.3k -> 47.1k lines/s, (g) 32.8k
+# -> 37.5k). Each held line costs ~0.7 KB while it waits.
 MAX_UNSTORED_LINES = 2 * GROUP_COMMIT_LINES + MAX_BATCH_LINES  # 35,000
 # While a transaction is in flight and the loop's thread handles the next batches, each GIL
 # hand-back the store thread waits for (after every SQLite statement) lasts up to the
