@@ -56,7 +56,9 @@ class Line:
 
     ``text`` is the decoded line without its newline. ``fields`` carries structured
     journal fields when the source is the journal (MESSAGE, _PID, ...), else None.
-    ``position`` is the resumable position *after* this line. ``audit_user``: see below.
+    ``position`` is the resumable position *after* this line, or None: a file source built
+    with ``each_position=False`` gives it only to the last Line of each read, and a
+    consumer keeps the last position it saw. ``audit_user``: see below.
     """
 
     text: str

@@ -278,8 +278,10 @@ class Pipeline:
                 retired.append(key)
                 continue
             n += 1
-            pos = item.position
-            if isinstance(pos, FilePosition):
+            pos = item.position  # None on most lines of a file read (FileFollower._split)
+            if pos is None:
+                pass
+            elif isinstance(pos, FilePosition):
                 key = (pos.path, pos.dev, pos.inode)
                 files[key] = pos
                 if key in retired:

@@ -334,7 +334,7 @@ CHILD = textwrap.dedent(
         p._commit_group = slow
         await p.start()
         t = Tailer([path], p.emit, positions, start_at="beginning", poll_interval=0.2,
-                   max_line_length=16384, use_inotify=False)
+                   max_line_length=16384, use_inotify=False, each_position=False)
         await t.start()
         said = False
         while True:

@@ -119,6 +119,9 @@ def build(
                 float(s.poll_interval),
                 s.max_line_length,
                 saved_times=saved_times,
+                # The pipeline stores a batch's last position per file: the others are waste.
+                # auditd's source groups records by position, so it keeps one on every Line.
+                each_position=False,
             )
         ]
     if s.audit.enabled:
