@@ -878,8 +878,9 @@ class FileFollower:
         no NUL or CR, none too long): one decode for all, and one FilePosition, on the last
         Line. A batch is stored with the last position it holds, and a read's Lines are never
         split between batches (the pipeline takes each hand-over whole), so the positions
-        before it would only be overwritten; building them was a fifth of the tailer's time
-        on a backlog (issue #17). Blank lines make no Line, here as in _make."""
+        before it would only be overwritten. Of the tailer's 1.55 µs a line on a backlog,
+        those positions took ~0.7 and decoding line by line ~0.5 (issue #17: 0.72 µs now).
+        Blank lines make no Line, here as in _make."""
         texts = data[:size].decode("ascii").split("\n")
         texts.pop()  # after the last newline: nothing
         path = self.path
