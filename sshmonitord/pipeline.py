@@ -1,15 +1,16 @@
 """The handling stage between sources and the store.
 
-Sources put batches of :class:`Line` (and :class:`Retired` markers) on one bounded queue; a
-single consumer handles them in order: parse, detect, **act** (firewall bans, alerts), then,
-in **one SQLite transaction per batch**, store the batch's results together with the
-positions after it. A crash therefore loses nothing that was not stored and repeats nothing
-that was: on restart the sources resume exactly at the stored positions. While a backlog is
-queued (start-up, a burst) consecutive batches share one transaction, up to
-``GROUP_COMMIT_LINES``: the same rows and positions, written in order, with far fewer pages
-rewritten per line; once the queue is empty every batch is stored as soon as it is handled.
-In a backlog the next batches are handled while the store thread writes the last group: one
-transaction in flight at most, collected before the next begins (``_store_pending``).
+Sources put batches of :class:`Line` (and :class:`Retired` markers) on one queue, bounded in
+batches and in lines; a single consumer handles them in order: parse, detect, **act**
+(firewall bans, alerts), then, in **one SQLite transaction per batch**, store the batch's
+results together with the positions after it. A crash therefore loses nothing that was not
+stored and repeats nothing that was: on restart the sources resume exactly at the stored
+positions. While a backlog is queued (start-up, a burst) consecutive batches share one
+transaction, up to ``GROUP_COMMIT_LINES``: the same rows and positions, written in order, with
+far fewer pages rewritten per line; once the queue is empty every batch is stored as soon as
+it is handled. In a backlog the next batches are handled while the store thread writes the
+last group: one transaction in flight at most, collected before the next begins
+(``_store_pending``).
 
 Acting comes before storing so that protection fails closed: when the store cannot write
 (disk full, another process holding the lock, I/O errors) bans are still placed and alerts
@@ -49,6 +50,11 @@ if TYPE_CHECKING:
 
 QUEUE_BATCHES = 64  # bounded: a stuck consumer pushes back on the sources, never grows memory
 MAX_BATCH_LINES = 5000
+# Lines queued at most (a source waits in emit() above it): batches alone do not bound the
+# memory, since a backlog's hand-overs carry 5,000-7,000 lines each and 64 of them held
+# ~440k Lines (bench/tail.py on 1M lines; ~100 MB). Room for two or three hand-overs is all
+# the consumer needs to find the next batch waiting when it takes one.
+QUEUE_LINES = 4 * MAX_BATCH_LINES
 STORE_RETRY_MIN, STORE_RETRY_MAX = 0.5, 30.0  # seconds between attempts while it fails
 # While more batches wait in the queue (a backlog: start-up, a burst), handled batches are
 # stored together, up to this many lines in one transaction: each commit rewrites every page
@@ -111,6 +117,7 @@ class Pipeline:
         on_findings: Callable[[list[Finding]], Any] | None = None,
         trace: bool = False,
         maxsize: int = QUEUE_BATCHES,
+        max_queued_lines: int = QUEUE_LINES,
         sessions: SessionTracker | None = None,
         max_unstored_lines: int = MAX_UNSTORED_LINES,
         on_found: Callable[[list[Finding]], None] | None = None,
@@ -131,6 +138,10 @@ class Pipeline:
         self.engine_errors = 0
         self.trace = trace
         self.queue: asyncio.Queue[list[Line | Retired]] = asyncio.Queue(maxsize)
+        self.queued_lines = 0  # items in the queue's batches
+        self.max_queued_lines = max_queued_lines
+        self._room = asyncio.Event()  # set while queued_lines is under the bound
+        self._room.set()
         self._task: asyncio.Task[None] | None = None
         self.lines = 0
         self.events = 0
@@ -160,9 +171,14 @@ class Pipeline:
         self.log = log.get("pipeline")
 
     async def emit(self, batch: list[Line | Retired]) -> None:
-        """Called by sources; waits while the queue is full (back-pressure)."""
+        """Called by sources; waits while the queue is full (back-pressure): QUEUE_BATCHES
+        batches, or QUEUE_LINES lines (a batch is let in below it, whatever its size)."""
         if batch:
+            while self.queued_lines >= self.max_queued_lines:
+                self._room.clear()
+                await self._room.wait()
             await self.queue.put(batch)
+            self.queued_lines += len(batch)
             self._emitted.append(time.monotonic())
 
     async def start(self) -> None:
@@ -186,6 +202,9 @@ class Pipeline:
                 items.extend(nxt)
                 sizes.append(len(nxt))
             taken = len(sizes)
+            self.queued_lines -= len(items)
+            if self.queued_lines < self.max_queued_lines:
+                self._room.set()
             emitted = [self._emitted.popleft() for _ in range(min(taken, len(self._emitted)))]
             await self._handle(items, emitted, sizes)
             for _ in range(taken):
@@ -594,6 +613,7 @@ class Pipeline:
                 "events": self.events,
                 "batches": self.batches,
                 "queued_batches": self.queue.qsize(),
+                "queued_lines": self.queued_lines,
                 "findings": self.findings,
                 "engine_errors": self.engine_errors,
                 "commit_failures": self.commit_failures,
