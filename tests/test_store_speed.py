@@ -80,43 +80,60 @@ def test_event_row_is_what_it_was() -> None:
     assert [event_row(e) for e in events] == [_old_event_row(e) for e in events]
 
 
-def test_a_remembered_detail_text_is_never_another_details() -> None:
-    """detail_text remembers the JSON of details it has written: values equal to Python but
-    written differently must each get their own text, in either order."""
-    ts = datetime(2026, 11, 24, 12, 0, 1, tzinfo=UTC)
-    later = datetime(2026, 11, 24, 13, 0, 1, tzinfo=timezone(timedelta(hours=1)))
-    assert ts == later
-    pairs = [
-        ({"code": True}, {"code": 1}),  # True == 1, hash(True) == hash(1)
-        ({"code": False}, {"code": 0}),
-        ({"n": 1}, {"n": 1.0}),
-        ({"f": 0.0}, {"f": -0.0}),
-        ({1: "x"}, {True: "x"}),  # keys too: json writes "1" and "true"
-        ({"at": ts}, {"at": later}),  # one instant, two zones: str() differs
-        ({"a": 1, "b": 2}, {"b": 2, "a": 1}),  # equal dicts, written in their own order
-        ({"what": "closed"}, {"what": "closed "}),
-    ]
-    for first, second in pairs:
-        for a, b in ((first, second), (second, first)):
-            for d in (a, b, a, b):
-                assert detail_text(d) == json.dumps(d, ensure_ascii=False, default=str), d
-    # A value that cannot be hashed is written, not remembered.
-    listed = {"keys": ["a", "b"]}
-    assert detail_text(listed) == json.dumps(listed)
+DETAILS_OF_EVERY_SHAPE: list[dict[Any, Any]] = [
+    {},
+    {"preauth": True},
+    {"invalid_user": True, "preauth": True, "what": "closed"},
+    {"code": 11, "preauth": True, "reason": "Bye Bye"},
+    # Attacker text: quotes, backslashes, controls, a line break, RTL override, non-BMP.
+    {"reason": 'x" , "ip": "6.6.6.6\\\n\x00\x1b[31m\u202e\U0001f600 naïve'},
+    {"code": True}, {"code": 1}, {"code": False}, {"code": 0}, {"n": 1.0},
+    {"f": 0.0}, {"f": -0.0}, {"f": float("nan")}, {"f": float("inf")}, {"f": -float("inf")},
+    {"f": 1e300}, {"f": 0.1}, {"big": 2**70}, {"neg": -5}, {"none": None},
+    {1: "x"}, {True: "x"}, {None: "x"}, {1.5: "x"},  # json writes the keys as text
+    {"a": 1, "b": 2}, {"b": 2, "a": 1},  # written in their own order
+    {"keys": ["a", "b"], "nested": {"t": (1, 2), "d": {"x": [None, True]}}},
+    # A value json cannot encode is written with str(), as before.
+    {"at": datetime(2026, 11, 24, 12, 0, 1, tzinfo=UTC)},
+    {"at": datetime(2026, 11, 24, 13, 0, 1, tzinfo=timezone(timedelta(hours=1)))},
+    {"ip": ip_address("2001:db8::1"), "set": frozenset()},
+]  # fmt: skip
 
 
-def test_detail_text_cache_stays_bounded() -> None:
+@pytest.mark.parametrize("c_encoder", [True, False], ids=["c-encoder", "pure-python"])
+def test_detail_text_is_what_json_dumps_writes(
+    c_encoder: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """detail_text calls json's C encoder directly (issue #17): every detail must come out
+    exactly as ``json.dumps(d, ensure_ascii=False, default=str)`` writes it, each of two
+    values equal to Python (True and 1, 0.0 and -0.0, one instant in two zones) its own way,
+    in any order; and so without the C accelerator."""
     from sshmonitord import store
 
-    for i in range(3 * store.DETAIL_TEXT_CACHE):
-        d = {"reason": f"r{i}", "preauth": True}
-        assert detail_text(d) == json.dumps(d)
-    assert len(store._DETAIL_TEXT) <= store.DETAIL_TEXT_CACHE
-    # Attacker text (a disconnect reason) makes long, one-off details: written, not kept.
-    store._DETAIL_TEXT.clear()
-    long = {"preauth": True, "reason": "x" * store.DETAIL_TEXT_MAX}
-    assert detail_text(long) == json.dumps(long)
-    assert not store._DETAIL_TEXT
+    if not c_encoder:
+        monkeypatch.setattr(store, "_c_encode_detail", None)
+    else:
+        assert store._c_encode_detail is not None  # CPython has it: the fast path is tested
+    for d in DETAILS_OF_EVERY_SHAPE + DETAILS_OF_EVERY_SHAPE[::-1]:
+        assert detail_text(d) == json.dumps(d, ensure_ascii=False, default=str), d
+
+
+def test_detail_text_refuses_what_json_dumps_refuses() -> None:
+    """Without the C encoder's circular-reference check, a detail that nests itself still
+    raises what json.dumps raises (and the next detail is written normally)."""
+    loop: dict[str, Any] = {"a": 1}
+    loop["self"] = loop
+    with pytest.raises(ValueError, match="Circular reference"):
+        json.dumps(loop, ensure_ascii=False, default=str)
+    with pytest.raises(ValueError, match="Circular reference"):
+        detail_text(loop)
+    deep: list[Any] = []
+    cur = deep
+    for _ in range(100):  # nested, not circular: written in full
+        cur.append([])
+        cur = cur[0]
+    assert detail_text({"deep": deep}) == json.dumps({"deep": deep})
+    assert detail_text({"preauth": True}) == '{"preauth": true}'
 
 
 def test_history_save_keeps_first_seen_and_moves_last_seen(tmp_path: Path) -> None:

@@ -61,42 +61,33 @@ WAL_CHECKPOINT_PAGES = 10_000
 SQLITE_CORRUPT = 11
 SQLITE_NOTADB = 26
 
-# Built once: json.dumps with keyword arguments builds a new encoder on every call, which
-# cost more than the rest of an event's row (bench/tail.py throughput, method (f)).
+# The C encoder behind json.dumps, called directly: JSONEncoder.encode builds it again on
+# every call, which cost more than the rest of an event's row (bench/tail.py throughput,
+# method (f)), and a cache of the texts by value saved only part of that (issue #17).
+# Without the circular-reference check (the parsers' details are flat dicts of plain values);
+# a detail that nests itself recurses until RecursionError and then goes through the
+# checked encoder, which reports it as before. Without the C accelerator (not CPython), the
+# pure-Python encoder.
 _encode_detail = json.JSONEncoder(ensure_ascii=False, default=str).encode
-# A detail's JSON, by its contents: a log of 200k lines holds a few hundred different details
-# ({"preauth": true} on most), and encoding one costs 1-1.4 µs where the lookup costs 0.5.
-# The key holds the type of every key and value besides the items: True == 1 and hashes
-# alike, but one is written "true", the other "1". Only details of plain JSON values are
-# remembered: equal values of another type (two datetimes of one instant in two zones) may
-# be written differently, and so may floats (0.0 == -0.0). Only texts of up to 100
-# characters (what a log repeats is short: {"preauth": true, "what": "closed"}), 128 of them,
-# cleared when full: ~56 KiB at most when an attacker fills them with texts of his own.
-_DETAIL_TEXT: dict[tuple[Any, ...], str] = {}
-_PLAIN = frozenset({str, int, bool, type(None)})
-DETAIL_TEXT_CACHE = 128
-DETAIL_TEXT_MAX = 100
+_c_make_encoder: Any = getattr(json.encoder, "c_make_encoder", None)
+_c_encode_detail: Any = (
+    None
+    if _c_make_encoder is None
+    else _c_make_encoder(
+        None, str, json.encoder.encode_basestring, None, ": ", ", ", False, False, True
+    )
+)
 
 
 def detail_text(detail: dict[str, Any]) -> str:
-    """``detail`` as the JSON text the events table holds."""
-    key = (*detail.items(), *map(type, detail), *map(type, detail.values()))
-    try:
-        text = _DETAIL_TEXT.get(key)
-    except TypeError:  # a value that cannot be hashed (none of the parsers' details has one)
+    """``detail`` as the JSON text the events table holds: what ``json.dumps(detail,
+    ensure_ascii=False, default=str)`` writes."""
+    if _c_encode_detail is None:
         return _encode_detail(detail)
-    if text is None:
-        text = _encode_detail(detail)
-        n = len(detail)
-        if (
-            len(text) <= DETAIL_TEXT_MAX
-            and all(t is str for t in key[n : 2 * n])
-            and _PLAIN.issuperset(key[2 * n :])
-        ):
-            if len(_DETAIL_TEXT) >= DETAIL_TEXT_CACHE:
-                _DETAIL_TEXT.clear()
-            _DETAIL_TEXT[key] = text
-    return text
+    try:
+        return "".join(_c_encode_detail(detail, 0))
+    except RecursionError:
+        return _encode_detail(detail)
 
 
 # str() of a StrEnum member goes through Enum.__str__; a dict lookup does not.
