@@ -43,6 +43,15 @@ KEY_METHODS = frozenset({"publickey", "hostbased", "gssapi-with-mic"})
 # The Failed lines that restate sshd's own "PAM: <error> for X from A" of the same prompt.
 PAM_RESTATED_BY = frozenset({"keyboard-interactive/pam", "keyboard-interactive", "password"})
 FOLLOW_UPS = frozenset({Kind.PREAUTH_DISCONNECT, Kind.PROTOCOL_ERROR, Kind.MAX_AUTH_EXCEEDED})
+# A connection (sshd pid) is remembered this long after its last counted failure, log time:
+# its follow-ups (closed, disconnected, maximum attempts) come within its life, which sshd's
+# LoginGraceTime (120 s by default) ends before authentication; the connection memory
+# (parse/connections.py, PREAUTH_MAX_AGE) trusts one no longer either. Longer, the pid may
+# be another connection's: pids are reused, and its first line would be taken for a
+# follow-up and not counted. It also bounds the memory: held by count alone (100,000), the
+# two dicts and their pid strings took ~16 MB of a 1M-line replay.
+SESSION_MAX_AGE = 600.0
+SESSION_EXPIRY_EVERY = 1023  # a mask: every 1,024 counted failures
 EVIDENCE_KEEP = 6  # log lines kept per address as an alert's evidence
 # Evidence is kept for the most recently active addresses only: a botnet of a million
 # one-shot addresses must not hold a million log lines in memory. An address that keeps
@@ -80,6 +89,7 @@ _ACTION = {str(a): a for a in Action}
 SPRAY_KEEP = 100  # addresses remembered per user name failing against it
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 NEVER = float("-inf")
+_NO_PAM = (0, NEVER)
 
 
 @dataclass
@@ -171,11 +181,13 @@ class Engine:
         # Connections (see _failure for the key) -> the time of their latest counted failure.
         self.counted_sessions: dict[str | tuple[str, str], float] = {}
         self.invalid_sessions: dict[str | tuple[str, str], float] = {}
+        self._counted_n = 0  # failures counted for a connection: expiry runs every 1,024
         self._home_host: str | None = None
         # sshd's own "PAM: <error> for X from A" lines not yet restated by their
         # "Failed keyboard-interactive/pam" line (which INFO omits for a connection's first
         # three failures: auth.c raises it only from failures >= MaxAuthTries / 2).
-        self.pam_pending: dict[str | tuple[str, str], int] = {}
+        # Each value: (pending lines, the time of the latest).
+        self.pam_pending: dict[str | tuple[str, str], tuple[int, float]] = {}
         # Unexplained failures against each valid name, from every address: a guess from one
         # host and the login from another (its /24 neighbour, the next /64, a botnet's loader).
         self.by_user = WindowCounter(1, 1, max(1000, cfg.max_keys // 4))
@@ -312,15 +324,28 @@ class Engine:
         else:
             pam_sshd = restates = False
         counted = self.counted_sessions
+        # A connection's memory holds for SESSION_MAX_AGE after its last counted failure:
+        # an older entry is another connection that got the same pid.
+        recent = ts - SESSION_MAX_AGE
         if sess is not None:
             if pam_sshd:
-                self.pam_pending[sess] = self.pam_pending.get(sess, 0) + 1
-            elif kind is _AUTH_FAILURE and method in PAM_RESTATED_BY and self.pam_pending.get(sess):
-                self.pam_pending[sess] -= 1
-                restates = True
+                pending = self.pam_pending
+                n, t = pending.get(sess, _NO_PAM)
+                pending[sess] = (n + 1 if t >= recent else 1, ts)
+            elif kind is _AUTH_FAILURE and method in PAM_RESTATED_BY:
+                pending = self.pam_pending
+                n, t = pending.get(sess, _NO_PAM)
+                if n and t >= recent:
+                    if n == 1:
+                        del pending[sess]
+                    else:
+                        pending[sess] = (n - 1, t)
+                    restates = True
             # A line whose address came from its connection (parse/connections.py) says more
             # about an attempt the connection already showed: a follow-up too.
-            if (kind in FOLLOW_UPS or "address_from" in detail) and sess in counted:
+            if (kind in FOLLOW_UPS or "address_from" in detail) and counted.get(
+                sess, NEVER
+            ) >= recent:
                 restates = True
             # "Invalid user X" (or "User X from A not allowed": sshd treats X as invalid)
             # came first on this connection and was counted: the first "Failed password for
@@ -329,7 +354,7 @@ class Engine:
                 not restates
                 and kind is _AUTH_FAILURE
                 and detail.get("invalid_user")
-                and self.invalid_sessions.pop(sess, None) is not None
+                and self.invalid_sessions.pop(sess, NEVER) >= recent
             ):
                 restates = True
         ip = ev.ip
@@ -342,7 +367,9 @@ class Engine:
         # A key the server does not know guesses no password; an agent offers several per
         # connection (LogLevel VERBOSE logs each), and a host that logs in offers stale ones.
         key_try = kind is _AUTH_FAILURE and method in KEY_METHODS
-        if key_try and (key in self.authenticated or (sess is not None and sess in counted)):
+        if key_try and (
+            key in self.authenticated or (sess is not None and counted.get(sess, NEVER) >= recent)
+        ):
             restates = True
         store = self.evidence
         evidence = store.pop(key, None)  # re-inserted below: the dict's end is most recent
@@ -362,6 +389,9 @@ class Engine:
             counted[sess] = ts
             if kind is _INVALID_USER or kind is _NOT_ALLOWED:
                 self.invalid_sessions[sess] = ts
+            self._counted_n += 1
+            if not self._counted_n & SESSION_EXPIRY_EVERY:
+                self._expire_sessions(ts)
             if len(counted) > 100_000:
                 self._trim_sessions()
         if weight:
@@ -739,6 +769,29 @@ class Engine:
         for k in dead:
             del self.by_ip_user.data[k]
 
+    def _expire_sessions(self, now: float) -> None:
+        """Forget connections whose last counted failure is SESSION_MAX_AGE old (log time).
+
+        From the front of each dict, up to the first younger entry: the dicts are in the
+        order connections were first counted, and a connection's failures and follow-ups
+        come within its short life, so an entry refreshed later barely holds the rest up."""
+        horizon = now - SESSION_MAX_AGE
+        for d in (self.counted_sessions, self.invalid_sessions):
+            gone = 0
+            for t in d.values():
+                if t >= horizon:
+                    break
+                gone += 1
+            if gone:
+                drop_oldest(d, gone)
+        gone = 0
+        for _, t in self.pam_pending.values():
+            if t >= horizon:
+                break
+            gone += 1
+        if gone:
+            drop_oldest(self.pam_pending, gone)
+
     def _trim_sessions(self) -> None:
         drop_oldest(self.pam_pending, 10_000)
         drop_oldest(self.counted_sessions, 10_000)
@@ -755,6 +808,7 @@ class Engine:
         self.by_ip_scan.sweep(now)
         self.users_per_ip.sweep(now)
         self.ips_per_user.sweep(now)
+        self._expire_sessions(now)
         horizon = self.by_ip.horizon
         self.fired = {k: t for k, t in self.fired.items() if t >= now - horizon}
         live, scanning = self.by_ip.data, self.by_ip_scan.data
@@ -769,7 +823,6 @@ class Engine:
             "tracked_users": len(self.ips_per_user),
             "findings": self.findings_total,
         }
-
 
     def metrics(self) -> list[Sample]:
         return [
