@@ -125,9 +125,6 @@ def test_the_memory_of_connections_is_bounded_by_time() -> None:
     bound = SESSION_MAX_AGE * rate + 2 * (engine_mod.SESSION_EXPIRY_EVERY + 1)
     assert largest <= bound
     assert len(e.counted_sessions) > SESSION_MAX_AGE * rate * 0.9  # recent ones are kept
-    # The daemon's periodic sweep forgets them too, with no failures arriving.
-    e.sweep((T0 + timedelta(seconds=seconds + SESSION_MAX_AGE + 1)).timestamp())
-    assert not e.counted_sessions and not e.invalid_sessions and not e.pam_pending
 
 
 @pytest.mark.parametrize("gap", [1.0, SESSION_MAX_AGE - 1])

@@ -808,7 +808,6 @@ class Engine:
         self.by_ip_scan.sweep(now)
         self.users_per_ip.sweep(now)
         self.ips_per_user.sweep(now)
-        self._expire_sessions(now)
         horizon = self.by_ip.horizon
         self.fired = {k: t for k, t in self.fired.items() if t >= now - horizon}
         live, scanning = self.by_ip.data, self.by_ip_scan.data
