@@ -12,18 +12,23 @@ its traceback, and still one line for the operator.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import os
 import socket
 import stat
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from . import log
 from .addresses import OperatorError
 from .config import DEFAULT_RUNTIME_DIR
+
+if TYPE_CHECKING:
+    import asyncio
+
+# The server (the daemon's) imports asyncio and the log where it runs: every `sshmonitor`
+# command loads this module for its client and its socket rule (paths.py), and asyncio
+# (ssl with it) and structlog were ~7 MB of each of replay's two processes (issue #17).
 
 Handler = Callable[[dict[str, Any]], Awaitable[Any]]
 MAX_REQUEST = 64 * 1024
@@ -72,10 +77,14 @@ class ControlServer:
         self.path = path
         self.handlers = handlers
         self._server: asyncio.base_events.Server | None = None
+        from . import log
+
         self._log = log.get("control")
 
     async def start(self) -> None:
         """Bind the socket (replacing a stale one, refusing a live one)."""
+        import asyncio
+
         directory = os.path.dirname(self.path) or "."
         os.makedirs(directory, mode=0o755, exist_ok=True)
         if os.path.lexists(self.path):
@@ -95,6 +104,8 @@ class ControlServer:
         os.chmod(self.path, 0o600)
 
     async def close(self) -> None:
+        import asyncio
+
         if self._server is not None:
             self._server.close()
             with contextlib.suppress(Exception):
@@ -104,6 +115,8 @@ class ControlServer:
             os.unlink(self.path)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        import asyncio
+
         try:
             while True:
                 try:

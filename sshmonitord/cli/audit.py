@@ -18,7 +18,10 @@ from datetime import UTC, datetime
 from typing import Any, TextIO
 
 from .. import config
-from ..store import sessions as db
+
+# The store's queries (``store.sessions``) are imported in the functions that read: the store
+# package loads asyncio and the log, which `sshmonitor`'s other commands (replay above all)
+# need not carry (issue #17, replay's memory).
 from ..timefmt import fmt_duration, fmt_local, iso_utc, parse_when
 from . import fleet, where
 from .output import printable
@@ -131,6 +134,8 @@ def _addresses(conn: sqlite3.Connection, table: str, text: str) -> tuple[list[st
     Addresses are stored as text, so a network is resolved against the distinct addresses
     the table holds (a scan of its ip index, not of its rows).
     """
+    from ..store import sessions as db
+
     try:
         if "/" not in text:
             ip = ipaddress.ip_address(text)
@@ -219,6 +224,8 @@ def _end_cell(s: dict[str, Any], now: float) -> str:
 
 
 def cmd_sessions(args: argparse.Namespace, out: TextIO) -> int:
+    from ..store import sessions as db
+
     if fleet.wants_fleet(args):
         return fleet.run_fleet(args, "sessions")
     conn = open_db(args, MIN_SCHEMA_SESSIONS)
@@ -286,6 +293,8 @@ def _session_json(s: dict[str, Any], now: float) -> dict[str, Any]:
 
 def timeline(conn: sqlite3.Connection, s: dict[str, Any]) -> list[dict[str, Any]]:
     """Every step of a session, in time order: dicts with ts, what, text and the details."""
+    from ..store import sessions as db
+
     items: list[tuple[float, int, int, dict[str, Any]]] = []
     det = s["detail"]
 
@@ -431,6 +440,8 @@ def timeline(conn: sqlite3.Connection, s: dict[str, Any]) -> list[dict[str, Any]
 
 
 def cmd_session(args: argparse.Namespace, out: TextIO) -> int:
+    from ..store import sessions as db
+
     if fleet.wants_fleet(args):
         return fleet.run_fleet(args, "session")
     conn = open_db(args, MIN_SCHEMA_SESSIONS)
@@ -505,6 +516,8 @@ def event_json(r: sqlite3.Row) -> dict[str, Any]:
 
 
 def cmd_events(args: argparse.Namespace, out: TextIO) -> int:
+    from ..store import sessions as db
+
     if fleet.wants_fleet(args):
         return fleet.run_fleet(args, "events")
     conn = open_db(args, MIN_SCHEMA_EVENTS)

@@ -9,7 +9,7 @@ import gc
 import os
 import sys
 
-from .. import __version__, config, log
+from .. import __version__, config
 from .where import config_arg, load_config
 
 EX_CONFIG = 78  # sysexits(3); the unit file stops restarting on it
@@ -119,6 +119,9 @@ def daemon_parser() -> argparse.ArgumentParser:
 def daemon_main(argv: list[str] | None = None) -> int:
     """``sshmonitord``: run the daemon in the foreground."""
     args = daemon_parser().parse_args(argv)
+    # Here, not at the top: replay takes tune_gc from this module and needs no structlog.
+    from .. import log
+
     # If the watchdog ever fires (SIGABRT), the journal gets every thread's stack.
     faulthandler.enable()
     tune_gc()

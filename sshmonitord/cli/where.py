@@ -14,7 +14,6 @@ import os
 
 from .. import config
 from ..paths import load_for_cli, resolve_socket, resolve_state_dir
-from ..store import db_path
 from .output import warn
 
 CONFIG_HELP = f"config file (default: {config.DEFAULT_CONFIG_PATH})"
@@ -46,6 +45,8 @@ def state_dir_for(args: argparse.Namespace) -> str:
 
 def db_path_for(args: argparse.Namespace) -> str:
     """``<state dir>/sshmonitor.db``; raises :class:`config.ConfigError`."""
+    from ..store import db_path  # the store package (sqlite3, asyncio): only when asked
+
     return str(db_path(state_dir_for(args)))
 
 

@@ -13,10 +13,27 @@ The contract::
     await channel.close()
 """
 
+from typing import TYPE_CHECKING
+
+from ..lazy import exports
 from .alert import SEVERITIES, Alert, DeliveryError, Message, severity_rank
-from .build import build_channels, make_channel
-from .channels import BaseChannel, Channel, parse_retry_after
 from .render import render, test_message
+
+if TYPE_CHECKING:
+    from .build import build_channels, make_channel
+    from .channels import BaseChannel, Channel, parse_retry_after
+
+# The channels load with their first use (sshmonitord/lazy.py): replay needs render.py only.
+__getattr__ = exports(
+    __name__,
+    {
+        "build_channels": "build",
+        "make_channel": "build",
+        "BaseChannel": "channels",
+        "Channel": "channels",
+        "parse_retry_after": "channels",
+    },
+)
 
 __all__ = [
     "SEVERITIES",

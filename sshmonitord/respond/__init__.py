@@ -5,8 +5,29 @@
 See respond/backend.py for the interface and docs/firewall.md for what each one does.
 """
 
-from .backend import Backend, BackendError, IPNetwork, NoneBackend, NotSetUp
-from .backends import KINDS, backend_for, make_backend
+from typing import TYPE_CHECKING
+
+from ..lazy import exports
+
+if TYPE_CHECKING:
+    from .backend import Backend, BackendError, IPNetwork, NoneBackend, NotSetUp
+    from .backends import KINDS, backend_for, make_backend
+
+# The backends load with their first use (sshmonitord/lazy.py): replay needs the ban policy
+# (respond/policy.py) only.
+__getattr__ = exports(
+    __name__,
+    {
+        "Backend": "backend",
+        "BackendError": "backend",
+        "IPNetwork": "backend",
+        "NoneBackend": "backend",
+        "NotSetUp": "backend",
+        "KINDS": "backends",
+        "backend_for": "backends",
+        "make_backend": "backends",
+    },
+)
 
 __all__ = [
     "KINDS",

@@ -26,37 +26,37 @@ The daemon loads only ``schedule`` (and ``times``); the rest loads with the firs
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from .schedule import ReportScheduler, ReportSettings, parse_clock, report_settings
+from ...lazy import exports
 
 if TYPE_CHECKING:
     from .command import cmd_report, parse_when, register
     from .query import build_report, chart_axis
     from .render import render_report, report_id, report_message, report_subject, sparkline
+    from .schedule import ReportScheduler, ReportSettings, parse_clock, report_settings
 
-# The daemon needs only the scheduler: the queries, the rendering and the command load when
-# first used (a report built, or `sshmonitor report`), not with every daemon (issue #17).
-_LAZY = {
-    "cmd_report": "command",
-    "parse_when": "command",
-    "register": "command",
-    "build_report": "query",
-    "chart_axis": "query",
-    "render_report": "render",
-    "report_id": "render",
-    "report_message": "render",
-    "report_subject": "render",
-    "sparkline": "render",
-}
-
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
+# Each part loads with its first use (sshmonitord/lazy.py): the daemon needs only the
+# scheduler, `sshmonitor` the command's arguments, and a report built the rest (issue #17).
+__getattr__ = exports(
+    __name__,
+    {
+        "cmd_report": "command",
+        "parse_when": "command",
+        "register": "command",
+        "build_report": "query",
+        "chart_axis": "query",
+        "render_report": "render",
+        "report_id": "render",
+        "report_message": "render",
+        "report_subject": "render",
+        "sparkline": "render",
+        "ReportScheduler": "schedule",
+        "ReportSettings": "schedule",
+        "parse_clock": "schedule",
+        "report_settings": "schedule",
+    },
+)
 
 __all__ = [
     "ReportScheduler",

@@ -12,9 +12,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ... import timefmt
-from .query import build_report
 from .render import FORMATS, render_report
-from .schedule import report_settings
+
+# The queries (the store package) and the scheduler's settings (asyncio) are imported where a
+# report is built: `sshmonitor`'s parser registers this command for every other one too.
 
 
 def parse_when(text: str, now: float) -> float:
@@ -82,6 +83,8 @@ def register(sub: Any) -> None:
 def cmd_report(args: argparse.Namespace) -> int:
     from ... import config
     from ...store import DB_NAME, connect
+    from .query import build_report
+    from .schedule import report_settings
 
     err = sys.stderr
     now = time.time()
@@ -143,6 +146,7 @@ def _fleet_report(args: argparse.Namespace, since: float, until: float, top: int
     from ... import config
     from ...paths import load_for_cli
     from ...store.fleet import FleetUnavailable, conninfo, queries
+    from .query import build_report
 
     err = sys.stderr
     try:
