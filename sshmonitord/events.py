@@ -57,7 +57,8 @@ class Line:
     ``text`` is the decoded line without its newline. ``fields`` carries structured
     journal fields when the source is the journal (MESSAGE, _PID, ...), else None.
     ``position`` is the resumable position *after* this line, or None: a file source built
-    with ``each_position=False`` gives it only to the last Line of each read, and a
+    with ``each_position=False`` gives it only to the last Line of each read, the head of an
+    over-long line read before its newline has none (its end is inside the line), and a
     consumer keeps the last position it saw. ``audit_user``: see below.
     """
 

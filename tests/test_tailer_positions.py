@@ -60,6 +60,11 @@ def _hostile(rng: random.Random, n: int, long: bool = True) -> bytes:
     return b"\n".join(out) + b"\n"
 
 
+def _is_cut(item: Line | Retired) -> bool:
+    """A Line cut at MAX_LINE (the only lines _hostile makes that long are its "long ")."""
+    return isinstance(item, Line) and item.text.startswith("long ") and len(item.text) == MAX_LINE
+
+
 def _stores(items: list[Line | Retired], state: Path) -> tuple[Any, ...]:
     """What the pipeline's transaction for this hand-over stores: its lines (as text), the
     last position of each file and the files retired (Pipeline._process, the real code)."""
@@ -77,9 +82,10 @@ def _lockstep(a: FileFollower, b: FileFollower, state: Path) -> list[tuple[Any, 
         va, vb = _stores(out_a, state), _stores(out_b, state)
         assert va == vb
         assert a.more == b.more
-        # The per-read rule itself: the last Line of every hand-over has its position.
+        # The per-read rule itself: the last Line of every hand-over has its position,
+        # unless it is the cut head of a line whose newline is not read yet.
         last = [i for i in out_b if isinstance(i, Line)]
-        assert not last or last[-1].position is not None
+        assert not last or last[-1].position is not None or _is_cut(last[-1])
         views.append((*vb, sum(1 for i in last if i.position is None)))
         if not a.more:
             return views
@@ -201,15 +207,93 @@ def test_a_restart_from_what_was_stored_reads_each_line_once(
     assert _restart(log, tmp_path / "state", cut, each=False) == want
 
 
+def _hand_overs(
+    log: Path, data: bytes, state: Path, each: bool, rng: random.Random
+) -> list[tuple[list[str], Any, bool]]:
+    """``data`` appended to ``log`` in pieces of random size, as a writer does, the follower
+    polled after each: every hand-over, with its lines, the position the pipeline stores
+    after it (the last one so far), and whether its last Line is a cut head (the head of an
+    over-long line whose newline is not written yet)."""
+    f = FileFollower(str(log), "beginning", MAX_LINE, each_position=each)
+    f.resume([])
+    out: list[tuple[list[str], Any, bool]] = []
+    stored = None
+    at = 0
+    while at < len(data):
+        step = rng.randrange(1, 3 * MAX_LINE)
+        _append(log, data[at : at + step])
+        at += step
+        for _ in range(10_000):
+            items = f.poll()
+            _, files, _ = _stores(items, state)
+            stored = next(iter(files.values()), stored)
+            lines = [i for i in items if isinstance(i, Line)]
+            # Only a cut head ends a read without a position (see the lockstep test above).
+            cut_last = bool(lines) and lines[-1].position is None
+            assert not cut_last or _cut_text(lines[-1].text)
+            out.append(([i.text for i in lines], stored, cut_last))
+            if not f.more:
+                break
+    f.close()
+    return out
+
+
 @pytest.mark.parametrize("small_reads", [61, 4096], indirect=True)
-@pytest.mark.parametrize("cut", range(1, 40, 3))
-def test_a_restart_inside_an_over_long_line_is_as_before(
-    tmp_path: Path, small_reads: int, cut: int
+@pytest.mark.parametrize("seed", [1, 2, 3])
+@pytest.mark.parametrize("each", [False, True])
+def test_a_restart_never_resumes_inside_an_over_long_line(
+    tmp_path: Path, small_reads: int, seed: int, each: bool
 ) -> None:
-    """A stop right after a cut line resumes inside it, and its rest reads as a line of its
-    own: so it did with a position on every Line (noted in issue #17's closing note), and so
-    it does now, no worse."""
+    """A stop after any hand-over that ends with a cut line (whose position would be inside
+    its line) resumes at a line's start: what follows is what an uninterrupted read reads
+    from that start, the cut line again included. The rest of an over-long line is never
+    read as a line of its own."""
     log = tmp_path / "auth.log"
-    _append(log, _hostile(random.Random(cut), 400))
-    state = tmp_path / "state"
-    assert _restart(log, state, cut, each=False) == _restart(log, state, cut, each=True)
+    rng = random.Random(seed)
+    overs = _hand_overs(log, _hostile(rng, 400), tmp_path / "state", each, rng)
+    want = [t for texts, _, _ in overs for t in texts]
+    stops = [k for k, (_, _, cut_last) in enumerate(overs) if cut_last]
+    assert stops, "no hand-over ended inside an over-long line: the test proves nothing"
+    for k in stops:
+        stored = overs[k][1]
+        assert stored is not None
+        read = sum(len(texts) for texts, _, _ in overs[: k + 1])
+        again = FileFollower(str(log), "end", MAX_LINE, each_position=each)
+        got = [i.text for i in again.resume([stored]) if isinstance(i, Line)]
+        _read_all(again, got)
+        again.close()
+        resumed = len(want) - len(got)  # the line the second follower starts at
+        assert 0 <= resumed < read and got == want[resumed:], (k, got[:3])
+        assert _cut_text(want[read - 1]) and want[read - 1] in got[: read - resumed]
+
+
+def _cut_text(text: str) -> bool:
+    return text.startswith("long ") and len(text) == MAX_LINE
+
+
+def test_the_rest_of_an_over_long_line_is_never_a_line(tmp_path: Path) -> None:
+    """A local writer's over-long line whose rest, past the cut, reads as a complete sshd
+    line: a daemon stopped between its cut head and its newline must not read that rest as
+    a log line when it starts again (it would frame 192.0.2.66)."""
+    forged = b"Nov 24 22:00:01 h sshd[9]: Failed password for root from 192.0.2.66 port 1 ssh2"
+    first = b"Nov 24 22:00:00 h sshd[8]: first\n"
+    for each in (False, True):
+        log = tmp_path / f"auth-{each}.log"
+        _append(log, first + b"x" * (MAX_LINE + 3) + b" ")
+        f = FileFollower(str(log), "beginning", MAX_LINE, each_position=each)
+        f.resume([])
+        out = f.poll()
+        assert [i.text for i in out if isinstance(i, Line)] == [first[:-1].decode(), "x" * MAX_LINE]
+        _, files, _ = _stores(out, tmp_path / f"state-{each}")
+        stored = next(iter(files.values()))
+        assert stored.offset == len(first)  # before the long line, not inside it
+        f.close()
+        # The writer finishes its line while the daemon is stopped.
+        _append(log, forged + b"\nNov 24 22:00:02 h sshd[10]: after\n")
+        again = FileFollower(str(log), "end", MAX_LINE, each_position=each)
+        got = [i.text for i in again.resume([stored]) if isinstance(i, Line)]
+        _read_all(again, got)
+        again.close()
+        # The long line's head again (read a second time, cut again), never its rest.
+        assert got == ["x" * MAX_LINE, "Nov 24 22:00:02 h sshd[10]: after"]
+        assert not any("192.0.2.66" in t for t in got)

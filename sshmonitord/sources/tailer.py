@@ -903,6 +903,10 @@ class FileFollower:
         return [line] if line is not None else []
 
     def _make(self, o: _Open, piece: bytes, end: int, cut: bool = False) -> Line | None:
+        """``cut``: the first ``max_line`` bytes of a line whose newline is not read yet. It
+        gets no position: the file's offset after it is inside the line, and a restart there
+        would read the line's rest as a line of its own, any text a local writer put past
+        the cut included. A stop before its newline re-reads the line (cut again) instead."""
         if len(piece) > self.max_line and not cut:
             self.stats.truncated_lines += 1
             piece = piece[: self.max_line]
@@ -919,7 +923,7 @@ class FileFollower:
         return Line(
             text=piece.decode("utf-8", "replace"),
             source=self.path,
-            position=FilePosition(self.path, o.dev, o.inode, o.fp, end),
+            position=None if cut else FilePosition(self.path, o.dev, o.inode, o.fp, end),
         )
 
     def close(self) -> None:
