@@ -48,8 +48,8 @@ FOLLOW_UPS = frozenset({Kind.PREAUTH_DISCONNECT, Kind.PROTOCOL_ERROR, Kind.MAX_A
 # LoginGraceTime (120 s by default) ends before authentication; the connection memory
 # (parse/connections.py, PREAUTH_MAX_AGE) trusts one no longer either. Longer, the pid may
 # be another connection's: pids are reused, and its first line would be taken for a
-# follow-up and not counted. It also bounds the memory: held by count alone (100,000), the
-# two dicts and their pid strings took ~16 MB of a 1M-line replay.
+# follow-up and not counted. It also bounds the memory: held by count alone (100,000), these
+# dicts and their pid strings took ~16 MB of a 1M-line replay.
 SESSION_MAX_AGE = 600.0
 SESSION_EXPIRY_EVERY = 1023  # a mask: every 1,024 counted failures
 EVIDENCE_KEEP = 6  # log lines kept per address as an alert's evidence
