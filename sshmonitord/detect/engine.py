@@ -13,6 +13,7 @@ import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import tzinfo
+from operator import itemgetter
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -20,7 +21,7 @@ from ..addresses import address_text, aggregable
 from ..config import DetectionConfig, parse_hours
 from ..events import Action, Event, Finding, Kind, Login, Severity
 from ..measure import Sample, sample
-from .windows import DistinctCounter, WindowCounter, drop_oldest
+from .windows import DistinctCounter, WindowCounter, drop_older, drop_oldest
 from .windows import addr_key as prefix_key
 from .windows import key_network as prefix_network
 
@@ -776,21 +777,9 @@ class Engine:
         order connections were first counted, and a connection's failures and follow-ups
         come within its short life, so an entry refreshed later barely holds the rest up."""
         horizon = now - SESSION_MAX_AGE
-        for d in (self.counted_sessions, self.invalid_sessions):
-            gone = 0
-            for t in d.values():
-                if t >= horizon:
-                    break
-                gone += 1
-            if gone:
-                drop_oldest(d, gone)
-        gone = 0
-        for _, t in self.pam_pending.values():
-            if t >= horizon:
-                break
-            gone += 1
-        if gone:
-            drop_oldest(self.pam_pending, gone)
+        drop_older(self.counted_sessions, horizon)
+        drop_older(self.invalid_sessions, horizon)
+        drop_older(self.pam_pending, horizon, itemgetter(1))
 
     def _trim_sessions(self) -> None:
         drop_oldest(self.pam_pending, 10_000)

@@ -17,7 +17,7 @@ import contextlib
 import ipaddress
 import itertools
 from bisect import insort
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from typing import Any
 
 IPAddr = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -32,6 +32,20 @@ def drop_oldest(d: dict[Any, Any], n: int) -> int:
     for k in victims:
         del d[k]
     return len(victims)
+
+
+def drop_older(
+    d: dict[Any, Any], horizon: float, when: Callable[[Any], float] | None = None
+) -> int:
+    """Delete the first keys of an insertion-ordered dict while their time (the value, or
+    ``when(value)``) is before ``horizon``, up to the first that is not; return how many
+    went. For dicts filled roughly in time order, where a late entry may hold up a few."""
+    gone = 0
+    for v in d.values():
+        if (v if when is None else when(v)) >= horizon:
+            break
+        gone += 1
+    return drop_oldest(d, gone) if gone else 0
 
 
 def addr_key(ip: IPAddr, v6_prefix: int = 64) -> int:
