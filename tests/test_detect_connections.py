@@ -146,3 +146,21 @@ def test_follow_ups_within_a_connection_life_never_count(gap: float) -> None:
             f"Connection closed by authenticating user root 198.51.100.7 port {port} [preauth]",
         )
     assert f.failures("198.51.100.7") == 6
+
+
+def test_lines_stamped_in_the_past_expire_nothing_live() -> None:
+    """Expiry runs in log time, from the stream's own stamps. Lines stamped hours earlier (a
+    late file, or a local user's forged lines) between a connection's failure and its
+    follow-up must not make detection forget the connection and count the follow-up too."""
+    f = Feed()
+    at = 7200.0
+    f.line(at, 600, "Failed password for root from 198.51.100.7 port 4000 ssh2")
+    for i in range(3 * (engine_mod.SESSION_EXPIRY_EVERY + 1)):  # expiry runs several times
+        f.line(i * 0.1, 20_000 + i, f"Invalid user old{i} from 10.9.{i >> 8}.{i & 255} port 9")
+    assert "600" in f.engine.counted_sessions
+    f.line(
+        at + 1,
+        600,
+        "Connection closed by authenticating user root 198.51.100.7 port 4000 [preauth]",
+    )
+    assert f.failures("198.51.100.7") == 1
