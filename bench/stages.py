@@ -13,7 +13,16 @@ the best of many runs:
   event, including the ones no rule reads);
 - ``pack``, ``pickle``, ``unpickle``, ``unpack``: replay's hand-off between its parse process
   and the detecting one (sshmonitord/parse_worker.py), per batch of 1,024 lines;
-- ``row``: ``store.event_row`` of every event (the daemon's events table).
+- ``row``: ``store.event_row`` of every event (the daemon's events table);
+- ``floor``: not ours, a lower bound for any parser that builds an Event per line: one regex
+  for the syslog prefix, one search for "from ADDRESS port N", a cached stamp and address,
+  and the Event (no message told from another, no user, no connection memory, no
+  statistics). No parser of the same output can do less per line.
+
+After the table, the *ceiling* each tree's stages allow, in lines/s, if nothing else cost
+anything: one process (parse + detect), and replay's two processes perfectly balanced
+(the slower of parse + pack + pickle and unpickle + unpack + detect); then the same with
+``floor`` in place of ``parse``. Whole-program figures can only be lower.
 
 Each worker process sets up its garbage collector as the daemon and replay do (``tune_gc``).
 Every figure is per *line* of the file (not per event), so the stages add up. With
@@ -25,8 +34,10 @@ tree's code, with this script, on the same interpreter. A stage the older tree l
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -36,7 +47,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV_PYTHON = ROOT / ".venv" / "bin" / "python"
-STAGES = ("parse", "detect", "pack", "pickle", "unpickle", "unpack", "row")
+STAGES = ("parse", "detect", "pack", "pickle", "unpickle", "unpack", "row", "floor")
 
 
 def each(fn: Any, batches: list[list[Any]]) -> None:
@@ -105,7 +116,71 @@ def worker(path: str, lines: int, runs: int) -> dict[str, list[float]]:
         t0 = time.perf_counter()
         each(event_row, events)
         out["row"].append(per_line(t0))
-        del events, engine, parser
+        del events, engine
+
+        floor = Floor(parser)
+        t0 = time.perf_counter()
+        each(floor, batches)
+        out["floor"].append(per_line(t0))
+        del parser, floor
+    return out
+
+
+class Floor:
+    """The ``floor`` stage: what any parser that builds an Event per line must at least do
+    (see the module's docstring). Stamps are read by the real parser's clock, once each."""
+
+    PREFIX = re.compile(r"(\w{3} [ \d]\d \d\d:\d\d:\d\d) (\S+) ([\w.-]+)\[(\d+)\]: ")
+    ADDRESS = re.compile(r" from (\S+) port (\d+)")
+
+    def __init__(self, parser: Any) -> None:
+        from sshmonitord.events import Event, Kind
+        from sshmonitord.parse import PROGRAMS
+
+        self.programs = PROGRAMS
+        self.classic = parser.time.classic
+        self.event = Event
+        self.kind = Kind.AUTH_FAILURE
+        self.stamps: dict[str, Any] = {}
+        self.ips: dict[str, Any] = {}
+
+    def __call__(self, text: str) -> Any:
+        m = self.PREFIX.match(text)
+        if m is None:
+            return None
+        stamp, host, program, pid = m.groups()
+        if program not in self.programs:  # cron and the like: no event, as in the parser
+            return None
+        ts = self.stamps.get(stamp)
+        if ts is None:
+            ts = self.stamps[stamp] = self.classic(stamp)
+        ip = port = None
+        a = self.ADDRESS.search(text, m.end())
+        if a is not None:
+            ip = self.ips.get(a[1])
+            if ip is None:
+                try:
+                    ip = self.ips[a[1]] = ipaddress.ip_address(a[1])
+                except ValueError:
+                    ip = None
+            port = int(a[2])
+        return self.event(
+            ts, host, program, int(pid), self.kind, None, ip, port, None, None, 1, pid, {}, text
+        )
+
+
+def ceilings(best: dict[str, float]) -> dict[str, float]:
+    """Lines/s the stages allow if nothing else cost anything (see the module's docstring)."""
+    out: dict[str, float] = {}
+    for name, parse in (("parse", best.get("parse")), ("floor", best.get("floor"))):
+        if parse is None or "detect" not in best:
+            continue
+        out[f"one process, {name}"] = 1e6 / (parse + best["detect"])
+        hand = ("pack", "pickle", "unpickle", "unpack")
+        if all(k in best for k in hand):
+            child = parse + best["pack"] + best["pickle"]
+            parent = best["unpickle"] + best["unpack"] + best["detect"]
+            out[f"two processes, {name}"] = 1e6 / max(child, parent)
     return out
 
 
@@ -169,6 +244,10 @@ def main(argv: list[str] | None = None) -> int:
             "median_us_per_line": {
                 s: round(statistics.median(v), 3) for s, v in runs[name].items() if v
             },
+            "ceiling_lines_per_s": {
+                k: round(v)
+                for k, v in ceilings({s: min(v) for s, v in runs[name].items() if v}).items()
+            },
         }
     if args.json:
         json.dump(doc, sys.stdout, indent=2)
@@ -186,6 +265,16 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 cells.append("-")
         print(f"{s:10s}" + "".join(f"{c:>22s}" for c in cells))
+    print("\n# ceiling, lines/s: the best stages above and nothing else")
+    labels = sorted({k for name in trees for k in doc["trees"][name]["ceiling_lines_per_s"]})
+    for k in labels:
+        cells = [
+            f"{doc['trees'][name]['ceiling_lines_per_s'][k]:,}"
+            if k in doc["trees"][name]["ceiling_lines_per_s"]
+            else "-"
+            for name in trees
+        ]
+        print(f"{k:24s}" + "".join(f"{c:>22s}" for c in cells))
     return 0
 
 
