@@ -54,6 +54,9 @@ FOLLOW_UPS = frozenset({Kind.PREAUTH_DISCONNECT, Kind.PROTOCOL_ERROR, Kind.MAX_A
 SESSION_MAX_AGE = 600.0
 SESSION_EXPIRY_EVERY = 1023  # a mask: every 1,024 counted failures
 EVIDENCE_KEEP = 6  # log lines kept per address as an alert's evidence
+# What fired is remembered as long as the longest window of a rule that asks (``_since``);
+# the memory is cleaned of older entries each time it doubles, from this size on.
+FIRED_MIN = 4096
 # Evidence is kept for the most recently active addresses only: a botnet of a million
 # one-shot addresses must not hold a million log lines in memory. An address that keeps
 # failing stays at the recent end, so the ones that trigger findings keep their evidence.
@@ -179,6 +182,7 @@ class Engine:
         self.evidence: dict[int, list[Event]] = {}
         self.authenticated: set[int] = set()  # keys that logged in successfully
         self.fired: dict[tuple[str, Any], float] = {}  # (rule, subject) -> ts of last finding
+        self._fired_limit = FIRED_MIN  # fired's size that sets off its next clean-up
         # Connections (see _failure for the key) -> the time of their latest counted failure.
         self.counted_sessions: dict[str | tuple[str, str], float] = {}
         self.invalid_sessions: dict[str | tuple[str, str], float] = {}
@@ -238,6 +242,13 @@ class Engine:
         self.ips_per_user.keep = max(r.distributed.threshold, sa.spray_threshold, SPRAY_KEEP)
         self.ips_per_user.horizon = max(r.distributed.window, sa.window)
         self.track_sprays = r.distributed.enabled or sa.enabled
+        # The rules that read ``fired`` (through _since) and the longest of their windows.
+        self._fired_horizon = max(
+            r.bruteforce.window,
+            r.slow_bruteforce.window,
+            r.enumeration.window,
+            r.distributed.window,
+        )
         # The per-address counting rules a failure is checked against, enabled ones only;
         # scanners' connections count for bruteforce's short window alone.
         self._address_rules = tuple(
@@ -275,8 +286,11 @@ class Engine:
             out = self._success(ev)
         else:
             return []
-        if len(out) > 1:
-            out.sort(key=lambda f: SPECIFICITY.get(f.rule, len(SPECIFICITY)))
+        if out:
+            if len(out) > 1:
+                out.sort(key=lambda f: SPECIFICITY.get(f.rule, len(SPECIFICITY)))
+            if len(self.fired) >= self._fired_limit:
+                self._expire_fired(ev.ts.timestamp())
         return out
 
     def feed_all(self, events: Iterable[Event]) -> list[Finding]:
@@ -789,18 +803,14 @@ class Engine:
     def _trim_evidence(self) -> None:
         drop_oldest(self.evidence, EVIDENCE_ADDRESSES // 10)
 
-    def sweep(self, now: float) -> None:
-        """Forget what is older than every window (the daemon calls this now and then)."""
-        self.by_ip.sweep(now)
-        self.by_ip_user.sweep(now)
-        self.by_user.sweep(now)
-        self.by_ip_scan.sweep(now)
-        self.users_per_ip.sweep(now)
-        self.ips_per_user.sweep(now)
-        horizon = self.by_ip.horizon
-        self.fired = {k: t for k, t in self.fired.items() if t >= now - horizon}
-        live, scanning = self.by_ip.data, self.by_ip_scan.data
-        self.evidence = {k: v for k, v in self.evidence.items() if k in live or k in scanning}
+    def _expire_fired(self, now: float) -> None:
+        """Forget findings older than every window that asks about them. ``now`` is log time
+        (a finding's), as the counters' own sweeps use: a daemon catching up an old backlog
+        must not forget what fired a moment before in the log. Run when the memory has
+        doubled since the last clean-up, so it costs O(1) a finding."""
+        limit = now - self._fired_horizon
+        self.fired = {k: t for k, t in self.fired.items() if t >= limit}
+        self._fired_limit = max(FIRED_MIN, 2 * len(self.fired))
 
     def stats(self) -> dict[str, int]:
         return {
