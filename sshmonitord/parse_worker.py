@@ -28,7 +28,7 @@ import sys
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import tzinfo
+from datetime import datetime, tzinfo
 from typing import Any, NoReturn
 
 from .addresses import address_int, int_address
@@ -95,6 +95,7 @@ class Unpacker:
 class FileStart:
     path: str
     size: int | None
+    reference: datetime  # the file's modification time (now for stdin): the parser's year
 
 
 @dataclass
@@ -149,7 +150,7 @@ def _child(
         for path in paths:
             log = open_counted(path)
             parser.time.set_reference(log.reference)
-            _send(fd, FileStart(path, log.size))
+            _send(fd, FileStart(path, log.size, log.reference))
             try:
                 for lines in line_batches(log.stream, BATCH_LINES):
                     out = [pack(ev) for ev in map(parse, lines) if ev is not None]

@@ -287,8 +287,12 @@ class Pipeline:
         tracked: list[Event] = []
         sessions = self.sessions
         parse = self.parser.parse_line
-        # Classic syslog stamps carry no year: judge them against the wall clock now.
-        self.parser.time.set_reference(datetime.now(UTC))
+        # Classic syslog stamps carry no year: judge them against the wall clock now. No
+        # genuine line was written later than now: detection's clean-ups stop there.
+        wall = datetime.now(UTC)
+        self.parser.time.set_reference(wall)
+        if self.engine is not None:
+            self.engine.set_clock(wall.timestamp())
         n = 0
         for item in items:
             if isinstance(item, Retired):

@@ -256,6 +256,7 @@ class Replay:
                 self._total = log.size  # stdin from a file (`< auth.log`): known too
             self._consumed = log.consumed
             self.parser.time.set_reference(log.reference)
+            self.engine.set_clock(log.reference.timestamp())  # see Engine.set_clock
             self.summary.files.append(path)
             try:
                 for lines in pw.line_batches(log.stream, PROGRESS_EVERY):
@@ -285,6 +286,7 @@ class Replay:
                         if take(ev):
                             yield ev
                 elif isinstance(msg, pw.FileStart):
+                    self.engine.set_clock(msg.reference.timestamp())  # see Engine.set_clock
                     if size is not None:
                         self._done_before += size
                     size = msg.size

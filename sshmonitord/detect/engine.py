@@ -10,6 +10,7 @@ loads it (store/history.py); the engine never touches a connection.
 from __future__ import annotations
 
 import ipaddress
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import tzinfo
@@ -183,6 +184,7 @@ class Engine:
         self.authenticated: set[int] = set()  # keys that logged in successfully
         self.fired: dict[tuple[str, Any], float] = {}  # (rule, subject) -> ts of last finding
         self._fired_limit = FIRED_MIN  # fired's size that sets off its next clean-up
+        self._clock = math.inf  # the latest time a clean-up may run at (set_clock)
         # Connections (see _failure for the key) -> the time of their latest counted failure.
         self.counted_sessions: dict[str | tuple[str, str], float] = {}
         self.invalid_sessions: dict[str | tuple[str, str], float] = {}
@@ -275,6 +277,24 @@ class Engine:
                 except ValueError:
                     continue
 
+    def set_clock(self, limit: float) -> None:
+        """The latest time a genuine event can carry: the wall clock in the daemon, the
+        file's modification time in replay (epoch seconds). Clean-ups (the counters' sweeps,
+        the expiry of connections and of what fired) run at an event's time but never
+        later than this, so a line stamped in the future — any local user can write one —
+        cannot make everything genuine look older than every window. A clean-up run too
+        early only keeps memory a little longer; counting always uses the event's own time."""
+        self._clock = limit
+        for c in (
+            self.by_ip,
+            self.by_ip_scan,
+            self.by_ip_user,
+            self.by_user,
+            self.users_per_ip,
+            self.ips_per_user,
+        ):
+            c.clock_limit = limit
+
     # ------------------------------------------------------------------ the stream
 
     def feed(self, ev: Event) -> list[Finding]:
@@ -290,7 +310,7 @@ class Engine:
             if len(out) > 1:
                 out.sort(key=lambda f: SPECIFICITY.get(f.rule, len(SPECIFICITY)))
             if len(self.fired) >= self._fired_limit:
-                self._expire_fired(ev.ts.timestamp())
+                self._expire_fired(min(ev.ts.timestamp(), self._clock))
         return out
 
     def feed_all(self, events: Iterable[Event]) -> list[Finding]:
@@ -406,7 +426,7 @@ class Engine:
                 self.invalid_sessions[sess] = ts
             self._counted_n += 1
             if not self._counted_n & SESSION_EXPIRY_EVERY:
-                self._expire_sessions(ts)
+                self._expire_sessions(min(ts, self._clock))
             if len(counted) > 100_000:
                 self._trim_sessions()
         if weight:
@@ -805,9 +825,9 @@ class Engine:
 
     def _expire_fired(self, now: float) -> None:
         """Forget findings older than every window that asks about them. ``now`` is log time
-        (a finding's), as the counters' own sweeps use: a daemon catching up an old backlog
-        must not forget what fired a moment before in the log. Run when the memory has
-        doubled since the last clean-up, so it costs O(1) a finding."""
+        (a finding's, capped by set_clock), as the counters' own sweeps use: a daemon
+        catching up an old backlog must not forget what fired a moment before in the log.
+        Run when the memory has doubled since the last clean-up: O(1) a finding."""
         limit = now - self._fired_horizon
         self.fired = {k: t for k, t in self.fired.items() if t >= limit}
         self._fired_limit = max(FIRED_MIN, 2 * len(self.fired))

@@ -9,6 +9,10 @@ just under a threshold never slips through a rounding error.
 Memory is what a botnet attacks. A key seen once costs one float (no list), keys idle for
 longer than the longest window are swept, and a hard cap evicts the least recently seen keys
 first (counted). Keys are ints: an IPv4 address, or an IPv6 prefix (see :func:`addr_key`).
+
+A sweep runs at the time of the event that sets it off, but never later than
+``clock_limit`` (the engine's :meth:`~sshmonitord.detect.engine.Engine.set_clock`): a forged
+line stamped in the future must not make every genuine key look idle.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import itertools
+import math
 from bisect import insort
 from collections.abc import Callable, Hashable
 from typing import Any
@@ -74,6 +79,7 @@ class WindowCounter:
         self.evicted = 0
         self.expired = 0
         self._ops = 0
+        self.clock_limit = math.inf  # sweeps never run at a later time (module docstring)
 
     def add(self, key: Hashable, ts: float, n: int = 1) -> None:
         d = self.data
@@ -99,7 +105,7 @@ class WindowCounter:
         if len(d) > self.max_keys:
             self._evict()
         elif self._ops >= 65536:
-            self.sweep(ts)
+            self.sweep(min(ts, self.clock_limit))
 
     def count(self, key: Hashable, since: float) -> int:
         """Events of ``key`` at or after ``since`` (exact up to ``keep``)."""
@@ -178,6 +184,7 @@ class DistinctCounter:
         # outside the window. One late line (another source) turns that off for good.
         self.ordered = True
         self._latest = float("-inf")
+        self.clock_limit = math.inf  # sweeps never run at a later time (module docstring)
 
     def add(self, key: Hashable, item: Hashable, ts: float) -> None:
         if ts >= self._latest:
@@ -200,7 +207,7 @@ class DistinctCounter:
         if len(d) > self.max_keys:
             self.evicted += drop_oldest(d, max(1, self.max_keys // 10))
         elif self._ops >= 65536:
-            self.sweep(ts)
+            self.sweep(min(ts, self.clock_limit))
 
     def _items(self, key: Hashable) -> dict[Hashable, float]:
         cur = self.data.get(key)
