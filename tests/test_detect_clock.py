@@ -112,8 +112,8 @@ def test_replay_keeps_an_attackers_count_through_a_forged_future_flood(
     assert attacker_rules(summary_dict(r)["findings"]) == ["bruteforce"]
 
 
-def _engine(clock: datetime) -> tuple[Engine, Parser]:
-    e = Engine(config.DetectionConfig(), History(since=0.0), zone=UTC)
+def _engine(clock: datetime, history: History | None = None) -> tuple[Engine, Parser]:
+    e = Engine(config.DetectionConfig(), history or History(since=0.0), zone=UTC)
     e.set_clock(clock.timestamp())
     return e, Parser(zone=UTC, reference=clock)
 
@@ -184,3 +184,26 @@ def test_a_spray_is_still_seen_through_a_forged_future_flood() -> None:
         feed(fail(ahead, 10_000 + i, forged_address(i), f"x{i}"))
     feed(fail(t + timedelta(seconds=30), 300, spray[-1], "oracle"))
     assert [f.rule for f in found if f.subject == "user oracle"] == ["distributed"]
+
+
+def test_a_forged_first_login_in_the_future_does_not_prolong_learning() -> None:
+    """new_source and new_key stay quiet for ``learning`` after the first login ever
+    recorded. On a fresh host that first login may be a forged one stamped ahead: the
+    learning period must still start no later than the clock."""
+    t = datetime(2026, 11, 24, 21, 0, tzinfo=UTC)
+    e, p = _engine(t, History())  # a fresh host: no login recorded yet
+    learning = float(e.rules.new_source.learning)
+
+    def login(at: datetime, user: str, ip: str) -> list[Finding]:
+        ev = p.parse_text(
+            f"{iso(at)} web1 sshd[77]: Accepted password for {user} from {ip} port 4000 ssh2"
+        )
+        assert ev is not None
+        return e.feed(ev)
+
+    login(t + timedelta(days=2), "mallory", "192.0.2.50")  # forged, two days ahead
+    later = t + timedelta(seconds=learning + 3600)
+    e.set_clock(later.timestamp())
+    login(later, "alice", "198.51.100.20")  # her first login: learning is over, so it is new
+    found = login(later + timedelta(minutes=1), "alice", "203.0.113.80")
+    assert [f.rule for f in found] == ["new_source"]

@@ -724,7 +724,9 @@ class Engine:
         out: list[Finding] = []
         h = self.history
         if h.since is None:
-            h.since = ts
+            # Capped like the clean-ups (set_clock): a forged first login stamped in the
+            # future would otherwise keep new_source and new_key learning until then.
+            h.since = min(ts, self._clock)
         user = ev.user or ""
         ns, nk = self.rules.new_source, self.rules.new_key
         learning = ts - h.since < ns.learning
