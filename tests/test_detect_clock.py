@@ -207,3 +207,288 @@ def test_a_forged_first_login_in_the_future_does_not_prolong_learning() -> None:
     login(later, "alice", "198.51.100.20")  # her first login: learning is over, so it is new
     found = login(later + timedelta(minutes=1), "alice", "203.0.113.80")
     assert [f.rule for f in found] == ["new_source"]
+
+
+# What detection remembers with a time well after the event at hand is not believed
+# (FUTURE_SKEW). Found by an attack pass on the caps above: the clean-ups were capped, the
+# memories were not.
+
+
+def test_a_forged_future_finding_does_not_keep_its_rule_from_counting() -> None:
+    """A rule counts a subject afresh after it fired on it. A finding stamped a year ahead
+    (five forged lines naming the attacker, or ten naming forged addresses against one user)
+    would keep it from counting the genuine attack until then."""
+    t = datetime(2026, 11, 24, 21, 0, tzinfo=UTC)
+    e, p = _engine(t + timedelta(minutes=5))
+    found: list[Finding] = []
+
+    def feed(text: str) -> None:
+        ev = p.parse_text(text)
+        assert ev is not None
+        found.extend(e.feed(ev))
+
+    year = t + timedelta(days=365)
+    for k in range(5):
+        feed(fail(year, 100 + k, ATTACKER))
+    for i in range(10):
+        feed(fail(year, 200 + i, f"192.0.2.{i + 1}", "oracle"))
+    forged = [(f.rule, f.subject) for f in found]
+    assert ("bruteforce", f"{ATTACKER}/32") in forged and ("distributed", "user oracle") in forged
+    found.clear()
+    for k in range(5):
+        feed(fail(t + timedelta(seconds=k), 300 + k, ATTACKER))
+    for i in range(10):
+        feed(fail(t + timedelta(seconds=10 + i), 400 + i, f"198.51.100.{i + 1}", "oracle"))
+    genuine = [(f.rule, f.subject) for f in found]
+    assert ("bruteforce", f"{ATTACKER}/32") in genuine
+    assert ("distributed", "user oracle") in genuine
+
+
+def test_forged_future_pam_lines_on_the_next_pids_do_not_hide_their_failures() -> None:
+    """sshd's own "PAM: ..." line is restated by the connection's Failed line, which is then
+    not counted again. Forged on the pids sshd will hand out next and stamped a year ahead,
+    they would make every genuine Failed line on those pids a restatement."""
+    t = datetime(2026, 11, 24, 21, 0, tzinfo=UTC)
+    at = t + timedelta(hours=2)
+    e, p = _engine(at + timedelta(minutes=5))
+    found: list[Finding] = []
+
+    def feed(text: str) -> None:
+        ev = p.parse_text(text)
+        assert ev is not None
+        found.extend(e.feed(ev))
+
+    pids = range(4242, 4252)
+
+    def attack() -> list[str]:
+        found.clear()
+        for c, pid in enumerate(pids):  # ten connections, three guesses each
+            for g in range(3):
+                feed(fail(at + timedelta(seconds=10 * c + g), pid, ATTACKER))
+        return attacker_rules(found)
+
+    unforged = attack()
+    assert "bruteforce" in unforged
+    e, p = _engine(at + timedelta(minutes=5))
+    for pid in pids:
+        for j in range(12):
+            feed(
+                f"{iso(t + timedelta(days=365))} web1 sshd[{pid}]: error: PAM: Authentication "
+                f"failure for u{pid}_{j} from 10.{j}.{pid >> 8 & 255}.{pid & 255}"
+            )
+    assert attack() == unforged
+
+
+def test_forged_future_connections_do_not_stop_the_expiry_of_genuine_ones() -> None:
+    """Connections expire from the front of an insertion-ordered dict, up to the first
+    young one: a forged future one at the front must not hold every later one for ever."""
+    t = datetime(2026, 11, 24, 21, 0, tzinfo=UTC)
+    e, p = _engine(t)
+
+    def feed(at: datetime, text: str) -> None:
+        ev = p.parse_text(f"{iso(at)} web1 sshd[{text}")
+        assert ev is not None
+        e.feed(ev)
+
+    feed(t + timedelta(days=365), "2]: Invalid user zz from 10.0.0.2 port 4000")  # forged
+    rate, seconds = 20, 4 * int(engine_mod.SESSION_MAX_AGE)
+    for i in range(seconds * rate):
+        at = t + timedelta(seconds=i / rate)
+        e.set_clock(at.timestamp())  # the wall clock moves with the genuine log
+        feed(at, f"{10_000 + i}]: Invalid user u{i} from {forged_address(i)} port 4000")
+    bound = engine_mod.SESSION_MAX_AGE * rate + 2 * (engine_mod.SESSION_EXPIRY_EVERY + 1)
+    assert len(e.counted_sessions) <= bound
+    assert len(e.invalid_sessions) <= bound
+
+
+def test_a_stored_forged_first_login_does_not_prolong_learning_after_a_restart() -> None:
+    """The store keeps the forged login's own time as the first login ever recorded
+    (store/history.py), so a restarted daemon's History starts learning then. The clock
+    brings it back."""
+    t = datetime(2026, 11, 24, 21, 0, tzinfo=UTC)
+    e, p = _engine(t, History(since=(t + timedelta(days=30)).timestamp()))
+    assert e.history.since == t.timestamp()
+    later = t + timedelta(seconds=float(e.rules.new_source.learning) + 3600)
+    e.set_clock(later.timestamp())
+
+    def login(at: datetime, user: str, ip: str) -> list[Finding]:
+        ev = p.parse_text(
+            f"{iso(at)} web1 sshd[77]: Accepted password for {user} from {ip} port 4000 ssh2"
+        )
+        assert ev is not None
+        return e.feed(ev)
+
+    login(later, "alice", "198.51.100.20")
+    assert [f.rule for f in login(later, "alice", "203.0.113.80")] == ["new_source"]
+
+
+def _count_with_and_without(forged: list[str], genuine: list[str]) -> tuple[int, int]:
+    """Failures counted against ATTACKER for ``genuine`` lines, on a fresh engine and on one
+    that first read ``forged`` lines (stamped a year ahead, on the same pids)."""
+    t = datetime(2026, 11, 24, 21, 0, tzinfo=UTC)
+    key = int.from_bytes(bytes(int(x) for x in ATTACKER.split(".")))
+    out = []
+    for pre in ([], forged):
+        e, p = _engine(t + timedelta(minutes=5))
+        for text in [*pre, *genuine]:
+            ev = p.parse_text(text)
+            assert ev is not None
+            e.feed(ev)
+        out.append(e.by_ip.count(key, 0) + e.by_ip_scan.count(key, 0))
+    return out[0], out[1]
+
+
+_T = datetime(2026, 11, 24, 21, 0, tzinfo=UTC)
+_Y = _T + timedelta(days=365)
+_CASES = {
+    # A forged failure counted for pid N makes the scanner's close on N a follow-up.
+    "follow-up": (
+        [fail(_Y, 700 + i, f"192.0.2.{i + 1}", f"x{i}") for i in range(3)],
+        [
+            f"{iso(_T + timedelta(seconds=i))} web1 sshd[{700 + i}]: Connection closed by "
+            f"authenticating user root {ATTACKER} port 4000 [preauth]"
+            for i in range(3)
+        ],
+    ),
+    # A forged "Invalid user" on pid N makes N's "Failed password for invalid user" its
+    # restatement.
+    "invalid user": (
+        [
+            f"{iso(_Y)} web1 sshd[{700 + i}]: Invalid user x{i} from 192.0.2.{i + 1} port 4000"
+            for i in range(3)
+        ],
+        [
+            f"{iso(_T + timedelta(seconds=i))} web1 sshd[{700 + i}]: Failed password for "
+            f"invalid user admin from {ATTACKER} port 4000 ssh2"
+            for i in range(3)
+        ],
+    ),
+    # A forged failure counted for pid N makes a key tried on N a stale offer of the same
+    # client.
+    "key try": (
+        [fail(_Y, 700 + i, f"192.0.2.{i + 1}", f"x{i}") for i in range(3)],
+        [
+            f"{iso(_T + timedelta(seconds=i))} web1 sshd[{700 + i}]: Failed publickey for root "
+            f"from {ATTACKER} port 4000 ssh2: RSA SHA256:abcDEF123+/x"
+            for i in range(3)
+        ],
+    ),
+    # A forged PAM prompt pending on pid N makes N's own prompt the second of two: one more
+    # Failed line than there were prompts is then taken for a restatement.
+    "pam prompt": (
+        [f"{iso(_Y)} web1 sshd[701]: error: PAM: Authentication failure for x from 192.0.2.1"],
+        [
+            f"{iso(_T)} web1 sshd[701]: error: PAM: Authentication failure for root from "
+            f"{ATTACKER}",
+            f"{iso(_T + timedelta(seconds=1))} web1 sshd[701]: Failed keyboard-interactive/pam "
+            f"for root from {ATTACKER} port 4000 ssh2",
+            f"{iso(_T + timedelta(seconds=3))} web1 sshd[701]: Failed keyboard-interactive/pam "
+            f"for root from {ATTACKER} port 4000 ssh2",
+        ],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(_CASES))
+def test_forged_future_connections_do_not_make_genuine_lines_restatements(case: str) -> None:
+    forged, genuine = _CASES[case]
+    unforged, after_forgery = _count_with_and_without(forged, genuine)
+    assert unforged > 0
+    assert after_forgery == unforged
+
+
+def test_forged_future_findings_are_dropped_at_a_clean_up() -> None:
+    """Not believed, and not kept either: a flood of them would otherwise survive every
+    clean-up of what fired."""
+    t = datetime(2026, 11, 24, 21, 0, tzinfo=UTC)
+    e, p = _engine(t + timedelta(hours=1))
+
+    def feed(text: str) -> None:
+        ev = p.parse_text(text)
+        assert ev is not None
+        e.feed(ev)
+
+    year = t + timedelta(days=365)
+    forged = engine_mod.FIRED_MIN // 2 + 10
+    for i in range(forged):
+        for k in range(5):
+            feed(fail(year, 10_000 + 5 * i + k, forged_address(i), f"x{i}"))
+    genuine = 0
+    while len(e.fired) >= genuine + forged // 2 and genuine < engine_mod.FIRED_MIN:
+        for k in range(5):
+            feed(fail(t + timedelta(seconds=genuine), 900_000 + 5 * genuine + k,
+                      f"172.16.{genuine >> 8}.{genuine & 255}", f"g{genuine}"))  # fmt: skip
+        genuine += 1
+    assert len(e.fired) == genuine  # a clean-up ran: the forged ones went, the genuine stayed
+    assert all(v < year.timestamp() for v in e.fired.values())
+
+
+def test_a_clock_hours_behind_every_stamp_changes_nothing(tmp_path: Path) -> None:
+    """A wrong ``sources.timezone`` puts every stamp hours off the wall clock, all alike
+    (here 14 h ahead, the most a zone can be). Only clean-ups use the clock, and running them
+    earlier changes no result: the findings are those of an engine without a clock. (The
+    clock also caps the start of learning, which would end up to 14 h early; this log is
+    shorter than the learning period.)"""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+    import gen_authlog
+
+    log = tmp_path / "auth.log"
+    start = datetime(2026, 11, 16, tzinfo=UTC)
+    gen_authlog.generate(str(log), 30_000, 5, start, 1, "web1", 0.9, quiet=True)
+    lines = log.read_text().splitlines()
+    runs = []
+    for offset in (None, timedelta(hours=-14)):
+        e = Engine(config.DetectionConfig(), History(), zone=UTC)
+        p = Parser(zone=UTC, reference=datetime(2026, 12, 1, tzinfo=UTC))
+        found = []
+        for text in lines:
+            ev = p.parse_text(text)
+            if ev is None:
+                continue
+            if offset is not None:
+                e.set_clock((ev.ts + offset).timestamp())
+            found += [(f.rule, f.subject, str(f.severity), f.events[-1].raw) for f in e.feed(ev)]
+        runs.append(found)
+    assert len(runs[0]) > 100
+    assert runs[1] == runs[0]
+
+
+def test_every_counter_of_the_engine_gets_the_clock() -> None:
+    """Each counter sweeps on its own (every 65,536 adds): all of them, including any added
+    later, must know the cap."""
+    from sshmonitord.detect.windows import DistinctCounter, WindowCounter
+
+    e, _ = _engine(datetime(2026, 11, 24, 21, 0, tzinfo=UTC))
+    counters = [v for v in vars(e).values() if isinstance(v, WindowCounter | DistinctCounter)]
+    assert len(counters) >= 6
+    assert all(c.clock_limit == e._clock for c in counters)
+
+
+def test_lines_stamped_in_the_past_leave_newer_memories_believed() -> None:
+    """The mirror case, with the clock set as the daemon sets it: late or forged lines
+    stamped hours in the past set off the connections' expiry; what is newer than them is
+    not "in the future" for that, since it is not after the clock."""
+    t = datetime(2026, 11, 24, 21, 0, tzinfo=UTC)
+    e, p = _engine(t + timedelta(hours=2, minutes=1))
+
+    def feed(text: str) -> None:
+        ev = p.parse_text(text)
+        assert ev is not None
+        e.feed(ev)
+
+    at = t + timedelta(hours=2)
+    feed(fail(at, 600, ATTACKER))
+    for i in range(3 * (engine_mod.SESSION_EXPIRY_EVERY + 1)):  # expiry runs several times
+        feed(
+            f"{iso(t + timedelta(seconds=i * 0.1))} web1 sshd[{20_000 + i}]: Invalid user "
+            f"old{i} from {forged_address(i)} port 9"
+        )
+    assert "600" in e.counted_sessions
+    feed(
+        f"{iso(at + timedelta(seconds=1))} web1 sshd[600]: Connection closed by "
+        f"authenticating user root {ATTACKER} port 4000 [preauth]"
+    )
+    key = int.from_bytes(bytes(int(x) for x in ATTACKER.split(".")))
+    assert e.by_ip.count(key, 0) + e.by_ip_scan.count(key, 0) == 1

@@ -110,3 +110,12 @@ def test_the_memory_follows_a_reload_to_longer_windows() -> None:
     )
     assert horizon(e) == 3 * 86400
     assert e._fired_horizon == 3 * 86400
+
+
+def test_each_rule_that_reads_what_fired_sets_how_long_it_is_kept() -> None:
+    cfg = config.DetectionConfig()
+    for rule in ("bruteforce", "slow_bruteforce", "enumeration", "distributed"):
+        longest = dataclasses.replace(getattr(cfg.rules, rule), window=5 * 86400)
+        rules = dataclasses.replace(cfg.rules, **{rule: longest})
+        e = Engine(dataclasses.replace(cfg, rules=rules), History(since=0.0), zone=UTC)
+        assert e._fired_horizon == 5 * 86400, rule

@@ -55,6 +55,13 @@ FOLLOW_UPS = frozenset({Kind.PREAUTH_DISCONNECT, Kind.PROTOCOL_ERROR, Kind.MAX_A
 SESSION_MAX_AGE = 600.0
 SESSION_EXPIRY_EVERY = 1023  # a mask: every 1,024 counted failures
 EVIDENCE_KEEP = 6  # log lines kept per address as an alert's evidence
+# A remembered time more than this after both the event being judged and the clock
+# (Engine.set_clock) is not believed: a forged line stamped in the future must not stand
+# for a connection or a finding of a genuine line's past. After both: the clock alone would
+# disbelieve every memory under a wrong ``sources.timezone`` (every stamp hours ahead, all
+# alike); the event alone, every newer memory when a late or forged line stamped in the
+# past is judged. The slack covers a remote host's clock a little ahead of ours.
+FUTURE_SKEW = 60.0
 # What fired is remembered as long as the longest window of a rule that asks (``_since``);
 # the memory is cleaned of older entries each time it doubles, from this size on.
 FIRED_MIN = 4096
@@ -283,8 +290,15 @@ class Engine:
         the expiry of connections and of what fired) run at an event's time but never
         later than this, so a line stamped in the future — any local user can write one —
         cannot make everything genuine look older than every window. A clean-up run too
-        early only keeps memory a little longer; counting always uses the event's own time."""
+        early only keeps memory a little longer; counting always uses the event's own time.
+        The first login ever recorded (the start of learning) is capped by it too.
+
+        A remembered time more than FUTURE_SKEW after both the event at hand and this limit
+        is not believed, and a clean-up drops it."""
         self._clock = limit
+        h = self.history
+        if h.since is not None and h.since > limit:
+            h.since = limit  # stored from a forged first login (store/history.py keeps it)
         for c in (
             self.by_ip,
             self.by_ip_scan,
@@ -310,7 +324,8 @@ class Engine:
             if len(out) > 1:
                 out.sort(key=lambda f: SPECIFICITY.get(f.rule, len(SPECIFICITY)))
             if len(self.fired) >= self._fired_limit:
-                self._expire_fired(min(ev.ts.timestamp(), self._clock))
+                ts = ev.ts.timestamp()
+                self._expire_fired(min(ts, self._clock), self._believable(ts))
         return out
 
     def feed_all(self, events: Iterable[Event]) -> list[Finding]:
@@ -323,7 +338,16 @@ class Engine:
         """Count from the window's start, or from just after this rule last fired on it."""
         last = self.fired.get((rule, subject), NEVER)
         start = ts - window
-        return start if last < start else last + 1e-6
+        if last < start or last > self._believable(ts):
+            # Not believed (FUTURE_SKEW): a forged future finding would keep the rule from
+            # counting the subject until its date.
+            return start
+        return last + 1e-6
+
+    def _believable(self, ts: float) -> float:
+        """The latest remembered time believed while judging an event at ``ts``."""
+        clock = self._clock
+        return (ts if ts > clock else clock) + FUTURE_SKEW
 
     def _failure(self, ev: Event) -> list[Finding]:
         # The hot path of an attack (every failure line): Kind members are module globals
@@ -361,16 +385,18 @@ class Engine:
         counted = self.counted_sessions
         # A connection's memory holds for SESSION_MAX_AGE after its last counted failure:
         # an older entry is another connection that got the same pid.
-        recent = ts - SESSION_MAX_AGE
+        # One stamped well after this line and the clock came from a forged line.
+        clock = self._clock  # self._believable(ts), inline on the hot path
+        recent, believable = ts - SESSION_MAX_AGE, (ts if ts > clock else clock) + FUTURE_SKEW
         if sess is not None:
             if pam_sshd:
                 pending = self.pam_pending
                 n, t = pending.get(sess, _NO_PAM)
-                pending[sess] = (n + 1 if t >= recent else 1, ts)
+                pending[sess] = (n + 1 if recent <= t <= believable else 1, ts)
             elif kind is _AUTH_FAILURE and method in PAM_RESTATED_BY:
                 pending = self.pam_pending
                 n, t = pending.get(sess, _NO_PAM)
-                if n and t >= recent:
+                if n and recent <= t <= believable:
                     if n == 1:
                         del pending[sess]
                     else:
@@ -378,9 +404,9 @@ class Engine:
                     restates = True
             # A line whose address came from its connection (parse/connections.py) says more
             # about an attempt the connection already showed: a follow-up too.
-            if (kind in FOLLOW_UPS or "address_from" in detail) and counted.get(
-                sess, NEVER
-            ) >= recent:
+            if (
+                kind in FOLLOW_UPS or "address_from" in detail
+            ) and recent <= counted.get(sess, NEVER) <= believable:
                 restates = True
             # "Invalid user X" (or "User X from A not allowed": sshd treats X as invalid)
             # came first on this connection and was counted: the first "Failed password for
@@ -389,7 +415,7 @@ class Engine:
                 not restates
                 and kind is _AUTH_FAILURE
                 and detail.get("invalid_user")
-                and self.invalid_sessions.pop(sess, NEVER) >= recent
+                and recent <= self.invalid_sessions.pop(sess, NEVER) <= believable
             ):
                 restates = True
         ip = ev.ip
@@ -403,7 +429,8 @@ class Engine:
         # connection (LogLevel VERBOSE logs each), and a host that logs in offers stale ones.
         key_try = kind is _AUTH_FAILURE and method in KEY_METHODS
         if key_try and (
-            key in self.authenticated or (sess is not None and counted.get(sess, NEVER) >= recent)
+            key in self.authenticated
+            or (sess is not None and recent <= counted.get(sess, NEVER) <= believable)
         ):
             restates = True
         store = self.evidence
@@ -426,7 +453,7 @@ class Engine:
                 self.invalid_sessions[sess] = ts
             self._counted_n += 1
             if not self._counted_n & SESSION_EXPIRY_EVERY:
-                self._expire_sessions(min(ts, self._clock))
+                self._expire_sessions(min(ts, self._clock), believable)
             if len(counted) > 100_000:
                 self._trim_sessions()
         if weight:
@@ -806,16 +833,17 @@ class Engine:
         for k in dead:
             del self.by_ip_user.data[k]
 
-    def _expire_sessions(self, now: float) -> None:
+    def _expire_sessions(self, now: float, until: float = math.inf) -> None:
         """Forget connections whose last counted failure is SESSION_MAX_AGE old (log time).
 
         From the front of each dict, up to the first younger entry: the dicts are in the
         order connections were first counted, and a connection's failures and follow-ups
-        come within its short life, so an entry refreshed later barely holds the rest up."""
+        come within its short life, so an entry refreshed later barely holds the rest up.
+        Entries stamped after ``until`` (forged, see FUTURE_SKEW) go too."""
         horizon = now - SESSION_MAX_AGE
-        drop_older(self.counted_sessions, horizon)
-        drop_older(self.invalid_sessions, horizon)
-        drop_older(self.pam_pending, horizon, itemgetter(1))
+        drop_older(self.counted_sessions, horizon, until=until)
+        drop_older(self.invalid_sessions, horizon, until=until)
+        drop_older(self.pam_pending, horizon, itemgetter(1), until)
 
     def _trim_sessions(self) -> None:
         drop_oldest(self.pam_pending, 10_000)
@@ -825,13 +853,14 @@ class Engine:
     def _trim_evidence(self) -> None:
         drop_oldest(self.evidence, EVIDENCE_ADDRESSES // 10)
 
-    def _expire_fired(self, now: float) -> None:
+    def _expire_fired(self, now: float, until: float = math.inf) -> None:
         """Forget findings older than every window that asks about them. ``now`` is log time
         (a finding's, capped by set_clock), as the counters' own sweeps use: a daemon
         catching up an old backlog must not forget what fired a moment before in the log.
-        Run when the memory has doubled since the last clean-up: O(1) a finding."""
+        Run when the memory has doubled since the last clean-up: O(1) a finding. Findings
+        stamped after ``until`` (forged, see FUTURE_SKEW) go too."""
         limit = now - self._fired_horizon
-        self.fired = {k: t for k, t in self.fired.items() if t >= limit}
+        self.fired = {k: t for k, t in self.fired.items() if limit <= t <= until}
         self._fired_limit = max(FIRED_MIN, 2 * len(self.fired))
 
     def stats(self) -> dict[str, int]:

@@ -40,14 +40,18 @@ def drop_oldest(d: dict[Any, Any], n: int) -> int:
 
 
 def drop_older(
-    d: dict[Any, Any], horizon: float, when: Callable[[Any], float] | None = None
+    d: dict[Any, Any],
+    horizon: float,
+    when: Callable[[Any], float] | None = None,
+    until: float = math.inf,
 ) -> int:
     """Delete the first keys of an insertion-ordered dict while their time (the value, or
-    ``when(value)``) is before ``horizon``, up to the first that is not; return how many
-    went. For dicts filled roughly in time order, where a late entry may hold up a few."""
+    ``when(value)``) is before ``horizon`` or after ``until``, up to the first that is
+    neither; return how many went. For dicts filled roughly in time order, where a late
+    entry may hold up a few (and a forged future one, without ``until``, all behind it)."""
     gone = 0
     for v in d.values():
-        if (v if when is None else when(v)) >= horizon:
+        if horizon <= (v if when is None else when(v)) <= until:
             break
         gone += 1
     return drop_oldest(d, gone) if gone else 0
