@@ -19,7 +19,7 @@ import signal
 import socket
 import subprocess
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -193,6 +193,53 @@ def test_disconnect_alone_ends_the_session_and_a_late_pam_close_finds_it(store: 
     [s] = all_sessions(store)
     assert s["end"] == ts("10:02:05") and s["detail"]["pam_closed"] == ts("10:02:05")
     assert tracker.open_count() == 0
+
+
+def test_a_forged_future_line_does_not_drop_a_closing_session_early(store: Store) -> None:
+    """A closed session stays findable for CLOSING_GRACE of log time for its last lines
+    (PAM's close). That time comes from the batch's last line; a forged line stamped a year
+    ahead (any local user can write one in file mode) must not end it at once, or the late
+    close finds nothing. Capped by the wall clock, as detection's clean-ups are."""
+    at = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=2)
+
+    def line(t: datetime, text: str) -> str:
+        return f"{t.isoformat()} web1 {text}"
+
+    tracker = SessionTracker(local_host="elsewhere")
+    feed(
+        store,
+        tracker,
+        [
+            line(at, "sshd[28]: Accepted password for alice from 192.0.2.10 port 41542 ssh2"),
+            line(
+                at,
+                "sshd[28]: pam_unix(sshd:session): session opened for user alice(uid=1001) "
+                "by (uid=0)",
+            ),
+            line(
+                at + timedelta(seconds=30),
+                "sshd[34]: Disconnected from user alice 192.0.2.10 port 41542",
+            ),
+        ],
+    )
+    forged = line(
+        at + timedelta(days=365),
+        "sshd[999]: Failed password for root from 198.51.100.1 port 22 ssh2",
+    )
+    feed(store, tracker, [forged])
+    feed(
+        store,
+        tracker,
+        [
+            line(
+                at + timedelta(seconds=30),
+                "sshd[28]: pam_unix(sshd:session): session closed for user alice",
+            )
+        ],
+    )
+    [s] = all_sessions(store)
+    assert s["state"] == "closed"
+    assert s["detail"]["pam_closed"] == (at + timedelta(seconds=30)).timestamp()
 
 
 def test_key_login_keeps_key_fingerprint_and_cert(store: Store) -> None:

@@ -370,7 +370,10 @@ class SessionTracker:
                     # for ever): count it, log the line, go on.
                     self.stats["errors"] += 1
                     self.log.exception("session tracking failed on an event", raw=ev.raw[:300])
-            self._expire_closing(events[-1].ts.timestamp() if events else None)
+            if events:
+                # Log time, but never later than the wall clock: a line forged with a future
+                # stamp must not end every closing session's grace at once.
+                self._expire_closing(min(events[-1].ts.timestamp(), time.time()))
             self._flush(conn)
         except BaseException:
             self.invalidate()
