@@ -19,7 +19,9 @@ import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import detectfeed
 import pytest
+from detectfeed import address
 
 from sshmonitord import config
 from sshmonitord.detect import engine as engine_mod
@@ -43,17 +45,13 @@ def fail(t: datetime, pid: int, ip: str, user: str = "root") -> str:
     return f"{iso(t)} web1 sshd[{pid}]: Failed password for {user} from {ip} port 4000 ssh2"
 
 
-def forged_address(i: int) -> str:
-    return f"10.{(i >> 16) & 255}.{(i >> 8) & 255}.{i & 255}"
-
-
 def attack_with_forgery(now: datetime, forged: int) -> list[str]:
     """Four failures an hour ago, ``forged`` lines stamped two days ahead (each a new
     address and name, as a flood of forgeries would be), then the attacker's fifth."""
     t = now - timedelta(hours=1)
     lines = [fail(t + timedelta(seconds=k), 100 + k, ATTACKER) for k in range(4)]
     ahead = now + timedelta(days=2)
-    lines += [fail(ahead, 1000 + i, forged_address(i), f"x{i}") for i in range(forged)]
+    lines += [fail(ahead, 1000 + i, address(i), f"x{i}") for i in range(forged)]
     lines.append(fail(t + timedelta(seconds=60), 200, ATTACKER))
     return lines
 
@@ -112,32 +110,16 @@ def test_replay_keeps_an_attackers_count_through_a_forged_future_flood(
     assert attacker_rules(summary_dict(r)["findings"]) == ["bruteforce"]
 
 
-class Stream:
-    """The real parser and an engine whose clock is set, as the pipeline sets it."""
+class Stream(detectfeed.Stream):
+    """With the engine's clock set, as the pipeline sets it."""
 
     def __init__(self, clock: datetime, history: History | None = None) -> None:
-        self.engine = Engine(config.DetectionConfig(), history or History(since=0.0), zone=UTC)
-        self.engine.set_clock(clock.timestamp())
-        self.parser = Parser(zone=UTC, reference=clock)
-        self.found: list[Finding] = []
-
-    def feed(self, text: str) -> list[Finding]:
-        ev = self.parser.parse_text(text)
-        assert ev is not None, text
-        out = self.engine.feed(ev)
-        self.found += out
-        return out
+        super().__init__(clock, clock, history)
 
     def login(self, at: datetime, user: str, ip: str) -> list[Finding]:
         return self.feed(
             f"{iso(at)} web1 sshd[77]: Accepted password for {user} from {ip} port 4000 ssh2"
         )
-
-    def failures(self, ip: str) -> int:
-        """What detection counted against ``ip`` (credential guesses and scanner visits)."""
-        key = int.from_bytes(bytes(int(x) for x in ip.split(".")))
-        e = self.engine
-        return e.by_ip.count(key, 0) + e.by_ip_scan.count(key, 0)
 
 
 def test_a_connection_already_counted_is_not_counted_again_after_forged_future_lines() -> None:
@@ -149,7 +131,7 @@ def test_a_connection_already_counted_is_not_counted_again_after_forged_future_l
     s.feed(fail(t, 500, ATTACKER))
     ahead = t + timedelta(days=2)
     for i in range(2 * (engine_mod.SESSION_EXPIRY_EVERY + 1)):
-        s.feed(fail(ahead, 10_000 + i, forged_address(i), f"x{i}"))
+        s.feed(fail(ahead, 10_000 + i, address(i), f"x{i}"))
     s.feed(
         f"{iso(t + timedelta(seconds=5))} web1 sshd[500]: Connection closed by authenticating "
         f"user root {ATTACKER} port 4000 [preauth]"
@@ -169,7 +151,7 @@ def test_a_rule_does_not_fire_again_early_after_forged_future_findings() -> None
     ahead = t + timedelta(days=2)
     for i in range(engine_mod.FIRED_MIN + 1):  # enough findings to set off a clean-up
         for k in range(5):
-            s.feed(fail(ahead, 10_000 + 5 * i + k, forged_address(i), f"x{i}"))
+            s.feed(fail(ahead, 10_000 + 5 * i + k, address(i), f"x{i}"))
     assert len(s.found) > engine_mod.FIRED_MIN
     s.feed(fail(t + timedelta(seconds=20), 300, ATTACKER))
     assert attacker_rules(s.found) == ["bruteforce"]  # not a second one: it needs five more
@@ -185,7 +167,7 @@ def test_a_spray_is_still_seen_through_a_forged_future_flood() -> None:
         s.feed(fail(t + timedelta(seconds=i), 100 + i, ip, "oracle"))
     ahead = t + timedelta(days=2)
     for i in range(FORGED):
-        s.feed(fail(ahead, 10_000 + i, forged_address(i), f"x{i}"))
+        s.feed(fail(ahead, 10_000 + i, address(i), f"x{i}"))
     s.feed(fail(t + timedelta(seconds=30), 300, spray[-1], "oracle"))
     assert [f.rule for f in s.found if f.subject == "user oracle"] == ["distributed"]
 
@@ -277,9 +259,7 @@ def test_forged_future_connections_do_not_stop_the_expiry_of_genuine_ones() -> N
     for i in range(seconds * rate):
         at = t + timedelta(seconds=i / rate)
         e.set_clock(at.timestamp())  # the wall clock moves with the genuine log
-        s.feed(
-            f"{iso(at)} web1 sshd[{10_000 + i}]: Invalid user u{i} from {forged_address(i)} port 4000"
-        )
+        s.feed(f"{iso(at)} web1 sshd[{10_000 + i}]: Invalid user u{i} from {address(i)} port 4000")
     bound = engine_mod.SESSION_MAX_AGE * rate + 2 * (engine_mod.SESSION_EXPIRY_EVERY + 1)
     assert len(e.counted_sessions) <= bound
     assert len(e.invalid_sessions) <= bound
@@ -385,7 +365,7 @@ def test_forged_future_findings_are_dropped_at_a_clean_up() -> None:
     forged = engine_mod.FIRED_MIN // 2 + 10
     for i in range(forged):
         for k in range(5):
-            s.feed(fail(year, 10_000 + 5 * i + k, forged_address(i), f"x{i}"))
+            s.feed(fail(year, 10_000 + 5 * i + k, address(i), f"x{i}"))
     genuine = 0
     while len(e.fired) >= genuine + forged // 2 and genuine < engine_mod.FIRED_MIN:
         for k in range(5):
@@ -452,7 +432,7 @@ def test_lines_stamped_in_the_past_leave_newer_memories_believed() -> None:
     for i in range(3 * (engine_mod.SESSION_EXPIRY_EVERY + 1)):  # expiry runs several times
         s.feed(
             f"{iso(t + timedelta(seconds=i * 0.1))} web1 sshd[{20_000 + i}]: Invalid user "
-            f"old{i} from {forged_address(i)} port 9"
+            f"old{i} from {address(i)} port 9"
         )
     assert "600" in e.counted_sessions
     s.feed(

@@ -17,12 +17,12 @@ import dataclasses
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from detectfeed import Stream
 
 from sshmonitord import config
 from sshmonitord.detect import engine as engine_mod
-from sshmonitord.detect.engine import SESSION_MAX_AGE, Engine, History
-from sshmonitord.events import Event, Finding
-from sshmonitord.parse import Parser
+from sshmonitord.detect.engine import SESSION_MAX_AGE
+from sshmonitord.events import Finding
 
 T0 = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 
@@ -31,29 +31,18 @@ def stamp(seconds: float) -> str:
     return (T0 + timedelta(seconds=seconds)).strftime("%b %d %H:%M:%S")
 
 
-class Feed:
-    """The real parser and a detection engine, fed log lines."""
+class Feed(Stream):
+    """sshd lines at ``at`` seconds after T0, with rules' settings changed by keyword."""
 
     def __init__(self, **rules: dict[str, object]) -> None:
         cfg = config.DetectionConfig()
         for name, changes in rules.items():
             r = dataclasses.replace(getattr(cfg.rules, name), **changes)
             cfg = dataclasses.replace(cfg, rules=dataclasses.replace(cfg.rules, **{name: r}))
-        self.engine = Engine(cfg, History(since=0.0), zone=UTC)
-        self.parser = Parser(reference=T0 + timedelta(days=2))
-        self.findings: list[Finding] = []
+        super().__init__(T0 + timedelta(days=2), cfg=cfg)
 
-    def line(self, at: float, pid: int, message: str) -> Event:
-        ev = self.parser.parse_text(f"{stamp(at)} h sshd[{pid}]: {message}")
-        assert ev is not None
-        self.findings += self.engine.feed(ev)
-        return ev
-
-    def failures(self, ip: str) -> int:
-        """What detection counted against ``ip``: credential guesses and scanner visits."""
-        key = int.from_bytes(bytes(int(x) for x in ip.split(".")))
-        e = self.engine
-        return e.by_ip.count(key, 0) + e.by_ip_scan.count(key, 0)
+    def line(self, at: float, pid: int, message: str) -> list[Finding]:
+        return self.feed(f"{stamp(at)} h sshd[{pid}]: {message}")
 
 
 def test_one_connection_is_one_attempt_however_its_lines_are_spread() -> None:

@@ -12,34 +12,25 @@ from __future__ import annotations
 import dataclasses
 from datetime import UTC, datetime, timedelta
 
+from detectfeed import Stream, address
+
 from sshmonitord import config
 from sshmonitord.detect import engine as engine_mod
 from sshmonitord.detect.engine import Engine, History
 from sshmonitord.events import Finding
-from sshmonitord.parse import Parser
 
 T0 = datetime(2026, 11, 2, 0, 0, tzinfo=UTC)
 
 
-class Feed:
+class Feed(Stream):
     def __init__(self) -> None:
-        cfg = config.DetectionConfig()
-        self.engine = Engine(cfg, History(since=0.0), zone=UTC)
-        self.parser = Parser(reference=T0 + timedelta(days=30))
-        self.findings: list[Finding] = []
+        super().__init__(T0 + timedelta(days=30))
 
     def fail(self, at: float, pid: int, ip: str, user: str = "root") -> list[Finding]:
         stamp = (T0 + timedelta(seconds=at)).strftime("%b %d %H:%M:%S")
-        text = f"{stamp} h sshd[{pid}]: Failed password for {user} from {ip} port 4000 ssh2"
-        ev = self.parser.parse_text(text)
-        assert ev is not None
-        found = self.engine.feed(ev)
-        self.findings += found
-        return found
-
-
-def address(i: int) -> str:
-    return f"10.{(i >> 16) & 255}.{(i >> 8) & 255}.{i & 255}"
+        return self.feed(
+            f"{stamp} h sshd[{pid}]: Failed password for {user} from {ip} port 4000 ssh2"
+        )
 
 
 def horizon(e: Engine) -> float:
@@ -63,7 +54,7 @@ def test_what_fired_is_remembered_for_the_longest_window_not_for_ever() -> None:
             f.fail(at + k * 0.5, 10_000 + i * 5 + k, address(i), f"u{i}")
         largest = max(largest, len(e.fired))
     live = horizon(e) / every
-    assert [x.rule for x in f.findings] == ["bruteforce"] * int(days * 86400 / every)
+    assert [x.rule for x in f.found] == ["bruteforce"] * int(days * 86400 / every)
     assert largest <= 2 * live + engine_mod.FIRED_MIN
     assert len(e.fired) >= live * 0.99  # the last day's are all still there
 
@@ -94,9 +85,9 @@ def test_a_subject_that_fired_within_its_window_is_not_forgotten() -> None:
         cleaned = len(e.fired) < largest
     assert cleaned and len(e.fired) == i - old + 1  # the old ones went, the live ones stayed
     assert target in e.fired
-    before = len(f.findings)
+    before = len(f.found)
     assert f.fail(now + 20, 200, "198.51.100.7", "admin") == []  # no second finding
-    assert len(f.findings) == before
+    assert len(f.found) == before
 
 
 def test_the_memory_follows_a_reload_to_longer_windows() -> None:
