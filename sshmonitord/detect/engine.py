@@ -833,7 +833,7 @@ class Engine:
         for k in dead:
             del self.by_ip_user.data[k]
 
-    def _expire_sessions(self, now: float, until: float = math.inf) -> None:
+    def _expire_sessions(self, now: float, until: float) -> None:
         """Forget connections whose last counted failure is SESSION_MAX_AGE old (log time).
 
         From the front of each dict, up to the first younger entry: the dicts are in the
@@ -853,7 +853,7 @@ class Engine:
     def _trim_evidence(self) -> None:
         drop_oldest(self.evidence, EVIDENCE_ADDRESSES // 10)
 
-    def _expire_fired(self, now: float, until: float = math.inf) -> None:
+    def _expire_fired(self, now: float, until: float) -> None:
         """Forget findings older than every window that asks about them. ``now`` is log time
         (a finding's, capped by set_clock), as the counters' own sweeps use: a daemon
         catching up an old backlog must not forget what fired a moment before in the log.
