@@ -8,7 +8,9 @@ Subcommands (each prints a table; ``--json`` prints one JSON document instead):
 * ``latency``: time from a writer's write() to the Line reaching the Tailer's emit callback,
   with inotify wake-ups and with pure stat() polling.
 * ``idle``: CPU used by a real ``sshmonitord`` process while nothing is written to its file,
-  and while a sibling file in the same directory is written to.
+  and while a sibling file in the same directory is written to; with ``--peers``, fail2ban
+  and a bare once-a-second Python loop (this machine's floor) measured the same way.
+* ``stream``: the same while its own file gets one write per line.
 * ``all``: the three with modest defaults.
 
 Every timed run of ``throughput`` happens in a fresh Python process (a hidden ``_worker``
@@ -30,6 +32,7 @@ import os
 import platform
 import pstats
 import random
+import re
 import resource
 import shutil
 import signal
@@ -959,6 +962,49 @@ READ_GAP_RUN = (
 )
 
 
+PEERS = {
+    "fail2ban": "fail2ban-server -f -x (the system's), a copy of /etc/fail2ban with one jail on "
+    "the file and no action (it bans nothing anywhere); its backend from --f2b-backend",
+    "floor": "a bare Python asyncio loop woken by a 1 s timer and doing nothing else: what any "
+    "process waking once a second costs on this machine",
+}
+FLOOR_RUN = (
+    "import asyncio\n"
+    "async def main():\n"
+    "    while True:\n"
+    "        await asyncio.sleep(1)\n"
+    "asyncio.run(main())\n"
+)
+
+
+def _fail2ban_conf(tmp: Path, watched: Path, backend: str) -> Path:
+    """A private copy of the system's fail2ban configuration: one jail following ``watched``
+    with no action at all, so a peer run never touches a firewall; socket, pid file, log and
+    database in ``tmp``."""
+    conf = tmp / "f2b"
+    shutil.copytree("/etc/fail2ban", conf)
+    for p in (conf / "jail.d").iterdir():  # Debian's defaults-debian.conf (backend systemd)
+        p.unlink()
+    (conf / "fail2ban.local").write_text(
+        "[Definition]\n"
+        "loglevel = INFO\n"
+        f"logtarget = {tmp / 'fail2ban.log'}\n"
+        f"socket = {tmp / 'f2b.sock'}\n"
+        f"pidfile = {tmp / 'f2b.pid'}\n"
+        f"dbfile = {tmp / 'f2b.sqlite3'}\n"
+    )
+    (conf / "jail.local").write_text(
+        "[DEFAULT]\n"
+        "ignoreip = 127.0.0.1/8 ::1\n"
+        "\n[sshd]\n"
+        "enabled = true\n"
+        f"logpath = {watched}\n"
+        f"backend = {backend}\n"
+        "action =\n"
+    )
+    return conf
+
+
 def idle(
     seconds: float,
     settle: float,
@@ -967,11 +1013,14 @@ def idle(
     styles: Sequence[str] = tuple(NOISE_STYLES),
     stream_rates: Sequence[float] = (),
     read_gap: float | None = None,
+    engine: str = "sshmonitord",
+    f2b_backend: str = "auto",
 ) -> dict[str, Any]:
     """The quiet window, one window per sibling-writer style, then one per rate in
     ``stream_rates`` with the writer appending to the followed file itself (one write per
     line, fd held open, as rsyslog writes an attack). ``read_gap``: run the daemon with
-    that READ_GAP (None: the package's own)."""
+    that READ_GAP (None: the package's own). ``engine``: sshmonitord, or one of PEERS in its
+    place, measured the same way."""
     tmp = Path(tempfile.mkdtemp(prefix="tailbench-idle-"))
     logdir = tmp / "log"
     logdir.mkdir()
@@ -979,41 +1028,67 @@ def idle(
     write_log(watched, 500, seed=9)
     sock = tmp / "control.sock"
     cfg = tmp / "sshmonitor.yaml"
-    cfg.write_text(
-        "sources:\n"
-        "  mode: file\n"
-        f"  files: [{json.dumps(str(watched))}]\n"
-        "control:\n"
-        f"  socket: {json.dumps(str(sock))}\n"
-        "response:\n"
-        "  enabled: false  # a benchmark never touches the firewall\n"
-    )
-    run = ["-m", "sshmonitord"] if read_gap is None else ["-c", READ_GAP_RUN.format(gap=read_gap)]
-    cmd = [
-        python,
-        *run,
-        "--config",
-        str(cfg),
-        "--state-dir",
-        str(tmp / "state"),
-        "--log-format",
-        "console",
-        "--dry-run",
-    ]
     daemon_log = tmp / "daemon.log"
-    note("idle: " + " ".join(cmd))
+    ready: Callable[[], bool]
+    if engine == "sshmonitord":
+        cfg.write_text(
+            "sources:\n"
+            "  mode: file\n"
+            f"  files: [{json.dumps(str(watched))}]\n"
+            "control:\n"
+            f"  socket: {json.dumps(str(sock))}\n"
+            "response:\n"
+            "  enabled: false  # a benchmark never touches the firewall\n"
+        )
+        run = ["-m", "sshmonitord"]
+        if read_gap is not None:
+            run = ["-c", READ_GAP_RUN.format(gap=read_gap)]
+        cmd = [
+            python,
+            *run,
+            "--config",
+            str(cfg),
+            "--state-dir",
+            str(tmp / "state"),
+            "--log-format",
+            "console",
+            "--dry-run",
+        ]
+
+        def ready() -> bool:
+            return _socket_ready(sock)
+
+    elif engine == "fail2ban":
+        conf = _fail2ban_conf(tmp, watched, f2b_backend)
+        cmd = ["fail2ban-server", "-f", "-x", "-c", str(conf), "-s", str(tmp / "f2b.sock")]
+        cmd += ["-p", str(tmp / "f2b.pid")]
+        f2b_log = tmp / "fail2ban.log"
+
+        def ready() -> bool:
+            text = f2b_log.read_text("utf-8", "replace") if f2b_log.exists() else ""
+            return "Jail 'sshd' started" in text
+
+    elif engine == "floor":
+        cmd = [python, "-c", FLOOR_RUN]
+
+        def ready() -> bool:
+            return True
+
+    else:
+        raise ValueError(f"unknown engine {engine!r}")
+    note(f"idle: {engine}: " + " ".join(cmd))
     env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC")}
     with open(daemon_log, "wb") as logfh:
         proc = subprocess.Popen(cmd, stdout=logfh, stderr=subprocess.STDOUT, env=env)
     try:
         deadline = time.monotonic() + 20
-        while not _socket_ready(sock):
+        while not ready():
             if proc.poll() is not None or time.monotonic() > deadline:
                 tail = daemon_log.read_text()[-3000:]
-                raise RuntimeError(f"daemon did not start (rc={proc.returncode}):\n{tail}")
+                raise RuntimeError(f"{engine} did not start (rc={proc.returncode}):\n{tail}")
             time.sleep(0.05)
         time.sleep(settle)
-        note(f"idle: daemon pid {proc.pid} up; quiet window {seconds:g}s ...")
+        note(f"idle: {engine} pid {proc.pid} up; quiet window {seconds:g}s ...")
         results = [{"window": "quiet", **_window(proc.pid, seconds, None)}]
         for style in styles:
             note(f"idle: sibling {style} window {seconds:g}s ({noise_rate:g} writes/s) ...")
@@ -1038,9 +1113,18 @@ def idle(
                 proc.wait()
         rc = proc.returncode
         tail = daemon_log.read_text(errors="replace")[-2000:] if daemon_log.exists() else ""
+        backend = None
+        if engine == "fail2ban" and (tmp / "fail2ban.log").exists():
+            f2b_text = (tmp / "fail2ban.log").read_text(errors="replace")
+            tail += f2b_text[-2000:]
+            used = re.search(r"Initiated '(\w+)' backend", f2b_text)
+            backend = used.group(1) if used else None
         shutil.rmtree(tmp, ignore_errors=True)
     return {
         "benchmark": "idle",
+        "engine": engine,
+        "engine_detail": PEERS.get(engine, "the daemon, `--dry-run`, `response.enabled: false`"),
+        "fail2ban_backend": backend,
         "env": environment(),
         "command": cmd,
         "settle_s": settle,
@@ -1071,9 +1155,11 @@ def print_stream(doc: dict[str, Any]) -> None:
         for r in run["results"]:
             if r["window"].startswith("own file"):
                 writes = max(1, r["sibling_writes"])
+                gap = run.get("read_gap")
                 rows.append(
                     (
-                        f"{run['read_gap']:g}",
+                        run.get("engine", "sshmonitord"),
+                        "-" if gap is None else f"{gap:g}",
                         r["window"],
                         r["sibling_writes"],
                         f"{r['cpu_s_proc_stat']:.2f}",
@@ -1082,20 +1168,42 @@ def print_stream(doc: dict[str, Any]) -> None:
                         f"{r['wakeups_per_s']:.1f}",
                     )
                 )
-    cols = ("READ_GAP s", "window", "lines", "CPU s", "% of a core", "µs/line", "wake-ups/s")
+    cols = ("engine", "READ_GAP s", "window", "lines", "CPU s", "% of a core", "µs/line",
+            "wake-ups/s")  # fmt: skip
     print(table(cols, rows))
 
 
 def print_idle(doc: dict[str, Any]) -> None:
     print(env_line(doc["env"]))
-    print("# daemon: " + " ".join(doc["command"]))
+    for d in [doc, *doc.get("peers", [])]:
+        _print_idle_one(d)
+    if doc.get("peers"):
+        engines = [doc, *doc["peers"]]
+        rows = []
+        for i, r in enumerate(doc["results"]):
+            rows.append((r["window"], *(f"{_pct(e['results'][i]):.3f}" for e in engines)))
+        print()
+        print(table(("window", *(f"{e['engine']} % core" for e in engines)), rows,
+                    "Side by side (process CPU clock, all threads):"))  # fmt: skip
+
+
+def _pct(r: dict[str, Any]) -> float:
+    return float(r["cpu_pct_clock"] if r["cpu_pct_clock"] is not None else r["cpu_pct_proc_stat"])
+
+
+def _print_idle_one(doc: dict[str, Any]) -> None:
+    engine = doc.get("engine", "sshmonitord")
+    print()
+    print(f"## {engine}: {doc.get('engine_detail', '')}")
+    if doc.get("fail2ban_backend"):
+        print(f"# fail2ban's backend: {doc['fail2ban_backend']}")
+    print("# command: " + " ".join(repr(c) if "\n" in c else c for c in doc["command"]))
     print(
-        f"# settled {doc['settle_s']:g}s after the control socket answered; RSS "
+        f"# settled {doc['settle_s']:g}s after it was ready; RSS "
         f"{doc['daemon_rss_mb']} MB; exit code after SIGTERM: {doc['daemon_exit_code']}"
     )
     rows = []
     for r in doc["results"]:
-        ok = r["cpu_pct_clock"] if r["cpu_pct_clock"] is not None else r["cpu_pct_proc_stat"]
         rows.append(
             (
                 r["window"],
@@ -1107,7 +1215,7 @@ def print_idle(doc: dict[str, Any]) -> None:
                 "-" if r["cpu_pct_clock"] is None else f"{r['cpu_pct_clock']:.4f}",
                 r["threads"],
                 f"{r['wakeups_per_s']:.1f}",
-                "yes" if ok < doc["target_pct"] else "NO",
+                "yes" if _pct(r) < doc["target_pct"] else "NO",
             )
         )
     print(
@@ -1136,8 +1244,8 @@ def print_idle(doc: dict[str, Any]) -> None:
     for r in doc["results"]:
         per = ", ".join(f"{k}={v:g}" for k, v in r["wakeups_per_s_by_thread"].items())
         print(f"  {r['window']}: wakeups/s per thread: {per}")
-    if doc["daemon_exit_code"] != 0:
-        print("# daemon log tail:\n" + doc["daemon_log_tail"])
+    if doc["daemon_exit_code"] != 0 and engine != "floor":  # floor: SIGTERM's default action
+        print("# log tail:\n" + doc["daemon_log_tail"])
 
 
 # ---------------------------------------------------------------------- CLI
@@ -1153,6 +1261,20 @@ def parser() -> argparse.ArgumentParser:
 
     def common(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("--json", action="store_true", help="print one JSON document instead")
+
+    def peers(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument(
+            "--peers",
+            default="",
+            help="comma list of processes measured the same way after sshmonitord, in the "
+            "same run: " + "; ".join(f"{k}: {v}" for k, v in PEERS.items()),
+        )
+        sp.add_argument(
+            "--f2b-backend",
+            default="auto",
+            choices=("auto", "pyinotify", "polling"),
+            help="fail2ban's backend (auto: pyinotify where installed, else polling)",
+        )
 
     t = sub.add_parser("throughput", help="lines/s and MB/s reading a big auth.log-like file")
     t.add_argument("--lines", type=int, default=1_000_000, help="lines to generate (1000000)")
@@ -1198,6 +1320,7 @@ def parser() -> argparse.ArgumentParser:
         + "; ".join(f"{k}: {v}" for k, v in NOISE_STYLES.items()),
     )
     i.add_argument("--python", default=sys.executable, help="interpreter to run the daemon")
+    peers(i)
     common(i)
 
     s = sub.add_parser(
@@ -1211,6 +1334,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--read-gaps", default="0.1,0", help="comma list of READ_GAP s (0.1,0)")
     s.add_argument("--repeat", type=int, default=2, help="rounds over the gaps (2)")
     s.add_argument("--python", default=sys.executable, help="interpreter to run the daemon")
+    peers(s)
     common(s)
 
     a = sub.add_parser("all", help="throughput, latency and idle with modest defaults")
@@ -1242,6 +1366,17 @@ def emit(doc: dict[str, Any], as_json: bool, printer: Callable[[dict[str, Any]],
         sys.stdout.flush()
 
 
+def _peers(text: str) -> list[str]:
+    """``--peers``: the names, checked; fail2ban's server must be installed."""
+    names = [x.strip() for x in text.split(",") if x.strip()]
+    unknown = sorted(set(names) - set(PEERS))
+    if unknown:
+        parser().error(f"--peers: unknown {', '.join(unknown)}; choose from {', '.join(PEERS)}")
+    if "fail2ban" in names and shutil.which("fail2ban-server") is None:
+        parser().error("--peers fail2ban: fail2ban-server not found (apt-get install fail2ban)")
+    return names
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if args.cmd == "_worker":
@@ -1266,16 +1401,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         styles = [x.strip() for x in args.noise_styles.split(",") if x.strip()]
         if set(styles) - set(NOISE_STYLES):
             parser().error(f"--noise-styles: choose from {', '.join(NOISE_STYLES)}")
+        others = _peers(args.peers)
         doc = idle(args.seconds, args.settle, args.noise_rate, args.python, styles)
+        doc["peers"] = [
+            idle(args.seconds, args.settle, args.noise_rate, args.python, styles,
+                 engine=e, f2b_backend=args.f2b_backend)
+            for e in others
+        ]  # fmt: skip
         emit(doc, args.json, print_idle)
     elif args.cmd == "stream":
         rates = [float(x) for x in args.rates.split(",") if x.strip()]
         gaps = [float(x) for x in args.read_gaps.split(",") if x.strip()]
+        others = _peers(args.peers)
         runs = []
         for _ in range(args.repeat):
             for gap in gaps:
                 d = idle(args.seconds, args.settle, 0, args.python, (), rates, gap)
                 runs.append({"read_gap": gap, **d})
+            for e in others:
+                d = idle(args.seconds, args.settle, 0, args.python, (), rates,
+                         engine=e, f2b_backend=args.f2b_backend)  # fmt: skip
+                runs.append({"read_gap": None, **d})
         emit({"benchmark": "stream", "env": environment(), "runs": runs}, args.json, print_stream)
     else:
         docs = []
