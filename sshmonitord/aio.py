@@ -17,8 +17,9 @@ async def wait_event(event: asyncio.Event, timeout: float) -> bool:
     then runs on after ``task.cancel()``, so whoever awaits the task (a stage's ``stop()``)
     waits for ever. ``asyncio.timeout`` counts its own cancellation apart from anyone
     else's (``Task.uncancel``), so it never swallows one; and unlike ``asyncio.wait`` on a
-    task wrapping ``event.wait()`` it creates no task per wait — the tailer's stat() timer
-    runs this several times a second, with or without lines to read.
+    task wrapping ``event.wait()`` it creates no task per wait. (The tailer, which waits
+    once a second on an idle daemon, uses a timer setting its own event instead: no
+    cancellation at all, see ``Tailer._wait``.)
     """
     if event.is_set():
         return True

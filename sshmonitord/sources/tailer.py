@@ -45,7 +45,6 @@ from pathlib import Path
 from typing import Any
 
 from .. import log
-from ..aio import wait_event
 from ..events import FilePosition, Line, Retired
 from ..measure import Sample, sample
 
@@ -119,6 +118,17 @@ def fingerprint_bytes(head: bytes) -> str:
     if not head:
         return "0:"
     return f"{len(head)}:{hashlib.blake2b(head, digest_size=12).hexdigest()}"
+
+
+def _mark(o: _Open) -> tuple[int, int, int] | None:
+    """What tells a file changed in place since it was last read (see ``_Open.seen``)."""
+    if o.stream is not None:
+        return None
+    try:
+        st = os.fstat(o.fd)
+    except OSError:
+        return None
+    return (st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
 def _fp_len(fp: str) -> int:
@@ -208,6 +218,9 @@ class _Open:
     retire: set[Key] = field(default_factory=set)  # further saved positions it supersedes
     broken: bool = False  # a damaged compressed file: nothing more can be read
     anchored: bool = False  # the store has a position in it (saved before, or Lines out)
+    # (size, mtime_ns, ctime_ns) as fstat() gave them just before a poll that checked the
+    # head and read to the end: while they stay so, there is nothing to check or read.
+    seen: tuple[int, int, int] | None = None
 
     def close(self) -> None:
         if self.stream is not None:
@@ -624,14 +637,22 @@ class FileFollower:
                     self._take(out, self.current, lines)
                     self.more = self._hit_limit
             return out
-        # Check for truncation before reading, so we never read past a shrink.
-        if self._check_truncation(cur):
-            self.more = True
-            return out  # the copy's unread end first (next round), then the new content
-        self._take(out, cur, self._read_all(cur, limit=MAX_LINES_PER_POLL - len(out)))
-        if self._hit_limit:
-            self.more = True
-            return out  # not at EOF yet: rotation is checked once the file is drained
+        mark = _mark(cur)
+        if mark is None or mark != cur.seen or mark[0] != cur.offset + len(cur.buf):
+            # Check for truncation before reading, so we never read past a shrink.
+            if self._check_truncation(cur):
+                self.more = True
+                return out  # the copy's unread end first (next round), then the new content
+            self._take(out, cur, self._read_all(cur, limit=MAX_LINES_PER_POLL - len(out)))
+            if self._hit_limit:
+                self.more = True
+                return out  # not at EOF yet: rotation is checked once the file is drained
+            cur.seen = mark
+        # else nothing was written to it, truncated or replaced in place since it was last
+        # checked and read to its end: the kernel sets ctime to now on every such change (no
+        # user can set it back). The stat() timer's poll of a quiet file skips the head's
+        # hash and the read (issue #17). A change within the same ctime tick as that check,
+        # leaving the size as it was, is seen with the next write instead.
         if not self.draining:
             self.caught_up_at = now
         st = self._stat_path()
@@ -1038,6 +1059,7 @@ class Tailer:
         self.last_loop = time.monotonic()
         self.read_gap = READ_GAP
         self._woken_read = -math.inf  # when the last read woken by inotify began
+        self._timed_out = False  # the stat() timer, not inotify, ended the last wait
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -1081,7 +1103,7 @@ class Tailer:
             if more:
                 await asyncio.sleep(0)  # a backlog: keep going, but let others run
                 continue
-            if not await wait_event(self._wake, self.poll_interval):
+            if not await self._wait():
                 continue
             # Woken by inotify: a writer usually writes a burst; let it finish so one read
             # takes it all (a wake-up costs more than the few ms of latency this adds). A
@@ -1090,6 +1112,27 @@ class Tailer:
             gap = min(self.read_gap, self.poll_interval)
             await asyncio.sleep(max(COALESCE, self._woken_read + gap - time.monotonic()))
             self._woken_read = time.monotonic()
+
+    async def _wait(self) -> bool:
+        """Until inotify (or stop()) wakes us, True, or poll_interval passes, False.
+
+        A timer that sets the same event, not ``asyncio.timeout``: on expiry that cancels
+        the waiting task and unwinds an exception through it, which an idle daemon did once a
+        second (issue #17). A cancellation of this task while it waits goes through as it
+        came, and the timer goes with it."""
+        if self._wake.is_set():
+            return True
+        self._timed_out = False
+        timer = asyncio.get_running_loop().call_later(self.poll_interval, self._time_out)
+        try:
+            await self._wake.wait()
+        finally:
+            timer.cancel()
+        return not self._timed_out
+
+    def _time_out(self) -> None:
+        self._timed_out = True
+        self._wake.set()
 
     def wake(self) -> None:
         self._wake.set()
