@@ -120,6 +120,14 @@ def fingerprint_bytes(head: bytes) -> str:
     return f"{len(head)}:{hashlib.blake2b(head, digest_size=12).hexdigest()}"
 
 
+# How old a file's ctime must be before its (size, mtime, ctime) may stand for its content
+# (git's "racily clean" rule). Changes within one timestamp tick leave all three as they were,
+# and a tick is a few ms on older kernels (a jiffy, before multigrain timestamps) and a whole
+# second or two on some file systems (ext4 with 128-byte inodes, ext3; FAT): a later change
+# always lands in a later tick than a ctime this old.
+RACY_NS = 2_500_000_000
+
+
 def _mark(o: _Open) -> tuple[int, int, int] | None:
     """What tells a file changed in place since it was last read (see ``_Open.seen``)."""
     if o.stream is not None:
@@ -219,7 +227,8 @@ class _Open:
     broken: bool = False  # a damaged compressed file: nothing more can be read
     anchored: bool = False  # the store has a position in it (saved before, or Lines out)
     # (size, mtime_ns, ctime_ns) as fstat() gave them just before a poll that checked the
-    # head and read to the end: while they stay so, there is nothing to check or read.
+    # head and read to the end, once that ctime was RACY_NS old: while they stay so, there is
+    # nothing to check or read.
     seen: tuple[int, int, int] | None = None
 
     def close(self) -> None:
@@ -638,6 +647,7 @@ class FileFollower:
                     self.more = self._hit_limit
             return out
         mark = _mark(cur)
+        settled = mark is not None and mark[2] <= time.time_ns() - RACY_NS
         if mark is None or mark != cur.seen or mark[0] != cur.offset + len(cur.buf):
             # Check for truncation before reading, so we never read past a shrink.
             if self._check_truncation(cur):
@@ -647,12 +657,12 @@ class FileFollower:
             if self._hit_limit:
                 self.more = True
                 return out  # not at EOF yet: rotation is checked once the file is drained
-            cur.seen = mark
+            cur.seen = mark if settled else None
         # else nothing was written to it, truncated or replaced in place since it was last
         # checked and read to its end: the kernel sets ctime to now on every such change (no
-        # user can set it back). The stat() timer's poll of a quiet file skips the head's
-        # hash and the read (issue #17). A change within the same ctime tick as that check,
-        # leaving the size as it was, is seen with the next write instead.
+        # user can set it back), and a mark is kept only once its ctime is RACY_NS old, so a
+        # later change cannot share its timestamp tick. The stat() timer's poll of a quiet
+        # file skips the head's hash and the read (issue #17).
         if not self.draining:
             self.caught_up_at = now
         st = self._stat_path()
