@@ -74,7 +74,9 @@ def test_one_process_serves_many_bans(backend: NftBackend, aio: Aio) -> None:
 
 
 @pytest.mark.real
-def test_session_killed_9_next_ban_lands(backend: NftBackend, aio: Aio) -> None:
+def test_session_killed_9_next_ban_lands(
+    backend: NftBackend, aio: Aio, caplog: pytest.LogCaptureFixture
+) -> None:
     aio(backend.ban([(ip("198.51.100.1"), 600)]))
     pid = backend.session.pid
     assert pid is not None
@@ -88,7 +90,18 @@ def test_session_killed_9_next_ban_lands(backend: NftBackend, aio: Aio) -> None:
     assert set(aio(backend.list())) == {ip("198.51.100.1/32"), ip("198.51.100.2/32")}
     ended = [e for e in logs if e["event"] == "nft session ended; starting a new one"]
     assert len(ended) == 1 and ended[0]["log_level"] == "warning", logs
-    assert ended[0]["pid"] == pid and ended[0]["status"] == -signal.SIGKILL
+    assert ended[0]["pid"] == pid
+    if ended[0]["status"] != -signal.SIGKILL:
+        # Seen twice in CI (2026-12-07): something else in this pytest process reaped the
+        # killed session before asyncio's child watcher thread did; asyncio then warns and
+        # reports 255. The status is asyncio's report, which the backend only logs; that
+        # the next ban lands, one line, a new session and no zombie are asserted regardless.
+        # My unverified guess at the other reaper: a stale subprocess.Popen of an earlier
+        # test (a transport collected after its loop closed) holding a reused pid, which
+        # subprocess._cleanup() polls when the new session's Popen is created.
+        unknown = f"Unknown child process pid {pid}"
+        assert ended[0]["status"] == 255, ended
+        assert any(unknown in r.getMessage() for r in caplog.records), caplog.records
     assert len(logs) == 1, logs
     assert backend.session.started == 2 and backend.session.pid != pid
     assert wait_gone(pid)
