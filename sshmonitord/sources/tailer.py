@@ -650,7 +650,7 @@ class FileFollower:
         settled = mark is not None and mark[2] <= time.time_ns() - RACY_NS
         if mark is None or mark != cur.seen or mark[0] != cur.offset + len(cur.buf):
             # Check for truncation before reading, so we never read past a shrink.
-            if self._check_truncation(cur):
+            if self._check_truncation(cur, None if mark is None else mark[0]):
                 self.more = True
                 return out  # the copy's unread end first (next round), then the new content
             self._take(out, cur, self._read_all(cur, limit=MAX_LINES_PER_POLL - len(out)))
@@ -745,12 +745,14 @@ class FileFollower:
             o.last_growth = time.monotonic()
             self.draining.append(o)
 
-    def _check_truncation(self, o: _Open) -> bool:
-        """Handle a truncation of the current file; True if a copy of it is queued to read."""
-        try:
-            size = os.fstat(o.fd).st_size
-        except OSError:
-            return False
+    def _check_truncation(self, o: _Open, size: int | None) -> bool:
+        """Handle a truncation of the current file; True if a copy of it is queued to read.
+        ``size``: the file's size from an fstat the caller just made (else one is made)."""
+        if size is None:
+            try:
+                size = os.fstat(o.fd).st_size
+            except OSError:
+                return False
         # Log files only shrink by truncation: below our offset, or below the bytes we
         # fingerprinted, the content is new.
         truncated = size < o.offset or size < _fp_len(o.fp)
