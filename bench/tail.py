@@ -65,6 +65,9 @@ except ImportError:  # run with a python that lacks the package: use the repo's 
         os.execv(str(VENV_PYTHON), [str(VENV_PYTHON), str(Path(__file__).resolve()), *sys.argv[1:]])
     raise
 
+sys.path.insert(0, str(ROOT / "bench"))
+import f2b  # noqa: E402  (bench/f2b.py: fail2ban as a peer, shared with bench/attack)
+
 SCRIPT = str(Path(__file__).resolve())
 # The daemon-path methods (e, f, g) run in a process set up as `sshmonitord` sets up its own:
 # its garbage collector thresholds and malloc arenas (cli/daemon.py), and the start-up heap
@@ -978,31 +981,18 @@ FLOOR_RUN = (
 
 
 def _fail2ban_conf(tmp: Path, watched: Path, backend: str) -> Path:
-    """A private copy of the system's fail2ban configuration: one jail following ``watched``
-    with no action at all, so a peer run never touches a firewall; socket, pid file, log and
-    database in ``tmp``."""
-    conf = tmp / "f2b"
-    shutil.copytree("/etc/fail2ban", conf)
-    for p in (conf / "jail.d").iterdir():  # Debian's defaults-debian.conf (backend systemd)
-        p.unlink()
-    (conf / "fail2ban.local").write_text(
-        "[Definition]\n"
-        "loglevel = INFO\n"
-        f"logtarget = {tmp / 'fail2ban.log'}\n"
-        f"socket = {tmp / 'f2b.sock'}\n"
-        f"pidfile = {tmp / 'f2b.pid'}\n"
-        f"dbfile = {tmp / 'f2b.sqlite3'}\n"
-    )
-    (conf / "jail.local").write_text(
+    """One jail following ``watched`` with no action at all, so a peer run never touches a
+    firewall (bench/f2b.py: the rest of the private copy)."""
+    return f2b.private_conf(
+        tmp,
         "[DEFAULT]\n"
         "ignoreip = 127.0.0.1/8 ::1\n"
         "\n[sshd]\n"
         "enabled = true\n"
         f"logpath = {watched}\n"
         f"backend = {backend}\n"
-        "action =\n"
+        "action =\n",
     )
-    return conf
 
 
 def idle(
@@ -1060,8 +1050,7 @@ def idle(
 
     elif engine == "fail2ban":
         conf = _fail2ban_conf(tmp, watched, f2b_backend)
-        cmd = ["fail2ban-server", "-f", "-x", "-c", str(conf), "-s", str(tmp / "f2b.sock")]
-        cmd += ["-p", str(tmp / "f2b.pid")]
+        cmd = f2b.server_argv(tmp, conf)
         f2b_log = tmp / "fail2ban.log"
 
         def ready() -> bool:
